@@ -1,0 +1,1 @@
+"""Data: the TFRecord schema, dataset preparation, and the tf.data input pipeline."""

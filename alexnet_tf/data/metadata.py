@@ -1,0 +1,137 @@
+"""The dataset metadata file written beside the shards, shared by writer and reader.
+
+``metadata.json`` holds the classes, per-split counts and shards, skipped files, the options
+that produced the records, and the training set's statistics (§2 mean activity, §4.1 RGB PCA).
+The mean image (``image_size × image_size × 3`` float32, 0–255 scale) lives beside it in
+``mean_image.npy``. All I/O goes through `tf.io.gfile`, so ``gs://`` directories work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import posixpath
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+METADATA_FILENAME = "metadata.json"
+MEAN_IMAGE_FILENAME = "mean_image.npy"
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassInfo:
+    index: int  # 0-based class index; the record label is index + label_offset.
+    wnid: str  # WordNet id for ImageNet, the folder name for other datasets.
+    name: str  # human-readable name (the wnid when none is known).
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardInfo:
+    name: str
+    records: int
+
+
+@dataclasses.dataclass
+class SplitInfo:
+    num_records: int
+    per_class: dict[str, int]  # wnid -> records
+    shards: list[ShardInfo]
+
+
+@dataclasses.dataclass
+class DatasetStats:
+    """Training-set pixel statistics on the 0–255 scale, computed from the data.
+
+    ``eigenvectors`` is 3×3 with the eigenvectors of the RGB covariance as its *columns*
+    (NumPy's ``eigh`` convention), ordered by descending eigenvalue, so the §4.1 lighting
+    offset is ``eigenvectors @ (alpha * eigenvalues)``.
+    """
+
+    mean_rgb: list[float]
+    eigenvalues: list[float]
+    eigenvectors: list[list[float]]
+    num_images: int  # images the statistics were computed over (bounded by --stats-sample).
+
+
+@dataclasses.dataclass
+class DatasetMetadata:
+    classes: list[ClassInfo]
+    splits: dict[str, SplitInfo]
+    label_offset: int = 0
+    image_size: int | None = 256  # None: records keep the original geometry.
+    stats: DatasetStats | None = None
+    skipped: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> DatasetMetadata:
+        raw = json.loads(text)
+        if raw.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"unsupported metadata format_version={raw.get('format_version')!r}; "
+                f"expected {FORMAT_VERSION}: re-run prepare-data"
+            )
+        splits = {
+            name: SplitInfo(
+                num_records=s["num_records"],
+                per_class=dict(s["per_class"]),
+                shards=[ShardInfo(**shard) for shard in s["shards"]],
+            )
+            for name, s in raw["splits"].items()
+        }
+        stats = DatasetStats(**raw["stats"]) if raw.get("stats") else None
+        return cls(
+            classes=[ClassInfo(**c) for c in raw["classes"]],
+            splits=splits,
+            label_offset=raw["label_offset"],
+            image_size=raw["image_size"],
+            stats=stats,
+            skipped=list(raw["skipped"]),
+            options=dict(raw["options"]),
+            format_version=raw["format_version"],
+        )
+
+    def save(self, directory: str) -> None:
+        """Writes ``metadata.json`` atomically (temporary name, then rename)."""
+        _write_atomically(posixpath.join(directory, METADATA_FILENAME), self.to_json().encode("utf-8"))
+
+    @classmethod
+    def load(cls, directory: str) -> DatasetMetadata:
+        path = posixpath.join(directory, METADATA_FILENAME)
+        if not tf.io.gfile.exists(path):
+            raise FileNotFoundError(f"{path}: no dataset metadata; run `alexnet-tf prepare-data` first")
+        with tf.io.gfile.GFile(path, "r") as f:
+            return cls.from_json(f.read())
+
+
+def save_mean_image(directory: str, mean_image: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, mean_image.astype(np.float32))
+    _write_atomically(posixpath.join(directory, MEAN_IMAGE_FILENAME), buffer.getvalue())
+
+
+def load_mean_image(directory: str) -> np.ndarray:
+    path = posixpath.join(directory, MEAN_IMAGE_FILENAME)
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"{path}: no mean image; run `alexnet-tf prepare-data` first")
+    with tf.io.gfile.GFile(path, "rb") as f:
+        return np.load(io.BytesIO(f.read()))
+
+
+def _write_atomically(path: str, data: bytes) -> None:
+    tmp = path + ".tmp"
+    with tf.io.gfile.GFile(tmp, "wb") as f:
+        f.write(data)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
