@@ -44,11 +44,15 @@ class SplitInfo:
 
 @dataclasses.dataclass
 class DatasetStats:
-    """Training-set pixel statistics on the 0–255 scale, computed from the data.
+    """Training-set pixel statistics, computed from the data.
 
-    ``eigenvectors`` is 3×3 with the eigenvectors of the RGB covariance as its *columns*
-    (NumPy's ``eigh`` convention), ordered by descending eigenvalue, so the §4.1 lighting
-    offset is ``eigenvectors @ (alpha * eigenvalues)``.
+    ``mean_rgb`` (and the mean image file) are on the 0–255 scale. ``eigenvalues`` and
+    ``eigenvectors`` decompose the 3×3 covariance of RGB values scaled to [0, 1]: §4.1's
+    formula adds ``p_i * alpha_i * lambda_i``, which depends on the pixel scale, and [0, 1] is
+    the scale on which the field uses it (ImageNet's eigenvalues are about 0.2, 0.02, 0.005,
+    giving shifts of a few 0–255 levels). ``eigenvectors`` has the eigenvectors as its
+    *columns* (NumPy's ``eigh`` convention), ordered by descending eigenvalue, so the lighting
+    offset on the 0–255 scale is ``255 * eigenvectors @ (alpha * eigenvalues)``.
     """
 
     mean_rgb: list[float]
