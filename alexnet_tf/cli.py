@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
+from alexnet_tf import paper
 from alexnet_tf.errors import InputError
 
 
@@ -21,3 +24,25 @@ class _Group(click.Group):
 @click.version_option(package_name="alexnet-tf")
 def main() -> None:
     """AlexNet (Krizhevsky, Sutskever & Hinton, 2012) in TensorFlow / Keras 3."""
+
+
+@main.command()
+@click.option("--num-classes", type=int, default=paper.NUM_CLASSES, show_default=True, help="Units of fc8.")
+@click.option("--input-size", type=int, default=paper.CROP_SIZE, show_default=True, help="Input side in pixels.")
+@click.option("--one-tower", is_flag=True, help="The single-tower variant instead of the paper's two towers.")
+@click.option("--grouped", is_flag=True, help="Caffe's layout: Conv2D(groups=2) instead of separate towers.")
+@click.option("--no-lrn", is_flag=True, help="Drop the local response normalisation layers.")
+@click.option("--width", type=float, default=1.0, show_default=True, help="Multiplier on channels and hidden units.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def summary(num_classes: int, input_size: int, one_tower: bool, grouped: bool, no_lrn: bool,
+            width: float, as_json: bool) -> None:
+    """Print the per-layer table: output shape, units, weights, biases, connections."""
+    from alexnet_tf.model import AlexNet
+    from alexnet_tf.summary import summarize
+
+    model = AlexNet(
+        num_classes, input_size, two_towers=not one_tower, grouped_convolutions=grouped,
+        local_response_normalization=not no_lrn, width=width,
+    )
+    counts = summarize(model)
+    click.echo(json.dumps(counts.to_dict(), indent=2) if as_json else counts.to_text())

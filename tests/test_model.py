@@ -1,0 +1,235 @@
+"""The AlexNet model: shapes, parameter counts, towers, placement, initialisation, saving."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from alexnet_tf.errors import InputError
+from alexnet_tf.layers import LocalResponseNormalization
+from alexnet_tf.model import AlexNet
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def full_model():
+    """The paper's full-size model: only for tests where its size is the point."""
+    return AlexNet(seed=1)
+
+
+def tiny(**kwargs):
+    """A small, fast copy: width 1/8, 64×64 input, 10 classes."""
+    kwargs = {"num_classes": 10, "input_size": 64, "width": 0.125, "seed": 0, **kwargs}
+    return AlexNet(**kwargs)
+
+
+def merged_channels(model, *names):
+    """Output shape of layer ``name`` (towers' channels added up)."""
+    shapes = [tuple(model.get_layer(n).output.shape[1:]) for n in names]
+    return shapes[0][:-1] + (sum(s[-1] for s in shapes),)
+
+
+@pytest.mark.slow
+def test_full_size_shapes_and_parameters(full_model):
+    towers = lambda name: (f"{name}_tower0", f"{name}_tower1")  # noqa: E731
+    assert merged_channels(full_model, *towers("conv1")) == (55, 55, 96)
+    assert merged_channels(full_model, *towers("conv2")) == (27, 27, 256)
+    assert merged_channels(full_model, *towers("conv3")) == (13, 13, 384)
+    assert merged_channels(full_model, *towers("conv4")) == (13, 13, 384)
+    assert merged_channels(full_model, *towers("conv5")) == (13, 13, 256)
+    assert merged_channels(full_model, "pool5") == (6, 6, 256)
+    assert [full_model.get_layer(n).output.shape[1] for n in ("fc6", "fc7", "fc8")] == [4096, 4096, 1000]
+    # Weights per layer as in the CSC321 table (K²·C·M per tower, summed), plus biases.
+    expected = {
+        "conv1": 11 * 11 * 3 * 48 * 2 + 96,
+        "conv2": 5 * 5 * 48 * 128 * 2 + 256,
+        "conv3": 3 * 3 * 256 * 192 * 2 + 384,
+        "conv4": 3 * 3 * 192 * 192 * 2 + 384,
+        "conv5": 3 * 3 * 192 * 128 * 2 + 256,
+        "fc6": 6 * 6 * 256 * 4096 + 4096,
+        "fc7": 4096 * 4096 + 4096,
+        "fc8": 4096 * 1000 + 1000,
+    }
+    counted = {name: 0 for name in expected}
+    for layer in full_model.layers:
+        base = layer.name.split("_")[0]
+        if base in counted:
+            counted[base] += layer.count_params()
+    assert counted == expected
+    assert full_model.count_params() == 60_965_224 == 60_954_656 + 10_568
+
+
+@pytest.mark.slow
+def test_paper_initialisation(full_model):
+    """§5: weights N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7, else 0."""
+    ones = {"conv2", "conv4", "conv5", "fc6", "fc7"}
+    for layer in full_model.layers:
+        if not hasattr(layer, "kernel"):
+            continue
+        kernel = layer.kernel.numpy()
+        assert abs(kernel.std() - 0.01) < 0.01 * 0.05, layer.name  # conv1's 17k entries: ~0.5% error
+        assert abs(kernel.mean()) < 0.01 * 0.05, layer.name
+        expected_bias = 1.0 if layer.name.split("_")[0] in ones else 0.0
+        np.testing.assert_array_equal(layer.bias.numpy(), expected_bias, err_msg=layer.name)
+    # Each layer draws its own weights (a shared seed must not repeat values across layers).
+    k0 = full_model.get_layer("conv4_tower0").kernel.numpy()
+    k1 = full_model.get_layer("conv4_tower1").kernel.numpy()
+    assert not np.allclose(k0, k1)
+
+
+def test_variants_and_options():
+    one = AlexNet(two_towers=False)
+    # conv2, conv4, conv5 see all maps: 5·5·48·256 + 3·3·192·384 + 3·3·192·256 more weights.
+    assert one.count_params() == 60_965_224 + 5 * 5 * 48 * 256 + 3 * 3 * 192 * 384 + 3 * 3 * 192 * 256
+    assert not any("tower" in layer.name for layer in one.layers)
+
+    grouped = AlexNet(grouped_convolutions=True)
+    assert grouped.count_params() == 60_965_224
+    assert [grouped.get_layer(n).groups for n in ("conv1", "conv2", "conv3", "conv4", "conv5")] == [1, 2, 1, 2, 2]
+
+    model = tiny(local_response_normalization=False, dropout=0.3, num_classes=7, input_size=(64, 80))
+    assert not any(isinstance(layer, LocalResponseNormalization) for layer in model.layers)
+    assert [model.get_layer(n).rate for n in ("dropout6", "dropout7")] == [0.3, 0.3]
+    assert model.output.shape == (None, 7)
+    assert model.get_layer("conv1_tower0").filters == 6  # 96 · 1/8 / 2 towers
+    assert model.get_layer("fc6").units == 512
+
+
+def test_forward_and_every_parameter_gets_a_gradient():
+    model = tiny()
+    x = tf.random.normal((3, 64, 64, 3), stddev=50.0)
+    probs = model(x, training=False)
+    np.testing.assert_allclose(tf.reduce_sum(probs, axis=-1), 1.0, rtol=1e-5)
+    logits_model = tiny(classifier_activation=None)
+    with tf.GradientTape() as tape:
+        logits = logits_model(x, training=True)
+        labels = tf.constant([1, 2, 3])
+        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
+    grads = tape.gradient(loss, logits_model.trainable_variables)
+    assert np.isfinite(loss.numpy())
+    assert all(g is not None and np.all(np.isfinite(g)) for g in grads)
+    assert all(np.any(g.numpy() != 0) for g in grads)
+
+
+def _submodel_outputs(model, inputs: list[str], outputs: list[str], feeds):
+    sub = keras.Model([model.get_layer(n).output for n in inputs], [model.get_layer(n).output for n in outputs])
+    return [o.numpy() for o in sub(feeds)]
+
+
+@pytest.mark.parametrize(
+    "inputs, outputs",
+    [
+        (["pool1_tower0", "pool1_tower1"], ["conv2_tower0", "conv2_tower1"]),
+        (["conv3_tower0", "conv3_tower1"], ["conv4_tower0", "conv4_tower1"]),
+        (["conv4_tower0", "conv4_tower1"], ["conv5_tower0", "conv5_tower1"]),
+    ],
+)
+def test_towers_are_independent_in_conv2_conv4_conv5(inputs, outputs):
+    model = tiny(width=0.25)
+    rng = np.random.default_rng(0)
+    feeds = [rng.uniform(0, 5, size=(1, *model.get_layer(n).output.shape[1:])).astype(np.float32) for n in inputs]
+    base = _submodel_outputs(model, inputs, outputs, feeds)
+    for changed in (0, 1):
+        perturbed = [f + (rng.uniform(1, 2, size=f.shape).astype(np.float32) if i == changed else 0)
+                     for i, f in enumerate(feeds)]
+        out = _submodel_outputs(model, inputs, outputs, perturbed)
+        for tower in (0, 1):
+            same = np.allclose(out[tower], base[tower])
+            assert same == (tower != changed), f"{outputs[tower]} after changing {inputs[changed]}"
+
+
+def test_conv3_sees_both_towers():
+    model = tiny(width=0.25)
+    inputs, outputs = ["pool2_tower0", "pool2_tower1"], ["conv3_tower0", "conv3_tower1"]
+    rng = np.random.default_rng(1)
+    feeds = [rng.uniform(0, 5, size=(1, *model.get_layer(n).output.shape[1:])).astype(np.float32) for n in inputs]
+    base = _submodel_outputs(model, inputs, outputs, feeds)
+    out = _submodel_outputs(model, inputs, outputs, [feeds[0], feeds[1] + 1.0])
+    assert not np.allclose(out[0], base[0]) and not np.allclose(out[1], base[1])
+
+
+def test_separate_towers_equal_grouped_convolutions():
+    """Without LRN (whose window the grouped layout does not split), both layouts are one function."""
+    towers = tiny(width=0.25, local_response_normalization=False)
+    grouped = tiny(width=0.25, local_response_normalization=False, grouped_convolutions=True)
+    for name in ("conv1", "conv2", "conv3", "conv4", "conv5"):
+        halves = [towers.get_layer(f"{name}_tower{t}") for t in (0, 1)]
+        grouped.get_layer(name).set_weights([np.concatenate([h.get_weights()[i] for h in halves], axis=-1)
+                                             for i in (0, 1)])
+    for name in ("fc6", "fc7", "fc8"):
+        grouped.get_layer(name).set_weights(towers.get_layer(name).get_weights())
+    x = tf.random.normal((2, 64, 64, 3), stddev=50.0)
+    np.testing.assert_allclose(grouped(x), towers(x), rtol=1e-4, atol=1e-6)
+
+
+def test_keras_file_round_trip(tmp_path):
+    model = tiny(tower_devices=["/CPU:0", "/CPU:0"])
+    path = tmp_path / "alexnet.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path, safe_mode=True)
+    x = tf.random.normal((2, 64, 64, 3), stddev=50.0)
+    np.testing.assert_array_equal(restored(x, training=False), model(x, training=False))
+    assert restored.get_layer("conv2_tower1").device == "/CPU:0"
+    assert isinstance(restored.get_layer("lrn1_tower0"), LocalResponseNormalization)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"input_size": 63}, "input_size=63"),
+        ({"num_classes": 0}, "num_classes=0"),
+        ({"dropout": 1.0}, "dropout=1.0"),
+        ({"width": 0}, "width=0"),
+        ({"two_towers": False, "grouped_convolutions": True}, "grouped_convolutions"),
+        ({"tower_devices": ["/CPU:0"]}, "tower_devices"),
+        ({"grouped_convolutions": True, "tower_devices": ["/CPU:0", "/CPU:0"]}, "tower_devices"),
+    ],
+)
+def test_invalid_options_are_named(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        tiny(**kwargs)
+
+
+_PLACEMENT_SCRIPT = """
+import json
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from alexnet_tf.model import AlexNet
+model = AlexNet(num_classes=10, input_size=64, width=0.125, tower_devices=["/CPU:0", "/CPU:1"])
+step = tf.function(lambda x: model(x, training=True))
+step(tf.zeros([2, 64, 64, 3]))  # it runs across both devices
+graph = step.get_concrete_function(tf.TensorSpec([2, 64, 64, 3])).graph
+print(json.dumps({
+    "variables": {v.path: v.value.device for v in model.weights},
+    "ops": [[op.name, op.type, op.device] for op in graph.get_operations()],
+}))
+"""
+
+
+@pytest.mark.slow
+def test_tower_placement_on_two_logical_devices():
+    # Logical devices must be configured before TensorFlow initialises: a fresh process.
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-c", _PLACEMENT_SCRIPT], capture_output=True, text=True,
+                            env=env, cwd=REPO, timeout=300, check=True)
+    placed = json.loads(result.stdout.strip().splitlines()[-1])
+    compute = {"Conv2D", "BiasAdd", "Relu", "LRN", "MaxPool"}
+    tower_ops = [(name, device) for name, op_type, device in placed["ops"]
+                 if op_type in compute and "_tower" in name]
+    assert {op_type for _, op_type, _ in placed["ops"] if op_type in compute} == compute
+    assert len(tower_ops) >= 2 * 5 * 3  # conv1-5 (conv, bias, relu) per tower, plus LRN and pools
+    for name, device in tower_ops:
+        tower = name.split("_tower")[1][0]
+        assert device.endswith(f"CPU:{tower}"), (name, device)
+    tower_variables = {path: device for path, device in placed["variables"].items() if "_tower" in path}
+    assert len(tower_variables) == 2 * 5 * 2
+    for path, device in tower_variables.items():
+        assert device.endswith(f"CPU:{path.split('_tower')[1][0]}"), (path, device)
