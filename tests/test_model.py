@@ -233,3 +233,15 @@ def test_tower_placement_on_two_logical_devices():
     assert len(tower_variables) == 2 * 5 * 2
     for path, device in tower_variables.items():
         assert device.endswith(f"CPU:{path.split('_tower')[1][0]}"), (path, device)
+
+
+def test_mixed_precision_policy():
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = tiny()
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert model.get_layer("lrn1_tower0").compute_dtype == "bfloat16"
+    probs = model(tf.random.normal((2, 64, 64, 3), stddev=50.0), training=False)
+    assert probs.dtype == tf.float32
+    np.testing.assert_allclose(tf.reduce_sum(probs, axis=-1), 1.0, rtol=1e-3)
