@@ -1,34 +1,35 @@
 """Training input pipeline throughput against the bare JPEG-decoding limit, measured in one run.
 
-    python tools/bench_pipeline.py                      # synthesises 4,096 256×256 records
-    python tools/bench_pipeline.py --data-dir D         # prepare-data output (train split)
+    python tools/bench_pipeline.py                   # synthesises 4,096 256×256 records in a temp dir
+    python tools/bench_pipeline.py --data-dir D      # prepare-data output (its train split)
 
-Both pipelines read the same train shards with the same parallel interleave and AUTOTUNE map:
+All pipelines read the same train shards with the same parallel interleave and AUTOTUNE map:
 
-* limit: read + ``tf.io.decode_jpeg`` of the whole image + batch (uint8);
-* full:  ``alexnet_tf.data.pipeline.train_dataset``: shuffle, crop decoded with
-  ``decode_and_crop_jpeg``, mirror, PCA lighting, mean-image subtraction, float output, batch.
+* limit: read + ``tf.io.decode_jpeg`` of the whole 256×256 image + batch (uint8);
+* full: ``alexnet_tf.data.pipeline.train_dataset`` at the paper's settings: shuffle, crop
+  decoded with ``decode_and_crop_jpeg``, mirror, mean-image subtraction, PCA lighting, float32
+  output, batch;
+* with ``--breakdown`` (default) also the same pipeline with lighting off, and with lighting and
+  mean subtraction off, to show what each step costs.
 
-Rounds alternate limit / full / limit / full … so load from other processes hits both alike; each
-timing starts after warm-up batches on a fresh iterator. Reports the median images/s (wall clock)
-and images per CPU-second of this process (images/s per core), and full / limit ratios of both.
+Rounds alternate between the pipelines so load from other processes hits all alike; each timing
+starts on a fresh iterator after warm-up batches. Reported per pipeline: the best and the median
+round, as images/s (wall clock), images/s per core, and images per CPU-second of this process;
+then full / limit for each.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import click  # noqa: E402
 import tensorflow as tf  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from alexnet_tf.data import pipeline, schema, synthetic  # noqa: E402
 from alexnet_tf.data.metadata import DatasetMetadata  # noqa: E402
@@ -63,54 +64,63 @@ def measure(make: Callable[[], tf.data.Dataset], batches: int, warmup: int, batc
     return images / wall, images / cpu
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", help="prepare-data output; default: synthesise records in a temp dir")
-    parser.add_argument("--records", type=int, default=4096, help="synthetic train records")
-    parser.add_argument("--shards", type=int, default=16, help="synthetic train shards")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--batches", type=int, default=40, help="timed batches per round")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed batches per round")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--dtype", default="float32", choices=pipeline.DTYPES)
-    parser.add_argument("--mean", default=pipeline.MEAN_IMAGE, choices=pipeline.MEAN_MODES)
-    parser.add_argument("--shuffle-buffer", type=int, default=10_000)
-    args = parser.parse_args()
-
+@click.command()
+@click.option("--data-dir", help="prepare-data output; default: synthesise records in a temp dir.")
+@click.option("--records", default=4096, show_default=True, help="Synthetic train records.")
+@click.option("--shards", default=16, show_default=True, help="Synthetic train shards.")
+@click.option("--batch-size", default=128, show_default=True)
+@click.option("--batches", default=15, show_default=True, help="Timed batches per round.")
+@click.option("--warmup", default=3, show_default=True, help="Untimed batches per round.")
+@click.option("--rounds", default=5, show_default=True)
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(pipeline.DTYPES))
+@click.option("--shuffle-buffer", default=10_000, show_default=True)
+@click.option("--breakdown/--no-breakdown", default=True, show_default=True, help="Also time partial pipelines.")
+def main(data_dir, records, shards, batch_size, batches, warmup, rounds, dtype, shuffle_buffer, breakdown) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        data_dir = args.data_dir
         if data_dir is None:
             data_dir = tmp
-            print(f"writing {args.records} synthetic 256x256 records in {args.shards} shards ...", flush=True)
+            click.echo(f"writing {records} synthetic 256x256 records in {shards} shards ...")
             synthetic.write_synthetic_dataset(
-                tmp, train_records=args.records, train_shards=args.shards, validation_records=0, validation_shards=0
+                tmp, train_records=records, train_shards=shards, validation_records=0, validation_shards=0
             )
-        config = pipeline.InputConfig(
-            data_dir, batch_size=args.batch_size, shuffle_buffer=args.shuffle_buffer, dtype=args.dtype, mean=args.mean
-        )
-        candidates = {
-            "limit (read + full decode_jpeg)": lambda: limit_dataset(data_dir, args.batch_size),
-            f"full training pipeline ({args.dtype}, mean {args.mean})": lambda: pipeline.train_dataset(config),
-        }
+
+        def train(**options) -> Callable[[], tf.data.Dataset]:
+            config = pipeline.InputConfig(
+                data_dir, batch_size=batch_size, shuffle_buffer=shuffle_buffer, dtype=dtype, **options
+            )
+            return lambda: pipeline.train_dataset(config)
+
+        candidates = {"limit: read + full decode_jpeg": lambda: limit_dataset(data_dir, batch_size)}
+        if breakdown:
+            candidates["crop + mirror + cast"] = train(mean=pipeline.MEAN_NONE, lighting_strength=0)
+            candidates["  + mean image"] = train(lighting_strength=0)
+        candidates[f"full: + PCA lighting ({dtype})"] = train()
         results = {name: [] for name in candidates}
-        for round_index in range(args.rounds):
+        for round_index in range(rounds):
             for name, make in candidates.items():
-                rate, per_cpu = measure(make, args.batches, args.warmup, args.batch_size)
-                results[name].append((rate, per_cpu))
-                print(f"round {round_index + 1}: {name}: {rate:,.0f} img/s, {per_cpu:,.0f} img/CPU-s", flush=True)
+                results[name].append(measure(make, batches, warmup, batch_size))
+            click.echo(f"round {round_index + 1}/{rounds}: " + ", ".join(f"{r[-1][0]:,.0f}" for r in results.values()))
 
     cores = len(os.sched_getaffinity(0))
-    print(f"\n{cores} cores, load average {os.getloadavg()[0]:.1f}; medians over {args.rounds} rounds "
-          f"of {args.batches} batches of {args.batch_size}:")  # fmt: skip
-    medians = {
-        name: (statistics.median(r for r, _ in runs), statistics.median(c for _, c in runs))
-        for name, runs in results.items()
-    }
-    for name, (rate, per_cpu) in medians.items():
-        print(f"  {name:<45} {rate:8,.0f} img/s  {rate / cores:7,.0f} img/s per core  {per_cpu:7,.0f} img/CPU-s")
-    (limit_rate, limit_cpu), (full_rate, full_cpu) = medians.values()
-    print(f"  full / limit: {full_rate / limit_rate:.0%} of the wall-clock rate, "
-          f"{full_cpu / limit_cpu:.0%} of the per-CPU-second rate")  # fmt: skip
+    click.echo(
+        f"\n{cores} cores, load average {os.getloadavg()[0]:.1f}; "
+        f"{rounds} rounds of {batches} batches of {batch_size}; best (median) of rounds:"
+    )
+    click.echo(f"  {'pipeline':<32} {'images/s':>17} {'per core':>15} {'images/CPU-s':>15}")
+    summary = {}
+    for name, runs in results.items():
+        rates, per_cpu = [r for r, _ in runs], [c for _, c in runs]
+        summary[name] = (max(rates), statistics.median(rates), max(per_cpu), statistics.median(per_cpu))
+        best, median, best_cpu, median_cpu = summary[name]
+        click.echo(
+            f"  {name:<32} {best:>7,.0f} ({median:>7,.0f}) {best / cores:>6,.0f} ({median / cores:>6,.0f})"
+            f" {best_cpu:>6,.0f} ({median_cpu:>6,.0f})"
+        )
+    limit, full = summary[next(iter(summary))], summary[next(reversed(summary))]
+    click.echo(
+        f"  full / limit: {full[0] / limit[0]:.0%} ({full[1] / limit[1]:.0%}) of images/s, "
+        f"{full[2] / limit[2]:.0%} ({full[3] / limit[3]:.0%}) of images per CPU-second"
+    )
 
 
 if __name__ == "__main__":

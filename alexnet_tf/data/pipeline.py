@@ -11,13 +11,14 @@ Per training record, in this order (each step is a function in `alexnet_tf.data.
 
 1. parse the Model Garden record; draw the view (crop corner, mirror bit, lighting alpha) from a
    per-record seed;
-2. decode only the crop window (``tf.io.decode_and_crop_jpeg``) when the record is
-   256×256; otherwise decode it whole, apply §2 (shorter side to 256, central 256×256) and cut
-   the window;
-3. cast to float32 and subtract the mean: the same window of the mean image (the paper's), the
-   per-channel mean, or nothing; add the lighting offset (an RGB constant per image);
-4. cast to the output dtype, then mirror. Mirroring last equals mirroring the crop and the mean
-   window together, since the lighting offset is the same at every pixel.
+2. decode only the crop window (``tf.io.decode_and_crop_jpeg``) when the records are
+   256×256; otherwise decode the record whole, apply §2 (shorter side to 256, central 256×256)
+   and cut the window;
+3. mirror the uint8 window if the view says so;
+4. cast to float32 and subtract the mean: the same window of the mean image, mirrored with the
+   image (the paper's), the per-channel mean, or nothing; add the lighting offset (an RGB
+   constant per image, so mirroring does not touch it);
+5. cast to the output dtype.
 
 All of it runs per record inside the parallel ``map``. Doing the float work on whole batches
 instead was measured 4–6× slower per image on CPU: per-record tensors stay in cache, batch
@@ -124,7 +125,11 @@ class Preprocessor:
             raise InputError(f"crop_size={config.crop_size} is larger than the {self.image_size}-pixel images")
         self.label_offset = metadata.label_offset if config.label_offset is None else config.label_offset
         self.dtype = tf.as_dtype(config.dtype)
-        self._mean_image = None if mean_image is None else self._mean_image_tensor(mean_image)
+        self._mean_image = self._mirrored_mean_image = None
+        if mean_image is not None:
+            self._mean_image = self._mean_image_tensor(mean_image)
+            # Windows of the mirrored mean image are the mirrored windows, without a float reverse.
+            self._mirrored_mean_image = tf.reverse(self._mean_image, axis=[1])
         self._mean_rgb = None
         self._eigenvalues = self._eigenvectors = None
         needs_stats = config.mean == MEAN_CHANNEL or config.lighting_strength > 0
@@ -199,10 +204,17 @@ class Preprocessor:
             window = tf.io.decode_and_crop_jpeg(features[schema.ENCODED], corner_and_size, channels=3)
         return tf.ensure_shape(window, [size, size, 3])
 
-    def normalise(self, image: tf.Tensor, offset: tf.Tensor, alpha: tf.Tensor | None = None) -> tf.Tensor:
+    def normalise(
+        self,
+        image: tf.Tensor,
+        offset: tf.Tensor,
+        alpha: tf.Tensor | None = None,
+        mirrored: tf.Tensor | None = None,
+    ) -> tf.Tensor:
         """float32 ``image`` minus the mean, plus §4.1's lighting for ``alpha`` if lighting is on.
 
-        With the mean image, the window subtracted is the one at ``offset`` of ``image``'s size.
+        With the mean image, the window subtracted is the one at ``offset`` of ``image``'s size,
+        mirrored when ``mirrored`` is true (``image`` is then the mirrored window).
         """
         shift = None
         if alpha is not None and self._eigenvalues is not None:
@@ -211,8 +223,19 @@ class Preprocessor:
             shift = -self._mean_rgb if shift is None else shift - self._mean_rgb
         mean = None
         if self._mean_image is not None:
-            mean = augment.crop_window(self._mean_image, offset, image.shape[0])
+            mean = self._mean_window(offset, image.shape[0], mirrored)
         return augment.normalise(image, mean, shift)
+
+    def _mean_window(self, offset: tf.Tensor, size: int, mirrored: tf.Tensor | None) -> tf.Tensor:
+        def window() -> tf.Tensor:
+            return augment.crop_window(self._mean_image, offset, size)
+
+        def mirrored_window() -> tf.Tensor:
+            # Column x of the image is column (image_size - 1 - x) of the mirrored image.
+            corner = tf.stack([offset[0], self.image_size - size - offset[1]])
+            return augment.crop_window(self._mirrored_mean_image, corner, size)
+
+        return window() if mirrored is None else tf.cond(mirrored, mirrored_window, window)
 
     # --- Views ----------------------------------------------------------------------------
 
@@ -225,9 +248,9 @@ class Preprocessor:
             self.config.crop_size,
             paper.PCA_LIGHTING_STD * self.config.lighting_strength,
         )
-        window = self.decode_window(features, view.offset)
-        image = tf.cast(self.normalise(window, view.offset, view.alpha), self.dtype)
-        return augment.flip_left_right(image, view.flip), features["label"]
+        window = augment.flip_left_right(self.decode_window(features, view.offset), view.flip)
+        image = self.normalise(window, view.offset, view.alpha, mirrored=view.flip)
+        return tf.cast(image, self.dtype), features["label"]
 
     def centre_view(self, serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """The central ``crop_size``² patch of a record, and its label."""
@@ -301,7 +324,10 @@ def shard_files(
         return files, False
     if len(files) >= pipelines:
         mine = files[input_context.input_pipeline_id :: pipelines]
-        logger.info("input pipeline %d of %d reads %d of %d files", input_context.input_pipeline_id, pipelines, len(mine), len(files))
+        logger.info(
+            "input pipeline %d of %d reads %d of %d files",
+            input_context.input_pipeline_id, pipelines, len(mine), len(files),
+        )  # fmt: skip
         return mine, False
     logger.warning(
         "%d shard files for %d input pipelines: each pipeline reads every file and keeps every "
@@ -320,7 +346,9 @@ def split_files(data_dir: str, metadata: DatasetMetadata, split: str) -> list[st
     present = set(tf.io.gfile.glob(posixpath.join(data_dir, schema.shard_glob(split))))
     missing = [path for path in files if path not in present]
     if missing:
-        raise InputError(f"{len(missing)} shard(s) listed in {where} are missing, e.g. {missing[0]}: re-run prepare-data")
+        raise InputError(
+            f"{len(missing)} shard(s) listed in {where} are missing, e.g. {missing[0]}: re-run prepare-data"
+        )
     return files
 
 
