@@ -249,6 +249,9 @@ def test_bad_config_values_are_named(options, message):
 def test_bad_directories_and_batch_sizes(data_dir, tmp_path):
     with pytest.raises(InputError, match="metadata.json"):
         pipeline.train_dataset(pipeline.InputConfig(str(tmp_path)))
+    (tmp_path / "metadata.json").write_text('{"format_version": 1}')
+    with pytest.raises(InputError, match="unreadable metadata"):
+        pipeline.train_dataset(pipeline.InputConfig(str(tmp_path)))
     with pytest.raises(InputError, match="not divisible by the 3 replicas"):
         pipeline.train_dataset(pipeline.InputConfig(data_dir, batch_size=4), tf.distribute.InputContext(1, 0, 3))
     broken = str(tmp_path / "broken")
