@@ -3,7 +3,8 @@
 Writes JPEG records in the Model Garden schema (`schema.serialize_example`), the metadata
 (`DatasetMetadata.save`) and the mean image (`save_mean_image`), with statistics computed from
 the generated pixels. The images are smooth random colour fields plus noise, so their JPEGs are
-about the size of ImageNet's at 256×256 (~25 KB at quality 90) and decode at a similar speed.
+about the size of ImageNet's at 256×256 (~25 KB at quality 90); full decoding runs at the rate
+noted for ImageNet-like 256×256 records on this machine class (~3,800–4,500 images/s on 2 cores).
 """
 
 from __future__ import annotations
