@@ -46,3 +46,29 @@ def summary(num_classes: int, input_size: int, one_tower: bool, grouped: bool, n
     )
     counts = summarize(model)
     click.echo(json.dumps(counts.to_dict(), indent=2) if as_json else counts.to_text())
+
+
+@main.command("show-augment")
+@click.option("--data-dir", required=True, help="prepare-data output directory (local or gs://).")
+@click.option("-o", "--output", required=True, help="PNG file to write.")
+@click.option("--split", default="train", show_default=True, help="Split whose first records are shown.")
+@click.option("--images", default=4, show_default=True, type=click.IntRange(1, 64), help="Records to show.")
+@click.option("--views", default=9, show_default=True, type=click.IntRange(1, 64), help="Training views per record.")
+@click.option(
+    "--lighting-strength",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="PCA lighting strength in units of the paper's (alpha std 0.1); exaggerated so it is visible.",
+)
+@click.option("--seed", default=0, show_default=True, help="Seed of the views shown.")
+def show_augment(
+    data_dir: str, output: str, split: str, images: int, views: int, lighting_strength: float, seed: int
+) -> None:
+    """Write a PNG grid of training views and the ten test crops (§4.1)."""
+    from alexnet_tf.data.visualize import write_augment_grid
+
+    width, height = write_augment_grid(
+        output, data_dir, split=split, images=images, views=views, lighting_strength=lighting_strength, seed=seed
+    )
+    click.echo(f"wrote {output} ({width}x{height})")

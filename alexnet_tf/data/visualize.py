@@ -1,0 +1,96 @@
+"""``show-augment``: a PNG grid of what the network sees, drawn by the pipeline's own functions.
+
+For each of the first few records of a split, two rows: the decoded 256×256 image followed by
+random training views (§4.1 crop, mirror and PCA lighting, exaggerated so a person can see it),
+then the ten test patches (§4.1) in `augment.TEN_CROP_NAMES` order. Views are shown before mean
+subtraction (``mean="none"``) so they look like photographs; otherwise they are exactly what
+`Preprocessor.train_view` and `Preprocessor.ten_crop_views` return.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import tensorflow as tf
+from matplotlib.figure import Figure
+
+from alexnet_tf import paper
+from alexnet_tf.data import augment, schema
+from alexnet_tf.data.metadata import _write_atomically
+from alexnet_tf.data.pipeline import MEAN_NONE, InputConfig, Preprocessor, interleave_records, split_files
+
+# Each cell is a 128×128-pixel image under a 16-pixel title line (at DPI 64: 2 and 0.25 inches,
+# exact in binary floating point), so the PNG is exactly (columns × 128) × (rows × 144) pixels.
+CELL_INCHES = 2.0
+TITLE_INCHES = 0.25
+DPI = 64
+DEFAULT_LIGHTING_STRENGTH = 10.0  # ×paper.PCA_LIGHTING_STD: shifts of tens of levels, visible.
+
+
+def grid_shape(images: int, views: int) -> tuple[int, int]:
+    """(rows, columns) of the grid for ``images`` records and ``views`` training views each."""
+    return 2 * images, max(1 + views, paper.TEST_VIEWS)
+
+
+def augment_grid(
+    data_dir: str,
+    *,
+    split: str = schema.TRAIN,
+    images: int = 4,
+    views: int = 9,
+    lighting_strength: float = DEFAULT_LIGHTING_STRENGTH,
+    seed: int = 0,
+) -> Figure:
+    """The grid as a matplotlib figure (Agg canvas; no pyplot state)."""
+    config = InputConfig(data_dir, mean=MEAN_NONE, lighting_strength=lighting_strength, seed=seed)
+    preprocessor = Preprocessor.from_config(config)
+    records = interleave_records(split_files(data_dir, preprocessor.metadata, split), deterministic=True)
+    records = list(records.take(images))
+    rows, columns = grid_shape(len(records), views)
+    height = rows * (CELL_INCHES + TITLE_INCHES)
+    figure = Figure(figsize=(columns * CELL_INCHES, height), dpi=DPI)
+    axes = figure.subplots(rows, columns, squeeze=False)
+    # A title line above every row of images: hspace is relative to the axes height.
+    figure.subplots_adjust(
+        left=0.0, right=1.0, bottom=0.0, top=1.0 - TITLE_INCHES / height, wspace=0.03, hspace=TITLE_INCHES / CELL_INCHES
+    )
+    for ax in axes.flat:
+        ax.set_axis_off()
+    lighting_stddev = paper.PCA_LIGHTING_STD * lighting_strength
+    for index, record in enumerate(records):
+        top, bottom = axes[2 * index], axes[2 * index + 1]
+        features = preprocessor.parse(record)
+        name = _class_name(preprocessor, int(features["label"]))
+        _show(top[0], preprocessor.decode(features), f"{name}, whole {preprocessor.image_size}²")
+        for view_index in range(views):
+            view_seed = tf.constant([seed, index * views + view_index], tf.int64)
+            view = augment.sample_view(view_seed, preprocessor.image_size, config.crop_size, lighting_stddev)
+            image, _ = preprocessor.train_view(record, view_seed)
+            y, x = view.offset.numpy()
+            _show(top[1 + view_index], image, f"({y},{x}){' mirrored' if view.flip else ''}")
+        crops, _ = preprocessor.ten_crop_views(record)
+        for crop_index, name in enumerate(augment.TEN_CROP_NAMES):
+            _show(bottom[crop_index], crops[crop_index], name)
+    return figure
+
+
+def write_augment_grid(output: str, data_dir: str, **options) -> tuple[int, int]:
+    """Writes the grid as a PNG to ``output`` (local or ``gs://``, atomically); returns its size."""
+    figure = augment_grid(data_dir, **options)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI)
+    _write_atomically(output, buffer.getvalue())
+    width, height = figure.get_size_inches() * DPI
+    return int(round(width)), int(round(height))
+
+
+def _show(ax, image: tf.Tensor, title: str) -> None:
+    pixels = np.clip(np.round(tf.cast(image, tf.float32).numpy()), 0, 255).astype(np.uint8)
+    ax.imshow(pixels, interpolation="nearest")
+    ax.set_title(title, fontsize=7, pad=2)
+
+
+def _class_name(preprocessor: Preprocessor, label: int) -> str:
+    classes = preprocessor.metadata.classes
+    return classes[label].name if 0 <= label < len(classes) else f"label {label}"

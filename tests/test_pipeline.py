@@ -1,0 +1,265 @@
+"""The tf.data pipeline on tiny synthetic datasets written in prepare-data's format."""
+
+import logging
+import posixpath
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from alexnet_tf import paper
+from alexnet_tf.data import augment, pipeline, schema, synthetic
+from alexnet_tf.data.metadata import DatasetMetadata, load_mean_image
+from alexnet_tf.errors import InputError
+
+CROP = paper.CROP_SIZE
+TRAIN_RECORDS = 16  # one class per training record, so labels identify records
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> str:
+    """256×256 records, label_offset 0; 16 train records in 4 shards, 6 validation in 2."""
+    directory = str(tmp_path_factory.mktemp("data"))
+    synthetic.write_synthetic_dataset(
+        directory,
+        num_classes=TRAIN_RECORDS,
+        train_records=TRAIN_RECORDS,
+        train_shards=4,
+        validation_records=6,
+        validation_shards=2,
+    )
+    return directory
+
+
+@pytest.fixture(scope="module")
+def model_garden_dir(tmp_path_factory) -> str:
+    """Model Garden conventions: labels 1..N, original image geometry."""
+    directory = str(tmp_path_factory.mktemp("model_garden"))
+    synthetic.write_synthetic_dataset(
+        directory, num_classes=4, train_records=8, train_shards=2, validation_records=8, image_size=None, label_offset=1
+    )
+    return directory
+
+
+def first_record(directory: str, split: str = schema.TRAIN) -> tf.Tensor:
+    metadata = DatasetMetadata.load(directory)
+    return next(iter(tf.data.TFRecordDataset(pipeline.split_files(directory, metadata, split)[0])))
+
+
+def decoded(record: tf.Tensor) -> np.ndarray:
+    return tf.io.decode_jpeg(schema.parse_example(record)[schema.ENCODED], channels=3).numpy().astype(np.float32)
+
+
+def labels_of(dataset: tf.data.Dataset, batches: int | None = None) -> list[int]:
+    if batches is not None:
+        dataset = dataset.take(batches)
+    return [int(label) for _, labels in dataset for label in labels.numpy()]
+
+
+# --- Single views against NumPy ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "mean, strength", [(pipeline.MEAN_IMAGE, 1.0), (pipeline.MEAN_CHANNEL, 2.5), (pipeline.MEAN_NONE, 0.0)]
+)
+def test_train_view_matches_numpy(data_dir, mean, strength):
+    config = pipeline.InputConfig(data_dir, mean=mean, lighting_strength=strength)
+    preprocessor = pipeline.Preprocessor.from_config(config)
+    metadata = DatasetMetadata.load(data_dir)
+    stats = metadata.stats
+    mean_image = load_mean_image(data_dir)
+    record = first_record(data_dir)
+    image = decoded(record)
+    flips = set()
+    for i in range(6):
+        seed = tf.constant([11, i], tf.int64)
+        view = augment.sample_view(seed, lighting_stddev=paper.PCA_LIGHTING_STD * strength)
+        (y, x), flip, alpha = view.offset.numpy(), bool(view.flip), view.alpha.numpy()
+        flips.add(flip)
+        expected = image[y : y + CROP, x : x + CROP].copy()
+        if mean == pipeline.MEAN_IMAGE:
+            expected -= mean_image[y : y + CROP, x : x + CROP]
+        elif mean == pipeline.MEAN_CHANNEL:
+            expected -= np.array(stats.mean_rgb)
+        # §4.1: add [p1 p2 p3][a1 l1, a2 l2, a3 l3]^T (0-255 scale) to every pixel.
+        expected += 255.0 * np.array(stats.eigenvectors) @ (alpha * np.array(stats.eigenvalues))
+        if flip:
+            expected = expected[:, ::-1]
+        got, label = preprocessor.train_view(record, seed)
+        assert got.shape == (CROP, CROP, 3) and got.dtype == tf.float32
+        # Inside the window decode_and_crop_jpeg equals decoding all and slicing; its first and
+        # last columns see the crop edge in chroma upsampling (documented in decode_window).
+        np.testing.assert_allclose(got[:, 1:-1], expected[:, 1:-1], atol=1e-3)
+        np.testing.assert_allclose(got, expected, atol=16)
+        assert int(label) == 0
+    assert flips == {True, False}
+
+
+def test_centre_view_matches_numpy(data_dir):
+    config = pipeline.InputConfig(data_dir, mean=pipeline.MEAN_CHANNEL)
+    record = first_record(data_dir, schema.VALIDATION)
+    got, _ = pipeline.Preprocessor.from_config(config).centre_view(record)
+    margin = (paper.IMAGE_SIZE - CROP) // 2
+    mean_rgb = DatasetMetadata.load(data_dir).stats.mean_rgb
+    expected = decoded(record)[margin : margin + CROP, margin : margin + CROP] - mean_rgb
+    np.testing.assert_allclose(got[:, 1:-1], expected[:, 1:-1], atol=1e-3)
+
+
+def test_ten_crop_views_match_numpy_slices(data_dir):
+    record = first_record(data_dir, schema.VALIDATION)
+    crops, _ = pipeline.Preprocessor.from_config(pipeline.InputConfig(data_dir)).ten_crop_views(record)
+    assert crops.shape == (paper.TEST_VIEWS, CROP, CROP, 3)
+    image = decoded(record) - load_mean_image(data_dir)
+    far, centre = paper.IMAGE_SIZE - CROP, (paper.IMAGE_SIZE - CROP) // 2
+    corners = [(0, 0), (0, far), (far, 0), (far, far), (centre, centre)]
+    for index in range(paper.TEST_VIEWS):
+        y, x = corners[index % 5]
+        expected = image[y : y + CROP, x : x + CROP]
+        if index >= 5:  # the reflections of the first five
+            expected = expected[:, ::-1]
+        np.testing.assert_allclose(crops[index], expected, atol=1e-3, err_msg=augment.TEN_CROP_NAMES[index])
+
+
+# --- Datasets ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", pipeline.DTYPES)
+def test_train_batches_have_the_requested_dtype(data_dir, dtype):
+    images, labels = next(iter(pipeline.train_dataset(pipeline.InputConfig(data_dir, batch_size=4, dtype=dtype))))
+    assert images.shape == (4, CROP, CROP, 3) and images.dtype == tf.as_dtype(dtype)
+    assert labels.dtype == tf.int32 and all(0 <= label < TRAIN_RECORDS for label in labels.numpy())
+    assert np.isfinite(tf.cast(images, tf.float32).numpy()).all()
+
+
+def test_eval_dataset_is_one_pass_of_centre_or_ten_crops(data_dir):
+    config = pipeline.InputConfig(data_dir, batch_size=4)
+    centre = list(pipeline.eval_dataset(config))
+    assert [images.shape[0] for images, _ in centre] == [4, 2]  # 6 validation records
+    assert centre[0][0].shape == (4, CROP, CROP, 3)
+    images, labels = next(iter(pipeline.eval_dataset(config, ten_crop=True)))
+    assert images.shape == (4, paper.TEST_VIEWS, CROP, CROP, 3) and labels.shape == (4,)
+
+
+def test_each_epoch_is_a_permutation_with_fresh_views(data_dir):
+    config = pipeline.InputConfig(data_dir, batch_size=TRAIN_RECORDS, deterministic=True, seed=5)
+    (first, first_labels), (second, second_labels) = pipeline.train_dataset(config).take(2)
+    assert sorted(first_labels.numpy()) == sorted(second_labels.numpy()) == list(range(TRAIN_RECORDS))
+    assert not np.array_equal(first_labels, second_labels)  # reshuffled
+    for label in range(3):
+        a = first.numpy()[list(first_labels.numpy()).index(label)]
+        b = second.numpy()[list(second_labels.numpy()).index(label)]
+        assert not np.allclose(a, b)  # §4.1: a new crop, flip and alpha on every pass
+
+
+def test_deterministic_with_a_seed_repeats_batches(data_dir):
+    def batches(seed):
+        config = pipeline.InputConfig(data_dir, batch_size=4, deterministic=True, seed=seed)
+        return [(images.numpy(), labels.numpy()) for images, labels in pipeline.train_dataset(config).take(3)]
+
+    first, again, other = batches(3), batches(3), batches(4)
+    for (a_images, a_labels), (b_images, b_labels) in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a_images, b_images)
+        np.testing.assert_array_equal(a_labels, b_labels)
+    assert not all(np.array_equal(a[0], b[0]) for a, b in zip(first, other, strict=True))
+
+
+def test_label_conventions(model_garden_dir):
+    expected = sorted(i % 4 for i in range(8))
+    zero_based = labels_of(pipeline.eval_dataset(pipeline.InputConfig(model_garden_dir, batch_size=4)))
+    assert sorted(zero_based) == expected  # metadata's label_offset=1 subtracted
+    kept = labels_of(pipeline.eval_dataset(pipeline.InputConfig(model_garden_dir, batch_size=4, label_offset=0)))
+    assert sorted(kept) == [label + 1 for label in expected]  # Model Garden's 1..N as stored
+
+
+def test_original_geometry_records_are_resized_as_in_section_2(model_garden_dir):
+    config = pipeline.InputConfig(model_garden_dir, mean=pipeline.MEAN_NONE, lighting_strength=0)
+    preprocessor = pipeline.Preprocessor.from_config(config)
+    record = first_record(model_garden_dir)
+    assert decoded(record).shape != (paper.IMAGE_SIZE, paper.IMAGE_SIZE, 3)
+    paper_size = augment.resize_and_centre_crop(tf.constant(decoded(record).astype(np.uint8))).numpy()
+    centre, _ = preprocessor.centre_view(record)
+    np.testing.assert_array_equal(centre, paper_size[16 : 16 + CROP, 16 : 16 + CROP])
+    images, _ = next(iter(pipeline.train_dataset(pipeline.InputConfig(model_garden_dir, batch_size=4))))
+    assert images.shape == (4, CROP, CROP, 3)
+
+
+# --- Distribution --------------------------------------------------------------------------------
+
+
+def contexts(pipelines: int) -> list[tf.distribute.InputContext]:
+    return [tf.distribute.InputContext(pipelines, i, pipelines) for i in range(pipelines)]
+
+
+def assert_partition(shares: list[list[int]], everything: list[int]) -> None:
+    assert sorted(label for share in shares for label in share) == sorted(everything)  # covered, no overlap
+
+
+def test_input_contexts_split_files_without_overlap(data_dir):
+    config = pipeline.InputConfig(data_dir, batch_size=8)  # 4 per replica
+    eval_shares = [labels_of(pipeline.eval_dataset(config, input_context=c, split=schema.TRAIN)) for c in contexts(2)]
+    assert [len(share) for share in eval_shares] == [8, 8]
+    assert_partition(eval_shares, list(range(TRAIN_RECORDS)))
+    # One training epoch per pipeline: 2 shards of 4 records each, 2 batches of 4.
+    train_shares = [labels_of(pipeline.train_dataset(config, input_context=c), batches=2) for c in contexts(2)]
+    assert_partition(train_shares, list(range(TRAIN_RECORDS)))
+
+
+def test_fewer_files_than_pipelines_shards_records(data_dir, caplog):
+    config = pipeline.InputConfig(data_dir, batch_size=3)  # 1 per replica
+    with caplog.at_level(logging.WARNING, logger=pipeline.__name__):
+        shares = [labels_of(pipeline.eval_dataset(config, input_context=c)) for c in contexts(3)]
+    assert "2 shard files for 3 input pipelines" in caplog.text
+    assert_partition(shares, list(range(6)))  # 6 validation records in 2 files
+    # Training: 4 files, 5 pipelines; pipeline k keeps records k, k+5, ... of the same order.
+    config = pipeline.InputConfig(data_dir, batch_size=5)
+    counts = [len(range(k, TRAIN_RECORDS, 5)) for k in range(5)]
+    shares = [
+        labels_of(pipeline.train_dataset(config, input_context=c), batches=n)
+        for c, n in zip(contexts(5), counts, strict=True)
+    ]
+    assert_partition(shares, list(range(TRAIN_RECORDS)))
+
+
+def test_distribute_datasets_from_function(data_dir):
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    config = pipeline.InputConfig(data_dir, batch_size=4)
+    distributed = strategy.distribute_datasets_from_function(lambda context: pipeline.train_dataset(config, context))
+    images, labels = next(iter(distributed))
+    assert images.shape == (4, CROP, CROP, 3) and labels.shape == (4,)
+
+
+# --- Bad input -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"mean": "median"}, "mean='median'"),
+        ({"dtype": "float64"}, "dtype='float64'"),
+        ({"lighting_strength": -1.0}, "lighting_strength=-1.0"),
+        ({"batch_size": 0}, "batch_size=0"),
+        ({"deterministic": True}, "needs a seed"),
+    ],
+)
+def test_bad_config_values_are_named(options, message):
+    with pytest.raises(InputError, match=message.replace("(", r"\(")):
+        pipeline.InputConfig("unused", **options)
+
+
+def test_bad_directories_and_batch_sizes(data_dir, tmp_path):
+    with pytest.raises(InputError, match="metadata.json"):
+        pipeline.train_dataset(pipeline.InputConfig(str(tmp_path)))
+    (tmp_path / "metadata.json").write_text('{"format_version": 1}')
+    with pytest.raises(InputError, match="unreadable metadata"):
+        pipeline.train_dataset(pipeline.InputConfig(str(tmp_path)))
+    with pytest.raises(InputError, match="not divisible by the 3 replicas"):
+        pipeline.train_dataset(pipeline.InputConfig(data_dir, batch_size=4), tf.distribute.InputContext(1, 0, 3))
+    broken = str(tmp_path / "broken")
+    metadata = synthetic.write_synthetic_dataset(
+        broken, train_records=2, train_shards=2, validation_records=0, validation_shards=0
+    )
+    tf.io.gfile.remove(posixpath.join(broken, metadata.splits[schema.TRAIN].shards[1].name))
+    with pytest.raises(InputError, match="missing"):
+        pipeline.train_dataset(pipeline.InputConfig(broken))
+    with pytest.raises(InputError, match="no 'validation' shards"):
+        pipeline.eval_dataset(pipeline.InputConfig(broken))

@@ -1,0 +1,38 @@
+"""``alexnet-tf show-augment`` through the CLI, on a tiny synthetic dataset."""
+
+import io
+
+import numpy as np
+from click.testing import CliRunner
+from PIL import Image
+
+from alexnet_tf.cli import main
+from alexnet_tf.data import synthetic, visualize
+
+
+def test_show_augment_writes_a_png_grid_of_the_expected_size(tmp_path):
+    data_dir = str(tmp_path / "data")
+    synthetic.write_synthetic_dataset(
+        data_dir, train_records=4, train_shards=2, validation_records=0, validation_shards=0
+    )
+    output = tmp_path / "grid.png"
+    result = CliRunner().invoke(
+        main, ["show-augment", "--data-dir", data_dir, "-o", str(output), "--images", "2", "--views", "3"]
+    )
+    assert result.exit_code == 0, result.output
+    rows, columns = visualize.grid_shape(2, 3)
+    assert (rows, columns) == (4, 10)  # per image: a row of views, a row of the ten test crops
+    with Image.open(io.BytesIO(output.read_bytes())) as grid:
+        assert grid.format == "PNG"
+        assert grid.size == (columns * 128, rows * 144)  # 128-pixel images under 16-pixel titles
+        assert np.asarray(grid.convert("L")).std() > 10  # something was drawn
+    assert f"({columns * 128}x{rows * 144})" in result.output
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_show_augment_reports_a_missing_dataset_in_one_line(tmp_path):
+    result = CliRunner().invoke(main, ["show-augment", "--data-dir", str(tmp_path), "-o", str(tmp_path / "g.png")])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: ") and "metadata.json" in result.output
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert not (tmp_path / "g.png").exists()

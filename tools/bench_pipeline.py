@@ -1,0 +1,127 @@
+"""Training input pipeline throughput against the bare JPEG-decoding limit, measured in one run.
+
+    python tools/bench_pipeline.py                   # synthesises 4,096 256×256 records in a temp dir
+    python tools/bench_pipeline.py --data-dir D      # prepare-data output (its train split)
+
+All pipelines read the same train shards with the same parallel interleave and AUTOTUNE map:
+
+* limit: read + ``tf.io.decode_jpeg`` of the whole 256×256 image + batch (uint8);
+* full: ``alexnet_tf.data.pipeline.train_dataset`` at the paper's settings: shuffle, crop
+  decoded with ``decode_and_crop_jpeg``, mirror, mean-image subtraction, PCA lighting, float32
+  output, batch;
+* with ``--breakdown`` (default) also the same pipeline with lighting off, and with lighting and
+  mean subtraction off, to show what each step costs.
+
+Rounds alternate between the pipelines so load from other processes hits all alike; each timing
+starts on a fresh iterator after warm-up batches. Reported per pipeline: the best and the median
+round, as images/s (wall clock), images/s per core, and images per CPU-second of this process;
+then full / limit for each.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import click  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from alexnet_tf.data import pipeline, schema, synthetic  # noqa: E402
+from alexnet_tf.data.metadata import DatasetMetadata  # noqa: E402
+
+
+def limit_dataset(data_dir: str, batch_size: int) -> tf.data.Dataset:
+    """Read + full decode + batch, with the training pipeline's reading and parallelism."""
+    files = pipeline.split_files(data_dir, DatasetMetadata.load(data_dir), schema.TRAIN)
+
+    def decode(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        features = schema.parse_example(serialized)
+        return tf.io.decode_jpeg(features[schema.ENCODED], channels=3), features[schema.LABEL]
+
+    records = pipeline.interleave_records(files).repeat()
+    dataset = records.map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size, drop_remainder=True)
+    options = tf.data.Options()
+    options.deterministic = False
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def measure(make: Callable[[], tf.data.Dataset], batches: int, warmup: int, batch_size: int) -> tuple[float, float]:
+    """(images per second, images per CPU-second) over ``batches`` batches after ``warmup``."""
+    iterator = iter(make())
+    for _ in range(warmup):
+        next(iterator)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(batches):
+        next(iterator)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    del iterator
+    images = batches * batch_size
+    return images / wall, images / cpu
+
+
+@click.command()
+@click.option("--data-dir", help="prepare-data output; default: synthesise records in a temp dir.")
+@click.option("--records", default=4096, show_default=True, help="Synthetic train records.")
+@click.option("--shards", default=16, show_default=True, help="Synthetic train shards.")
+@click.option("--batch-size", default=128, show_default=True)
+@click.option("--batches", default=15, show_default=True, help="Timed batches per round.")
+@click.option("--warmup", default=3, show_default=True, help="Untimed batches per round.")
+@click.option("--rounds", default=5, show_default=True)
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(pipeline.DTYPES))
+@click.option("--shuffle-buffer", default=10_000, show_default=True)
+@click.option("--breakdown/--no-breakdown", default=True, show_default=True, help="Also time partial pipelines.")
+def main(data_dir, records, shards, batch_size, batches, warmup, rounds, dtype, shuffle_buffer, breakdown) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        if data_dir is None:
+            data_dir = tmp
+            click.echo(f"writing {records} synthetic 256x256 records in {shards} shards ...")
+            synthetic.write_synthetic_dataset(
+                tmp, train_records=records, train_shards=shards, validation_records=0, validation_shards=0
+            )
+
+        def train(**options) -> Callable[[], tf.data.Dataset]:
+            config = pipeline.InputConfig(
+                data_dir, batch_size=batch_size, shuffle_buffer=shuffle_buffer, dtype=dtype, **options
+            )
+            return lambda: pipeline.train_dataset(config)
+
+        candidates = {"limit: read + full decode_jpeg": lambda: limit_dataset(data_dir, batch_size)}
+        if breakdown:
+            candidates["crop + mirror + cast"] = train(mean=pipeline.MEAN_NONE, lighting_strength=0)
+            candidates["  + mean image"] = train(lighting_strength=0)
+        candidates[f"full: + PCA lighting ({dtype})"] = train()
+        results = {name: [] for name in candidates}
+        for round_index in range(rounds):
+            for name, make in candidates.items():
+                results[name].append(measure(make, batches, warmup, batch_size))
+            click.echo(f"round {round_index + 1}/{rounds}: " + ", ".join(f"{r[-1][0]:,.0f}" for r in results.values()))
+
+    cores = len(os.sched_getaffinity(0))
+    click.echo(
+        f"\n{cores} cores, load average {os.getloadavg()[0]:.1f}; "
+        f"{rounds} rounds of {batches} batches of {batch_size}; best (median) of rounds:"
+    )
+    click.echo(f"  {'pipeline':<32} {'images/s':>17} {'per core':>15} {'images/CPU-s':>15}")
+    summary = {}
+    for name, runs in results.items():
+        rates, per_cpu = [r for r, _ in runs], [c for _, c in runs]
+        summary[name] = (max(rates), statistics.median(rates), max(per_cpu), statistics.median(per_cpu))
+        best, median, best_cpu, median_cpu = summary[name]
+        click.echo(
+            f"  {name:<32} {best:>7,.0f} ({median:>7,.0f}) {best / cores:>6,.0f} ({median / cores:>6,.0f})"
+            f" {best_cpu:>6,.0f} ({median_cpu:>6,.0f})"
+        )
+    limit, full = summary[next(iter(summary))], summary[next(reversed(summary))]
+    click.echo(
+        f"  full / limit: {full[0] / limit[0]:.0%} ({full[1] / limit[1]:.0%}) of images/s, "
+        f"{full[2] / limit[2]:.0%} ({full[3] / limit[3]:.0%}) of images per CPU-second"
+    )
+
+
+if __name__ == "__main__":
+    main()
