@@ -126,3 +126,9 @@ def test_refuses_to_mix_with_foreign_shards(dataset, tmp_path):
     result = run(dataset.root, str(tmp_path / "out"), "--overwrite", "--train-shards", "2")
     assert result.exit_code == 0, result.output
     assert not (tmp_path / "out" / "train-00000-of-00001").exists()
+
+
+def test_refuses_an_output_inside_the_class_folders(tmp_path):
+    data = make_dataset(str(tmp_path / "flowers"), per_class=1, val_form=None, quirks=False)
+    classes_root = os.path.join(data.root, "train")  # a root of class folders, no train/ inside
+    assert_one_line_error(run(classes_root, os.path.join(classes_root, "records")), "inside the dataset folder")

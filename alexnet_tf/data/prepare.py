@@ -172,6 +172,9 @@ class PrepareReport:
     seconds: float
     notes: list[str]  # things worth telling the user (e.g. fewer shards than requested)
     up_to_date: bool = False  # the output was already complete; nothing was done
+    # Files/s from the first converted file to the last: the rate without listing, planning and
+    # worker start-up, i.e. what a long run converges to. None when too little was converted.
+    steady_rate: float | None = None
 
     def summary(self) -> str:
         """The one-line summary the CLI prints at the end."""
@@ -201,7 +204,6 @@ def prepare_dataset(config: PrepareConfig) -> PrepareReport:
     started = time.monotonic()
     output = config.output.rstrip("/") or "/"
     options = config.options()
-    _make_directory(output)
     if config.overwrite:
         _remove_outputs(output)
     state = _read_state(output)
@@ -222,8 +224,10 @@ def prepare_dataset(config: PrepareConfig) -> PrepareReport:
         limit_per_class=config.limit_per_class,
         seed=config.seed,
     )
+    _refuse_output_inside(output, source)
     tasks, digest, notes = _plan(source, config)
     if state is None:
+        _make_directory(output)  # only now: an output inside the dataset must not become a class
         _write_state(output, {"options": options, "digest": digest})
     elif state["digest"] != digest:
         raise InputError(
@@ -233,7 +237,7 @@ def prepare_dataset(config: PrepareConfig) -> PrepareReport:
     _remove_temporaries(output)
     done = _Done.load(output)
     todo = [task for task in tasks if task.name not in done.shards]
-    processed = _convert(config, source, todo, done, output)
+    processed, steady_rate = _convert(config, source, todo, done, output)
 
     metadata = _metadata(source, tasks, done, config, options)
     if metadata.splits[TRAIN].num_records == 0:
@@ -253,7 +257,13 @@ def prepare_dataset(config: PrepareConfig) -> PrepareReport:
         metadata.save(output)
         tf.io.gfile.rmtree(posixpath.join(output, STATE_DIR))
     return PrepareReport(
-        metadata, output, processed, len(tasks) - len(todo), time.monotonic() - started, [_source_note(source), *notes]
+        metadata,
+        output,
+        processed,
+        resumed_shards=len(tasks) - len(todo),
+        seconds=time.monotonic() - started,
+        notes=[_source_note(source), *notes],
+        steady_rate=steady_rate,
     )
 
 
@@ -293,8 +303,10 @@ def _stats_selection(count: int, config: PrepareConfig) -> np.ndarray:
     return chosen
 
 
-def _convert(config: PrepareConfig, source: Source, todo: list[ShardTask], done: _Done, output: str) -> int:
-    """Writes the shards in ``todo`` on worker processes; returns the number of files read."""
+def _convert(
+    config: PrepareConfig, source: Source, todo: list[ShardTask], done: _Done, output: str
+) -> tuple[int, float | None]:
+    """Writes the shards in ``todo`` on worker processes; returns the files read and the steady rate."""
     context = ShardContext(
         output=output,
         run_id=uuid.uuid4().hex[:8],
@@ -308,6 +320,7 @@ def _convert(config: PrepareConfig, source: Source, todo: list[ShardTask], done:
     with tqdm(
         total=total, unit="img", desc="prepare-data", disable=not config.progress, smoothing=0.05, dynamic_ncols=True
     ) as bar:
+        throughput = _Throughput(bar)
 
         def on_result(result: ShardResult) -> None:
             nonlocal last_checkpoint, skipped
@@ -320,13 +333,35 @@ def _convert(config: PrepareConfig, source: Source, todo: list[ShardTask], done:
 
         try:
             run_tasks(
-                write_shard, context, todo, workers=_workers(config), on_result=on_result, on_progress=bar.update
+                write_shard, context, todo, workers=_workers(config), on_result=on_result, on_progress=throughput
             )
         except BaseException:
             with contextlib.suppress(tf.errors.OpError, InputError):
                 done.save(output)  # keep the finished shards for the next run
             raise
-    return total
+    return total, throughput.steady_rate()
+
+
+class _Throughput:
+    """Advances the progress bar and measures the rate from the first converted file on."""
+
+    def __init__(self, bar: tqdm) -> None:
+        self._bar = bar
+        self._count = 0
+        self._first: tuple[float, int] | None = None  # (time, count) at the first report
+        self._last = 0.0
+
+    def __call__(self, count: int) -> None:
+        self._bar.update(count)
+        self._count += count
+        self._last = time.monotonic()
+        if self._first is None:
+            self._first = (self._last, self._count)
+
+    def steady_rate(self) -> float | None:
+        if self._first is None or self._last <= self._first[0]:
+            return None
+        return (self._count - self._first[1]) / (self._last - self._first[0])
 
 
 def _workers(config: PrepareConfig) -> int:
@@ -448,6 +483,18 @@ def _complete_metadata(output: str, options: dict[str, Any]) -> DatasetMetadata 
             if not tf.io.gfile.exists(posixpath.join(output, shard.name)):
                 raise InputError(f"{output}/{shard.name} is missing though {METADATA_FILENAME} lists it; add --overwrite")
     return metadata
+
+
+def _refuse_output_inside(output: str, source: Source) -> None:
+    """The output must not be one of the dataset's class folders (its shards would be "images")."""
+    resolved = _resolve(output)
+    for folder in map(_resolve, source.folders):
+        if resolved == folder or resolved.startswith(folder.rstrip("/") + "/"):
+            raise InputError(f"{output}: the output directory is inside the dataset folder {folder}; choose another")
+
+
+def _resolve(path: str) -> str:
+    return path.rstrip("/") if "://" in path else os.path.realpath(path)
 
 
 def _refuse_foreign_shards(output: str) -> None:

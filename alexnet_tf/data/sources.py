@@ -65,7 +65,8 @@ class Source:
     classes: list[ClassInfo]
     splits: dict[str, list[SourceItem]]
     skipped: list[dict[str, str]]
-    validation_labels: str  # how validation labels were obtained, for the summary and metadata
+    validation_labels: str  # how validation labels were obtained, for the summary
+    folders: list[str]  # the training and validation folders the files were listed from
 
 
 def discover(
@@ -126,7 +127,8 @@ def discover(
     splits = {TRAIN: _items(train, limit_per_class, seed, TRAIN)}
     if validation:
         splits[VALIDATION] = _items(validation, limit_per_class, seed, VALIDATION)
-    return Source(classes=classes, splits=splits, skipped=skipped, validation_labels=how)
+    folders = [train_dir] + ([val_dir] if val_dir is not None and val_fraction == 0 else [])
+    return Source(classes=classes, splits=splits, skipped=skipped, validation_labels=how, folders=folders)
 
 
 def _train_dir(images_root: str) -> str:
