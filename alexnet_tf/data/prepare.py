@@ -187,7 +187,8 @@ class PrepareReport:
             return f"{self.output} is already complete: {counts}; {skipped}; nothing to do (--overwrite rebuilds it)"
         rate = self.processed / max(self.seconds, 1e-9)
         duration = datetime.timedelta(seconds=round(self.seconds))
-        resumed = f"; {self.resumed_shards} shards kept from the interrupted run" if self.resumed_shards else ""
+        kept = self.resumed_shards
+        resumed = f"; {kept} shard{'s' * (kept != 1)} kept from the interrupted run" if kept else ""
         return (
             f"Wrote {counts} to {self.output}; {skipped}; this run: {self.processed:,} files in "
             f"{duration} ({rate:,.0f} files/s){resumed}"

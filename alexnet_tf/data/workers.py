@@ -3,7 +3,10 @@
 Why not `multiprocessing.Pool` or `concurrent.futures.ProcessPoolExecutor`: a Pool waits
 forever for a task whose worker was killed (e.g. by the OOM killer), and in Python < 3.14 an
 executor cannot stop tasks that are running, so Ctrl-C would wait for whole shards to finish.
-Here the parent owns plain `multiprocessing.Process` workers and can terminate them at once.
+Here the parent owns plain `multiprocessing.Process` workers, talks to each over its own pipe
+(no shared queue, locks or semaphores to leave behind), hands out the next task as a worker
+returns a result, notices at once when a worker dies (its pipe closes), and can terminate
+them all.
 
 - Workers are started with ``spawn``: TensorFlow is not fork-safe, and a spawned worker imports
   only the task function's module (its TensorFlow import, whose start-up banner is muted, is
@@ -16,12 +19,13 @@ Here the parent owns plain `multiprocessing.Process` workers and can terminate t
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import importlib
 import multiprocessing
+import multiprocessing.connection
 import os
 import pickle
-import queue
 import signal
 import time
 import traceback
@@ -37,7 +41,6 @@ Result = TypeVar("Result")
 TaskFunction = Callable[[Shared, Task, Callable[[int], None]], Result]
 
 _PROGRESS_INTERVAL = 0.25  # seconds between a worker's progress messages
-_POLL_SECONDS = 1.0  # how often the parent checks that workers are alive while waiting
 
 
 class WorkerError(RuntimeError):
@@ -57,82 +60,82 @@ def run_tasks(
 
     ``on_result`` is called in this process, in completion order, with each result;
     ``on_progress(n)`` as work advances. `InputError` raised by a task is re-raised here as is;
-    other task errors become `WorkerError` carrying the worker's traceback.
+    other task errors, and a worker that dies, raise `WorkerError`.
     """
     if workers <= 1 or len(tasks) <= 1:
         for task in tasks:
             on_result(fn(shared, task, on_progress))
         return
     context = multiprocessing.get_context("spawn")
-    task_queue, results = context.Queue(), context.Queue()
-    for task in tasks:
-        task_queue.put(task)
-    for _ in range(workers):
-        task_queue.put(None)
     # The function goes by name and `shared` as bytes, so that the worker imports their modules
     # (TensorFlow) only inside `_quiet_stderr`.
-    function = f"{fn.__module__}:{fn.__qualname__}"
-    processes = [
-        context.Process(
-            target=_worker_main,
-            args=(function, pickle.dumps(shared), task_queue, results, os.getpid()),
-            name=f"prepare-worker-{i}",
-            daemon=True,
-        )
-        for i in range(min(workers, len(tasks)))
-    ]
+    function, shared_bytes = f"{fn.__module__}:{fn.__qualname__}", pickle.dumps(shared)
+    pending = collections.deque(tasks)
+    busy: dict[Any, Any] = {}  # connection -> its worker process, while it holds a task
+    processes = []
     try:
-        for process in processes:
+        for i in range(min(workers, len(tasks))):
+            connection, child = context.Pipe()
+            process = context.Process(
+                target=_worker_main,
+                args=(function, shared_bytes, child, os.getpid()),
+                name=f"prepare-worker-{i}",
+                daemon=True,
+            )
             process.start()
-        remaining = len(tasks)
-        while remaining:
-            message = _next_message(results, processes)
-            if message[0] == "progress":
-                on_progress(message[1])
-            elif message[0] == "result":
-                on_result(message[1])
-                remaining -= 1
-            else:
-                _, is_input_error, text = message
-                raise InputError(text) if is_input_error else WorkerError(f"a worker failed:\n{text}")
+            child.close()
+            processes.append(process)
+            connection.send(pending.popleft())
+            busy[connection] = process
+        while busy:
+            for connection in multiprocessing.connection.wait(list(busy)):
+                try:
+                    message = connection.recv()
+                    if message[0] == "progress":
+                        on_progress(message[1])
+                    elif message[0] == "result":
+                        on_result(message[1])
+                        if pending:
+                            connection.send(pending.popleft())
+                        else:
+                            connection.send(None)
+                            del busy[connection]
+                    else:
+                        _, is_input_error, text = message
+                        raise InputError(text) if is_input_error else WorkerError(f"a worker failed:\n{text}")
+                except (EOFError, BrokenPipeError):  # the worker's end closed: it died
+                    _died(busy[connection])
     finally:
         for process in processes:
             if process.is_alive():
                 process.terminate()
         for process in processes:
             process.join(timeout=5)
-        # Don't block interpreter exit flushing tasks nobody will read.
-        task_queue.cancel_join_thread()
 
 
-def _next_message(results: Any, processes: list) -> tuple:
-    while True:
-        try:
-            return results.get(timeout=_POLL_SECONDS)
-        except queue.Empty:
-            dead = [p for p in processes if p.exitcode not in (None, 0)]
-            if dead:
-                raise WorkerError(
-                    f"worker {dead[0].name} died with exit code {dead[0].exitcode} (killed or out of "
-                    "memory? try fewer --workers); re-run the same command to resume"
-                ) from None
+def _died(process: Any) -> None:
+    process.join(timeout=5)  # for its exit code
+    raise WorkerError(
+        f"worker {process.name} died (exit code {process.exitcode}; killed or out of memory? try fewer "
+        "--workers); re-run the same command to resume"
+    )
 
 
-def _worker_main(function: str, shared_bytes: bytes, tasks: Any, results: Any, parent: int) -> None:
+def _worker_main(function: str, shared_bytes: bytes, connection: Any, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     module, _, name = function.partition(":")
     with _quiet_stderr():
         fn = getattr(importlib.import_module(module), name)
         shared = pickle.loads(shared_bytes)
-    reporter = _ProgressReporter(results, parent)
-    while (task := tasks.get()) is not None:
+    reporter = _ProgressReporter(connection, parent)
+    while (task := connection.recv()) is not None:
         try:
             result = fn(shared, task, reporter)
         except Exception as error:  # noqa: BLE001 - every failure goes to the parent, which raises it
-            results.put(("error", isinstance(error, InputError), _describe(error)))
+            connection.send(("error", isinstance(error, InputError), _describe(error)))
             return
         reporter.flush()
-        results.put(("result", result))
+        connection.send(("result", result))
 
 
 def _describe(error: BaseException) -> str:
@@ -144,8 +147,8 @@ def _describe(error: BaseException) -> str:
 class _ProgressReporter:
     """The ``progress`` callable inside a worker: batches counts, stops if orphaned."""
 
-    def __init__(self, results: Any, parent: int) -> None:
-        self._results, self._parent = results, parent
+    def __init__(self, connection: Any, parent: int) -> None:
+        self._connection, self._parent = connection, parent
         self._pending, self._last = 0, time.monotonic()
 
     def __call__(self, count: int) -> None:
@@ -157,13 +160,13 @@ class _ProgressReporter:
 
     def flush(self) -> None:
         if self._pending:
-            self._results.put(("progress", self._pending))
+            self._connection.send(("progress", self._pending))
         self._pending, self._last = 0, time.monotonic()
 
 
 @contextlib.contextmanager
 def _quiet_stderr() -> Iterator[None]:
-    """Mutes file descriptor 2 (TensorFlow's C++ start-up banner) unless the import fails."""
+    """Mutes file descriptor 2 (TensorFlow's C++ start-up banner) while importing."""
     saved = os.dup(2)
     try:
         with open(os.devnull, "wb") as devnull:
