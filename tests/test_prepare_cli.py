@@ -69,7 +69,7 @@ def test_ctrl_c_exits_130_and_the_rerun_finishes(dataset, tmp_path, monkeypatch)
     assert "Traceback" not in result.output
     monkeypatch.undo()
     resumed = run(dataset.root, output, "--train-shards", "3")
-    assert resumed.exit_code == 0 and "shards kept from the interrupted run" in resumed.output
+    assert resumed.exit_code == 0 and "kept from the interrupted run" in resumed.output
 
 
 def test_missing_and_empty_directories(tmp_path):
