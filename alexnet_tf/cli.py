@@ -82,7 +82,8 @@ def prepare_data(**options) -> None:
     try:
         report = prepare_dataset(PrepareConfig(**options))
     except KeyboardInterrupt:
-        click.echo("\nInterrupted: finished shards are kept; re-run the same command to resume.", err=True)
+        again = "the same command without --overwrite" if options["overwrite"] else "the same command"
+        click.echo(f"\nInterrupted: finished shards are kept; re-run {again} to resume.", err=True)
         raise SystemExit(130) from None
     except WorkerError as error:
         raise click.ClickException(str(error)) from None
