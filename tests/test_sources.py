@@ -55,3 +55,14 @@ def test_conflicting_or_useless_label_options(tmp_path):
     os.makedirs(os.path.join(data.root, "val", "n00000002"))
     with pytest.raises(InputError, match="n00000002: not a class of the training set"):
         sources.discover(data.root)
+
+
+def test_files_beside_the_class_folders_are_listed_as_skipped(tmp_path):
+    data = make_dataset(str(tmp_path / "data"), per_class=1, val_form=None, quirks=False)
+    (tmp_path / "data" / "train" / "n01440764.tar").write_bytes(b"tar")
+    (tmp_path / "data" / "train" / ".hidden").write_bytes(b"x")
+    found = sources.discover(data.root)
+    assert [(os.path.basename(s["path"]), s["reason"]) for s in found.skipped] == [
+        ("n01440764.tar", "not in a class folder")
+    ]
+    assert len(found.classes) == 3

@@ -18,8 +18,9 @@ found and skipped later, by content. Layouts understood (ROOT is the ``source`` 
 
 Classes are the training folders, sorted by name: class index 0..N-1 (the record label adds the
 label offset, see `alexnet_tf.data.schema`). Hidden files and folders (``.DS_Store``,
-``._*``) are ignored. Only files directly inside a class folder (or a flat ``val/``) count;
-anything else there is skipped later as unreadable, with the reason, never silently.
+``._*``) are ignored. Only files directly inside a class folder (or a flat ``val/``) count: a
+file beside the class folders is listed as skipped, and a folder inside a class folder is
+skipped later as unreadable, with the reason, never silently.
 
 Bad input — a missing or empty directory, a label file naming unknown wnids or images, label
 and file counts that disagree — raises `InputError` naming the path and what to do.
@@ -91,9 +92,14 @@ def discover(
     if not tf.io.gfile.isdir(images_root):
         images_root = root
     train_dir = _train_dir(images_root)
-    wnids = _subdirectories(train_dir)
+    wnids, loose = _folders_and_files(train_dir)
     if not wnids:
         raise InputError(f"{train_dir}: no class folders; expected {train_dir}/<class>/<image files>")
+    skipped = [
+        {"path": posixpath.join(train_dir, name), "split": TRAIN, "reason": "not in a class folder"}
+        for name in loose
+        if name not in (SYNSET_MAPPING, VAL_SOLUTION)
+    ]
     names = _class_names(root, synsets, wnids)
     classes = [ClassInfo(index=i, wnid=w, name=names.get(w, w)) for i, w in enumerate(wnids)]
     index = {c.wnid: c.index for c in classes}
@@ -105,7 +111,6 @@ def discover(
             raise InputError(f"{class_dirs[i]}: empty class folder; add images or remove the folder")
     train = {i: [posixpath.join(class_dirs[i], f) for f in files] for i, files in per_class.items()}
 
-    skipped: list[dict[str, str]] = []
     val_dir = next((d for d in (posixpath.join(images_root, v) for v in VAL_DIRS) if tf.io.gfile.isdir(d)), None)
     if val_fraction > 0:
         if val_dir is not None:
@@ -135,7 +140,7 @@ def _train_dir(images_root: str) -> str:
     train_dir = posixpath.join(images_root, TRAIN_DIR)
     if tf.io.gfile.isdir(train_dir):
         return train_dir
-    entries = _subdirectories(images_root)
+    entries, _ = _folders_and_files(images_root)
     if entries and not set(entries) & set(VAL_DIRS):
         return images_root  # the root itself holds the class folders
     raise InputError(
@@ -314,9 +319,10 @@ def _list_many(directories: Sequence[str]) -> list[list[str]]:
         return list(pool.map(_list, directories))
 
 
-def _subdirectories(directory: str) -> list[str]:
+def _folders_and_files(directory: str) -> tuple[list[str], list[str]]:
+    """The sorted non-hidden subfolder names and file names of ``directory``."""
     entries = _list(directory)
     paths = [posixpath.join(directory, e) for e in entries]
     with concurrent.futures.ThreadPoolExecutor(_LISTING_THREADS) as pool:
         is_dir = list(pool.map(tf.io.gfile.isdir, paths))
-    return [e for e, d in zip(entries, is_dir) if d]
+    return [e for e, d in zip(entries, is_dir) if d], [e for e, d in zip(entries, is_dir) if not d]
