@@ -89,3 +89,12 @@ def test_pixel_limit_raises_pillows_limit_and_restores_it():
     with images.pixel_limit(10):
         assert Image.MAX_IMAGE_PIXELS == before  # never lowered: our own 256x256 images stay readable
     assert Image.MAX_IMAGE_PIXELS == before
+
+
+def test_16_bit_grayscale_is_scaled_and_float_images_are_refused():
+    gray16 = Image.fromarray(np.full((30, 40), 0x8000, np.uint16))
+    assert gray16.mode.startswith("I;16")
+    pixels = decode(images.prepare_image(jpeg_bytes(gray16, "PNG"), OPTIONS).encoded)
+    np.testing.assert_allclose(pixels.mean(axis=(0, 1)), (128, 128, 128), atol=1)  # not clipped to 255
+    with pytest.raises(images.BadImage, match="unsupported pixel format"):
+        images.prepare_image(jpeg_bytes(Image.fromarray(np.zeros((20, 30), np.float32)), "TIFF"), OPTIONS)

@@ -9,8 +9,9 @@ Everything here works on bytes (read by the caller through `tf.io.gfile`, so ``g
 and never on paths. Untrusted bytes never raise anything but `BadImage`, whose message is the
 reason the file is skipped; the ImageNet quirks are handled by content, not by file name:
 
-- CMYK JPEGs (22 in ILSVRC-2012 train), grayscale, palette, alpha and 16-bit images are
-  converted to RGB; a PNG named ``.JPEG`` (one in train) is decoded as the PNG it is.
+- CMYK JPEGs (22 in ILSVRC-2012 train), grayscale, palette, alpha and 16-bit grayscale images
+  are converted to RGB (alpha is dropped); a PNG named ``.JPEG`` (one in train) is decoded as the
+  PNG it is. 32-bit integer and float images (mode I, F) are refused: they have no 8-bit scale.
 - Empty, truncated, corrupt and non-image files are refused (Pillow's truncated-image check
   stays on: a partial image would silently train on grey padding).
 - Decompression bombs: an image whose header claims more than ``max_pixels`` pixels is refused
@@ -32,6 +33,7 @@ import math
 import warnings
 from collections.abc import Iterator
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from alexnet_tf import paper
@@ -192,10 +194,23 @@ def _decode_rgb(
         if draft_to is not None and image.format == "JPEG":
             covered = _draft(image, draft_to)
         image.load()
-        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        rgb = _to_rgb(image)
+    except BadImage:
+        raise
     except Exception as error:  # noqa: BLE001 - truncated/corrupt data or an unconvertible mode
-        raise BadImage(f"corrupt or truncated image data ({_describe(error)})") from None
+        raise BadImage(f"corrupt, truncated or unsupported image data ({_describe(error)})") from None
     return rgb, covered
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """RGB from any 8-bit mode (CMYK, L, P, LA, RGBA, 1 …) and from 16-bit grayscale."""
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I;16"):  # Pillow would clip 16-bit values to 255, not scale them
+        image = Image.fromarray((np.asarray(image, np.uint16) >> 8).astype(np.uint8))
+    elif image.mode in ("I", "F"):  # 32-bit integer or float pixels: no agreed 8-bit scale
+        raise BadImage(f"unsupported pixel format (Pillow mode {image.mode})")
+    return image.convert("RGB")
 
 
 def _draft(image: Image.Image, target: int) -> tuple[float, float] | None:
