@@ -92,24 +92,10 @@ def discover(
     if not tf.io.gfile.isdir(images_root):
         images_root = root
     train_dir = _train_dir(images_root)
-    wnids, loose = _folders_and_files(train_dir)
-    if not wnids:
-        raise InputError(f"{train_dir}: no class folders; expected {train_dir}/<class>/<image files>")
-    skipped = [
-        {"path": posixpath.join(train_dir, name), "split": TRAIN, "reason": "not in a class folder"}
-        for name in loose
-        if name not in (SYNSET_MAPPING, VAL_SOLUTION)
-    ]
+    wnids, train, skipped = _training_files(train_dir)
     names = _class_names(root, synsets, wnids)
     classes = [ClassInfo(index=i, wnid=w, name=names.get(w, w)) for i, w in enumerate(wnids)]
     index = {c.wnid: c.index for c in classes}
-
-    class_dirs = [posixpath.join(train_dir, w) for w in wnids]
-    per_class = dict(zip(range(len(wnids)), _list_many(class_dirs)))
-    for i, files in per_class.items():
-        if not files:
-            raise InputError(f"{class_dirs[i]}: empty class folder; add images or remove the folder")
-    train = {i: [posixpath.join(class_dirs[i], f) for f in files] for i, files in per_class.items()}
 
     val_dir = next((d for d in (posixpath.join(images_root, v) for v in VAL_DIRS) if tf.io.gfile.isdir(d)), None)
     if val_fraction > 0:
@@ -119,14 +105,12 @@ def discover(
                 "to use it as the validation split"
             )
         train, validation = _split_off(train, val_fraction, seed)
-        if not any(validation.values()):
-            raise InputError(f"--val-fraction {val_fraction} selects no image from any class; raise it")
         how = f"--val-fraction {val_fraction} of each training class"
     elif val_dir is not None:
         validation, how = _validation(val_dir, root, val_labels, index, skipped)
+    elif val_labels is not None:
+        raise InputError(f"--val-labels {val_labels} given but {images_root} has no val/ folder")
     else:
-        if val_labels is not None:
-            raise InputError(f"--val-labels {val_labels} given but {images_root} has no val/ folder")
         validation, how = {}, "none (no val/ folder)"
 
     splits = {TRAIN: _items(train, limit_per_class, seed, TRAIN)}
@@ -134,6 +118,25 @@ def discover(
         splits[VALIDATION] = _items(validation, limit_per_class, seed, VALIDATION)
     folders = [train_dir] + ([val_dir] if val_dir is not None and val_fraction == 0 else [])
     return Source(classes=classes, splits=splits, skipped=skipped, validation_labels=how, folders=folders)
+
+
+def _training_files(train_dir: str) -> tuple[list[str], dict[int, list[str]], list[dict[str, str]]]:
+    """The class folder names, the files per class index, and files outside the class folders."""
+    wnids, loose = _folders_and_files(train_dir)
+    if not wnids:
+        raise InputError(f"{train_dir}: no class folders; expected {train_dir}/<class>/<image files>")
+    class_dirs = [posixpath.join(train_dir, w) for w in wnids]
+    train = {}
+    for i, (class_dir, files) in enumerate(zip(class_dirs, _list_many(class_dirs))):
+        if not files:
+            raise InputError(f"{class_dir}: empty class folder; add images or remove the folder")
+        train[i] = [posixpath.join(class_dir, f) for f in files]
+    skipped = [
+        {"path": posixpath.join(train_dir, name), "split": TRAIN, "reason": "not in a class folder"}
+        for name in loose
+        if name not in (SYNSET_MAPPING, VAL_SOLUTION)
+    ]
+    return wnids, train, skipped
 
 
 def _train_dir(images_root: str) -> str:
@@ -279,6 +282,8 @@ def _split_off(
         chosen = set(order[:count].tolist())
         moved[class_index] = [p for i, p in enumerate(paths) if i in chosen]
         kept[class_index] = [p for i, p in enumerate(paths) if i not in chosen]
+    if not any(moved.values()):
+        raise InputError(f"--val-fraction {fraction} selects no image from any class; raise it")
     return kept, moved
 
 
