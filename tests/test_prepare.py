@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf.data import images, prepare, schema
+from alexnet_tf.data import images, resume, schema, shards
 from alexnet_tf.data import metadata as metadata_lib
 from alexnet_tf.data.prepare import PrepareConfig, prepare_dataset
 from alexnet_tf.errors import InputError
@@ -114,12 +114,12 @@ def test_shards_mix_classes(quirky):
 
 def test_assign_shards_is_deterministic_balanced_and_shuffled():
     items = list(range(103))
-    shards = prepare.assign_shards(items, 10, seed=3, stream=0)
-    assert shards == prepare.assign_shards(items, 10, seed=3, stream=0)
-    assert sorted(x for shard in shards for x in shard) == items
-    assert {len(s) for s in shards} == {10, 11}
-    assert shards != prepare.assign_shards(items, 10, seed=4, stream=0)
-    assert shards[0] != sorted(shards[0])  # shuffled, not in file order
+    dealt = shards.assign_shards(items, 10, seed=3, stream=0)
+    assert dealt == shards.assign_shards(items, 10, seed=3, stream=0)
+    assert sorted(x for shard in dealt for x in shard) == items
+    assert {len(s) for s in dealt} == {10, 11}
+    assert dealt != shards.assign_shards(items, 10, seed=4, stream=0)
+    assert dealt[0] != sorted(dealt[0])  # shuffled, not in file order
 
 
 def test_statistics_equal_numpy_over_the_decoded_training_records(quirky):
@@ -233,7 +233,7 @@ def test_resume_after_ctrl_c_keeps_finished_shards(reference, tmp_path, monkeypa
         prepare_dataset(config(data.root, output, train_shards=8))
     monkeypatch.undo()
     finished = {n: os.stat(os.path.join(output, n)).st_mtime_ns for n in os.listdir(output) if "-of-" in n}
-    temporaries = [n for n in finished if prepare.TEMP_MARK in n]
+    temporaries = [n for n in finished if shards.TEMP_MARK in n]
     assert len(temporaries) == 1 and len(finished) >= 3  # 2+ whole shards and the interrupted one
     assert not os.path.exists(os.path.join(output, "metadata.json"))
 
@@ -254,7 +254,7 @@ def test_shards_finished_after_the_last_checkpoint_are_rewritten(reference, tmp_
         prepare_dataset(config(data.root, output, train_shards=8))
     monkeypatch.undo()
     # As if killed between a shard's rename and the next checkpoint: no checkpoint at all.
-    os.remove(os.path.join(output, prepare.STATE_DIR, prepare.CHECKPOINT_FILE))
+    os.remove(os.path.join(output, resume.STATE_DIR, resume.CHECKPOINT_FILE))
     report = prepare_dataset(config(data.root, output, train_shards=8))
     assert report.resumed_shards == 0
     _same_output(output, expected)
@@ -283,7 +283,7 @@ def test_resume_after_kill_9(reference, tmp_path):
     killed = subprocess.run([sys.executable, "-c", harness], check=False, cwd=REPO, capture_output=True, timeout=120)
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
     finished = {n: os.stat(os.path.join(output, n)).st_mtime_ns for n in os.listdir(output) if n.endswith("-of-00008")}
-    assert len(finished) >= 2 and any(prepare.TEMP_MARK in n for n in os.listdir(output))
+    assert len(finished) >= 2 and any(shards.TEMP_MARK in n for n in os.listdir(output))
 
     report = prepare_dataset(config(data.root, output, train_shards=8))
     assert report.resumed_shards == len(finished)

@@ -11,17 +11,18 @@ with a progress bar, and writes beside the shards:
   covariance, §4.1) computed exactly over the stored training pixels (`alexnet_tf.data.stats`);
 - ``mean_image.npy``: the 256×256×3 mean training image, 0–255 scale (§2).
 
-Restartable. Before any shard is written, ``_prepare/state.json`` records the options (the
-fingerprint) and a digest of the shard plan. Each shard is written under a temporary name and
-renamed when whole; the parent process records finished shards, with their counts, skipped files
-and exact statistic sums, in ``_prepare/checkpoint.npz`` (at most every `CHECKPOINT_SECONDS`, and
-on Ctrl-C or an error). Re-running the same command after Ctrl-C or kill -9 removes temporary
-files, keeps every shard that is in the checkpoint, and writes the rest again — shards are a pure
-function of the file list, options and seed, so nothing is duplicated or lost and the
-statistics equal one uninterrupted run's. A shard finished after the last checkpoint is
-simply rewritten. Different options, or a changed file list, are refused unless ``overwrite``
-(which deletes the earlier output). When all shards are done the metadata is written and
-``_prepare/`` removed; re-running then reports that there is nothing to do.
+Restartable (state in `alexnet_tf.data.resume`). Before any shard is written,
+``_prepare/state.json`` records the options (the fingerprint) and a digest of the shard plan.
+Each shard is written under a temporary name and renamed when whole; the parent process records
+finished shards, with their counts, skipped files and exact statistic sums, in
+``_prepare/checkpoint.npz`` (at most every `CHECKPOINT_SECONDS`, and on Ctrl-C or an error).
+Re-running the same command after Ctrl-C or kill -9 removes temporary files, keeps every shard
+that is in the checkpoint, and writes the rest again — shards are a pure function of the file
+list, options and seed, so nothing is duplicated or lost, and shards and statistics are
+byte-identical to one uninterrupted run's. A shard finished after the last checkpoint is simply
+rewritten. Different options, or a changed file list, are refused unless ``overwrite`` (which
+deletes the earlier output). When all shards are done the metadata is written and ``_prepare/``
+removed; re-running then reports that there is nothing to do.
 """
 
 from __future__ import annotations
@@ -30,10 +31,7 @@ import contextlib
 import dataclasses
 import datetime
 import hashlib
-import io
-import json
 import os
-import posixpath
 import time
 import uuid
 from typing import Any
@@ -43,19 +41,16 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from alexnet_tf import paper
-from alexnet_tf.data import images
+from alexnet_tf.data import images, resume
 from alexnet_tf.data.metadata import (
-    MEAN_IMAGE_FILENAME,
     METADATA_FILENAME,
     DatasetMetadata,
     ShardInfo,
     SplitInfo,
     save_mean_image,
-    write_atomically,
 )
-from alexnet_tf.data.schema import SPLITS, TRAIN, shard_glob
+from alexnet_tf.data.schema import SPLITS, TRAIN
 from alexnet_tf.data.shards import (
-    TEMP_MARK,
     ShardContext,
     ShardItem,
     ShardResult,
@@ -65,16 +60,12 @@ from alexnet_tf.data.shards import (
     write_shard,
 )
 from alexnet_tf.data.sources import Source, discover
-from alexnet_tf.data.stats import PixelStats
 from alexnet_tf.data.workers import run_tasks
 from alexnet_tf.errors import InputError
 
 # Model Garden's ImageNet shard counts (~1,250 train and ~390 validation records per shard).
 DEFAULT_TRAIN_SHARDS = 1024
 DEFAULT_VALIDATION_SHARDS = 128
-STATE_DIR = "_prepare"
-STATE_FILE = "state.json"
-CHECKPOINT_FILE = "checkpoint.npz"
 # Work redone after kill -9 is at most this many seconds plus the shards in flight.
 CHECKPOINT_SECONDS = 30.0
 # Fields that do not change what is written, so a rerun may change them (the output directory
@@ -206,16 +197,16 @@ def prepare_dataset(config: PrepareConfig) -> PrepareReport:
     output = config.output.rstrip("/") or "/"
     options = config.options()
     if config.overwrite:
-        _remove_outputs(output)
-    state = _read_state(output)
+        resume.remove_outputs(output)
+    state = resume.read_state(output)
     if state is None:
-        complete = _complete_metadata(output, options)
+        complete = resume.complete_metadata(output, options)
         if complete is not None:
             shards = sum(len(s.shards) for s in complete.splits.values())
             return PrepareReport(complete, output, 0, shards, time.monotonic() - started, [], up_to_date=True)
-        _refuse_foreign_shards(output)
+        resume.refuse_foreign_shards(output)
     else:
-        _check_options(output, state["options"], options)
+        resume.check_options(output, state["options"], options)
 
     source = discover(
         config.source,
@@ -228,15 +219,15 @@ def prepare_dataset(config: PrepareConfig) -> PrepareReport:
     _refuse_output_inside(output, source)
     tasks, digest, notes = _plan(source, config)
     if state is None:
-        _make_directory(output)  # only now: an output inside the dataset must not become a class
-        _write_state(output, {"options": options, "digest": digest})
+        resume.make_directory(output)  # only now: an output inside the dataset must not become a class
+        resume.write_state(output, {"options": options, "digest": digest})
     elif state["digest"] != digest:
         raise InputError(
             f"the files under {config.source} changed since the interrupted run in {output}; "
             "add --overwrite to start again"
         )
-    _remove_temporaries(output)
-    done = _Done.load(output)
+    resume.remove_temporaries(output)
+    done = resume.Checkpoint.load(output)
     todo = [task for task in tasks if task.name not in done.shards]
     processed, steady_rate = _convert(config, source, todo, done, output)
 
@@ -256,7 +247,7 @@ def prepare_dataset(config: PrepareConfig) -> PrepareReport:
         if done.stats.images:
             save_mean_image(output, done.stats.mean_image())
         metadata.save(output)
-        tf.io.gfile.rmtree(posixpath.join(output, STATE_DIR))
+        resume.remove_state(output)
     return PrepareReport(
         metadata,
         output,
@@ -305,7 +296,7 @@ def _stats_selection(count: int, config: PrepareConfig) -> np.ndarray:
 
 
 def _convert(
-    config: PrepareConfig, source: Source, todo: list[ShardTask], done: _Done, output: str
+    config: PrepareConfig, source: Source, todo: list[ShardTask], done: resume.Checkpoint, output: str
 ) -> tuple[int, float | None]:
     """Writes the shards in ``todo`` on worker processes; returns the files read and the steady rate."""
     context = ShardContext(
@@ -371,52 +362,8 @@ def _workers(config: PrepareConfig) -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-class _Done:
-    """The finished shards (counts, skipped files) and their merged training statistics."""
-
-    def __init__(self) -> None:
-        self.shards: dict[str, dict[str, Any]] = {}
-        self.stats = PixelStats(paper.IMAGE_SIZE)
-
-    def add(self, result: ShardResult) -> None:
-        self.shards[result.name] = {
-            "split": result.split,
-            "records": result.records,
-            "per_class": result.per_class,
-            "skipped": result.skipped,
-        }
-        if result.stats is not None:
-            self.stats.merge(result.stats)
-
-    def save(self, output: str) -> None:
-        buffer = io.BytesIO()
-        # ImageNet's per-shard class counts make ~15 MB of JSON: stored as compressed bytes.
-        shards = np.frombuffer(json.dumps(self.shards, separators=(",", ":")).encode(), np.uint8)
-        np.savez_compressed(buffer, shards=shards, **self.stats.to_arrays())
-        with output_errors(output):
-            write_atomically(posixpath.join(output, STATE_DIR, CHECKPOINT_FILE), buffer.getvalue())
-
-    @classmethod
-    def load(cls, output: str) -> _Done:
-        """The checkpoint of an interrupted run (empty if none); its shards must still exist."""
-        done = cls()
-        path = posixpath.join(output, STATE_DIR, CHECKPOINT_FILE)
-        if not tf.io.gfile.exists(path):
-            return done
-        with tf.io.gfile.GFile(path, "rb") as f, np.load(io.BytesIO(f.read())) as arrays:
-            done.shards = json.loads(arrays["shards"].tobytes())
-            done.stats = PixelStats.from_arrays(arrays)
-        for name in sorted(done.shards):
-            if not tf.io.gfile.exists(posixpath.join(output, name)):
-                raise InputError(
-                    f"{output}/{name} is missing, though the interrupted run had finished it (deleted?); "
-                    "add --overwrite to start again"
-                )
-        return done
-
-
 def _metadata(
-    source: Source, tasks: list[ShardTask], done: _Done, config: PrepareConfig, options: dict[str, Any]
+    source: Source, tasks: list[ShardTask], done: resume.Checkpoint, config: PrepareConfig, options: dict[str, Any]
 ) -> DatasetMetadata:
     splits = {}
     for split in SPLITS:
@@ -441,53 +388,6 @@ def _metadata(
     )
 
 
-def _make_directory(output: str) -> None:
-    try:
-        tf.io.gfile.makedirs(output)
-    except tf.errors.OpError as error:
-        raise InputError(f"{output}: cannot create the output directory ({error.message})") from None
-
-
-def _read_state(output: str) -> dict[str, Any] | None:
-    path = posixpath.join(output, STATE_DIR, STATE_FILE)
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path, "r") as f:
-        return json.loads(f.read())
-
-
-def _write_state(output: str, state: dict[str, Any]) -> None:
-    with output_errors(output):
-        tf.io.gfile.makedirs(posixpath.join(output, STATE_DIR))
-        write_atomically(posixpath.join(output, STATE_DIR, STATE_FILE), json.dumps(state, indent=2).encode())
-
-
-def _check_options(output: str, previous: dict[str, Any], current: dict[str, Any]) -> None:
-    changed = [k for k in sorted(previous.keys() | current.keys()) if previous.get(k) != current.get(k)]
-    if changed:
-        differences = "; ".join(f"{k}: {previous.get(k)!r} -> {current.get(k)!r}" for k in changed)
-        raise InputError(
-            f"{output} was prepared with other options ({differences}); use the original options "
-            "to resume or keep it, or add --overwrite to start again"
-        )
-
-
-def _complete_metadata(output: str, options: dict[str, Any]) -> DatasetMetadata | None:
-    """The metadata of a finished run with these options (None if there is none)."""
-    if not tf.io.gfile.exists(posixpath.join(output, METADATA_FILENAME)):
-        return None
-    try:
-        metadata = DatasetMetadata.load(output)
-    except (ValueError, KeyError, TypeError) as error:
-        raise InputError(f"{output}/{METADATA_FILENAME}: unreadable ({error}); add --overwrite to rebuild") from None
-    _check_options(output, metadata.options, options)
-    for split in metadata.splits.values():
-        for shard in split.shards:
-            if not tf.io.gfile.exists(posixpath.join(output, shard.name)):
-                raise InputError(f"{output}/{shard.name} is missing though {METADATA_FILENAME} lists it; add --overwrite")
-    return metadata
-
-
 def _refuse_output_inside(output: str, source: Source) -> None:
     """The output must not be one of the dataset's class folders (its shards would be "images")."""
     resolved = _resolve(output)
@@ -500,30 +400,3 @@ def _resolve(path: str) -> str:
     return path.rstrip("/") if "://" in path else os.path.realpath(path)
 
 
-def _refuse_foreign_shards(output: str) -> None:
-    for split in SPLITS:
-        if tf.io.gfile.glob(posixpath.join(output, shard_glob(split))):
-            raise InputError(
-                f"{output} already holds {split} shards but no prepare-data state; use an empty "
-                "directory, or add --overwrite to replace them"
-            )
-
-
-def _remove_temporaries(output: str) -> None:
-    with output_errors(output):
-        for split in SPLITS:
-            for path in tf.io.gfile.glob(posixpath.join(output, shard_glob(split) + TEMP_MARK + "*")):
-                tf.io.gfile.remove(path)
-
-
-def _remove_outputs(output: str) -> None:
-    """What --overwrite deletes: our shards, temporary files, metadata and state, nothing else."""
-    patterns = [shard_glob(split) for split in SPLITS]
-    patterns += [name + suffix for name in (METADATA_FILENAME, MEAN_IMAGE_FILENAME) for suffix in ("", ".tmp")]
-    with output_errors(output):
-        _remove_temporaries(output)
-        for pattern in patterns:
-            for path in tf.io.gfile.glob(posixpath.join(output, pattern)):
-                tf.io.gfile.remove(path)
-        if tf.io.gfile.isdir(posixpath.join(output, STATE_DIR)):
-            tf.io.gfile.rmtree(posixpath.join(output, STATE_DIR))
