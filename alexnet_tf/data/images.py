@@ -38,8 +38,8 @@ from PIL import Image, UnidentifiedImageError
 
 from alexnet_tf import paper
 
-# Pillow's own default bomb limit (about 89.5 M pixels: 1 GiB of 24-bit pixels / 4). The
-# largest ILSVRC-2012 image has about 32 M pixels.
+# Pillow's own default bomb limit (about 89.5 M pixels: 1 GiB of 24-bit pixels / 4), far above
+# the size of photos in ImageNet.
 DEFAULT_MAX_PIXELS = 89_478_485
 DEFAULT_JPEG_QUALITY = 90
 # Pillow's default resize filter; antialiased when downsampling.
