@@ -7,6 +7,14 @@ import json
 import click
 
 from alexnet_tf import paper
+from alexnet_tf.data.images import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_PIXELS
+from alexnet_tf.data.prepare import (
+    DEFAULT_TRAIN_SHARDS,
+    DEFAULT_VALIDATION_SHARDS,
+    PrepareConfig,
+    prepare_dataset,
+)
+from alexnet_tf.data.workers import WorkerError
 from alexnet_tf.errors import InputError
 
 
@@ -72,3 +80,62 @@ def show_augment(
         output, data_dir, split=split, images=images, views=views, lighting_strength=lighting_strength, seed=seed
     )
     click.echo(f"wrote {output} ({width}x{height})")
+@main.command("prepare-data")
+@click.argument("source")
+@click.argument("output")
+@click.option("--train-shards", type=int, default=DEFAULT_TRAIN_SHARDS, show_default=True, help="Training shards.")
+@click.option(
+    "--validation-shards", type=int, default=DEFAULT_VALIDATION_SHARDS, show_default=True, help="Validation shards."
+)
+@click.option(
+    "--val-fraction",
+    type=float,
+    default=0.0,
+    help="Without a val/ folder: use this fraction of each training class for validation.",
+)
+@click.option(
+    "--val-labels",
+    help="Labels for a flat val/ folder: LOC_val_solution.csv, or one wnid per line in file-name order.",
+)
+@click.option("--synsets", help="Class names, lines 'wnid name' (default: SOURCE/LOC_synset_mapping.txt).")
+@click.option("--limit-per-class", type=int, help="At most N files per class and split (a seeded random subset).")
+@click.option("--stats-sample", type=int, help="Compute the statistics over N random training images (default: all).")
+@click.option("--jpeg-quality", type=int, default=DEFAULT_JPEG_QUALITY, show_default=True, help="JPEG quality 1-100.")
+@click.option("--keep-geometry", is_flag=True, help="Keep each image's size instead of the 256x256 centre crop.")
+@click.option(
+    "--label-offset",
+    type=click.IntRange(0, 1),
+    default=0,
+    show_default=True,
+    help="0: labels 0..N-1 (sorted classes); 1: Model Garden's 1..N with 0 reserved.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the shuffle, splits and subsets.")
+@click.option(
+    "--max-pixels",
+    type=int,
+    default=DEFAULT_MAX_PIXELS,
+    show_default=True,
+    help="Refuse larger images (decompression bombs).",
+)
+@click.option("--workers", type=int, help="Worker processes (default: all available CPUs).")
+@click.option("--overwrite", is_flag=True, help="Delete an earlier or different output in OUTPUT and start again.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+def prepare_data(**options) -> None:
+    """Convert ImageNet (or folders of images per class) in SOURCE into TFRecord shards in OUTPUT.
+
+    Writes shuffled, balanced train-?????-of-????? and validation-?????-of-????? shards of 256x256
+    RGB JPEGs (paper section 2), metadata.json (classes, counts, skipped files, options, the
+    training set's mean RGB and RGB PCA) and mean_image.npy. Re-run the same command to resume
+    after an interruption.
+    """
+    try:
+        report = prepare_dataset(PrepareConfig(**options))
+    except KeyboardInterrupt:
+        again = "the same command without --overwrite" if options["overwrite"] else "the same command"
+        click.echo(f"\nInterrupted: finished shards are kept; re-run {again} to resume.", err=True)
+        raise SystemExit(130) from None
+    except WorkerError as error:
+        raise click.ClickException(str(error)) from None
+    for note in report.notes:
+        click.echo(note)
+    click.echo(report.summary())

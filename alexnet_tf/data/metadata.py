@@ -109,7 +109,7 @@ class DatasetMetadata:
 
     def save(self, directory: str) -> None:
         """Writes ``metadata.json`` atomically (temporary name, then rename)."""
-        _write_atomically(posixpath.join(directory, METADATA_FILENAME), self.to_json().encode("utf-8"))
+        write_atomically(posixpath.join(directory, METADATA_FILENAME), self.to_json().encode("utf-8"))
 
     @classmethod
     def load(cls, directory: str) -> DatasetMetadata:
@@ -123,7 +123,7 @@ class DatasetMetadata:
 def save_mean_image(directory: str, mean_image: np.ndarray) -> None:
     buffer = io.BytesIO()
     np.save(buffer, mean_image.astype(np.float32))
-    _write_atomically(posixpath.join(directory, MEAN_IMAGE_FILENAME), buffer.getvalue())
+    write_atomically(posixpath.join(directory, MEAN_IMAGE_FILENAME), buffer.getvalue())
 
 
 def load_mean_image(directory: str) -> np.ndarray:
@@ -134,7 +134,9 @@ def load_mean_image(directory: str) -> np.ndarray:
         return np.load(io.BytesIO(f.read()))
 
 
-def _write_atomically(path: str, data: bytes) -> None:
+def write_atomically(path: str, data: bytes) -> None:
+    """Writes ``data`` to ``path`` via a temporary name and a rename, so readers never see a
+    half-written file under the final name."""
     tmp = path + ".tmp"
     with tf.io.gfile.GFile(tmp, "wb") as f:
         f.write(data)

@@ -78,7 +78,10 @@ def serialize_example(
         TEXT: _bytes(text.encode("utf-8")),
         FILENAME: _bytes(filename.encode("utf-8")),
     }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    # deterministic=True sorts the feature map, so the same image gives the same bytes in every
+    # process (map order otherwise follows the per-process string hash seed).
+    example = tf.train.Example(features=tf.train.Features(feature=feature))
+    return example.SerializeToString(deterministic=True)
 
 
 def parse_example(serialized: tf.Tensor, full: bool = False) -> dict[str, tf.Tensor]:

@@ -1,16 +1,18 @@
-"""Small synthetic datasets in prepare-data's output format, for tests, benchmarks and smoke runs.
+"""Small synthetic data, for benchmarks, tests and trying the tools without ImageNet.
 
-Writes JPEG records in the Model Garden schema (`schema.serialize_example`), the metadata
-(`DatasetMetadata.save`) and the mean image (`save_mean_image`), with statistics computed from
-the generated pixels. The images are smooth random colour fields plus noise, so their JPEGs are
-about the size of ImageNet's at 256×256 (~25 KB at quality 90); full decoding runs at the rate
-noted for ImageNet-like 256×256 records on this machine class (~3,800–4,500 images/s on 2 cores).
+* `write_image_folder`: a folder-per-class image set, the input of prepare-data;
+* `write_synthetic_dataset`: records, metadata and mean image in prepare-data's output format,
+  with statistics computed from the stored pixels by the same `PixelStats` prepare-data uses.
+
+The images are photo-like enough for JPEG timings to be realistic (smooth colour fields with
+fine noise, not pure noise, which compresses and decodes unlike photos), and each class has its
+own tint so a model can tell them apart.
 """
 
 from __future__ import annotations
 
-import io
 import posixpath
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -18,31 +20,47 @@ from PIL import Image
 
 from alexnet_tf import paper
 from alexnet_tf.data import schema
-from alexnet_tf.data.metadata import (
-    ClassInfo,
-    DatasetMetadata,
-    DatasetStats,
-    ShardInfo,
-    SplitInfo,
-    save_mean_image,
-)
+from alexnet_tf.data.images import DEFAULT_JPEG_QUALITY, center_crop, decode_jpeg, encode_jpeg
+from alexnet_tf.data.metadata import ClassInfo, DatasetMetadata, ShardInfo, SplitInfo, save_mean_image
+from alexnet_tf.data.stats import PixelStats
 
-JPEG_QUALITY = 90
-NOISE_STDDEV = 10.0  # 0–255 levels; sets the JPEG size and decode cost.
+# Typical ILSVRC-2012 sizes (most are about 500×375; a few are much larger).
+DEFAULT_SIZES = ((500, 375), (375, 500), (500, 333), (640, 480), (1024, 768))
 
 
-def random_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """A uint8 ``[height, width, 3]`` image: an upsampled 8×8 random colour field plus noise."""
-    coarse = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
-    smooth = np.asarray(coarse.resize((width, height), Image.BICUBIC), dtype=np.float32)
-    noisy = smooth + NOISE_STDDEV * rng.standard_normal(smooth.shape, dtype=np.float32)
-    return np.clip(np.round(noisy), 0, 255).astype(np.uint8)
+def synthetic_image(rng: np.random.Generator, width: int, height: int, tint: Sequence[float]) -> Image.Image:
+    """A ``width × height`` RGB image: a smooth random colour field, tinted, with fine noise."""
+    coarse = rng.uniform(0, 255, (max(height // 32, 2), max(width // 32, 2), 3)) * 0.6
+    coarse += np.asarray(tint, np.float64) * 0.4
+    field = Image.fromarray(coarse.astype(np.uint8)).resize((width, height), Image.Resampling.BICUBIC)
+    noisy = np.asarray(field, np.int16) + rng.integers(-10, 11, (height, width, 3))
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
 
 
-def encode_jpeg(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, "JPEG", quality=JPEG_QUALITY)
-    return buffer.getvalue()
+def write_image_folder(
+    root: str,
+    *,
+    classes: int,
+    per_class: int,
+    sizes: Sequence[tuple[int, int]] = DEFAULT_SIZES,
+    seed: int = 0,
+    quality: int = DEFAULT_JPEG_QUALITY,
+) -> list[str]:
+    """Writes ``root/train/class_XX/class_XX_NNNN.JPEG`` files; returns their paths."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for c in range(classes):
+        folder = posixpath.join(root, "train", f"class_{c:02d}")
+        tf.io.gfile.makedirs(folder)
+        tint = rng.uniform(0, 255, 3)
+        for i in range(per_class):
+            width, height = sizes[(c * per_class + i) % len(sizes)]
+            encoded = encode_jpeg(synthetic_image(rng, width, height, tint), quality)
+            path = posixpath.join(folder, f"class_{c:02d}_{i:04d}.JPEG")
+            with tf.io.gfile.GFile(path, "wb") as f:
+                f.write(encoded)
+            paths.append(path)
+    return paths
 
 
 def write_synthetic_dataset(
@@ -57,7 +75,7 @@ def write_synthetic_dataset(
     label_offset: int = 0,
     seed: int = 0,
 ) -> DatasetMetadata:
-    """Writes a dataset to ``directory`` and returns its metadata.
+    """Writes a record dataset to ``directory`` and returns its metadata.
 
     Record ``i`` of a split has class ``i % num_classes`` (label ``class + label_offset``) and file
     name ``{split}_{i}.jpg``; records go to shards round-robin. ``image_size=None`` writes images
@@ -66,32 +84,33 @@ def write_synthetic_dataset(
     rng = np.random.default_rng(seed)
     tf.io.gfile.makedirs(directory)
     classes = [ClassInfo(index=i, wnid=f"n{i:08d}", name=f"class {i}") for i in range(num_classes)]
+    tints = rng.uniform(0, 255, (num_classes, 3))
+    stats = PixelStats(image_size or paper.IMAGE_SIZE)
     splits = {}
-    stats = _Statistics(image_size or paper.IMAGE_SIZE)
     for split, count, num_shards in (
         (schema.TRAIN, train_records, train_shards),
         (schema.VALIDATION, validation_records, validation_shards),
     ):
-        shards = [[] for _ in range(num_shards)]
+        shards: list[list[bytes]] = [[] for _ in range(num_shards)]
         per_class = dict.fromkeys((c.wnid for c in classes), 0)
         for i in range(count):
-            height, width = (image_size, image_size) if image_size else tuple(rng.integers(200, 401, 2))
-            image = random_image(rng, int(height), int(width))
-            cls = classes[i % num_classes]
-            per_class[cls.wnid] += 1
+            height, width = (image_size, image_size) if image_size else rng.integers(200, 401, 2).tolist()
+            info = classes[i % num_classes]
+            encoded = encode_jpeg(synthetic_image(rng, width, height, tints[info.index]), DEFAULT_JPEG_QUALITY)
+            per_class[info.wnid] += 1
             shards[i % num_shards].append(
                 schema.serialize_example(
-                    encoded=encode_jpeg(image),
-                    height=int(height),
-                    width=int(width),
-                    label=cls.index + label_offset,
-                    synset=cls.wnid,
-                    text=cls.name,
+                    encoded=encoded,
+                    height=height,
+                    width=width,
+                    label=info.index + label_offset,
+                    synset=info.wnid,
+                    text=info.name,
                     filename=f"{split}_{i}.jpg",
                 )
             )
             if split == schema.TRAIN:
-                stats.add(image)
+                stats.add(center_crop(decode_jpeg(encoded), stats.size))
         infos = []
         for index, records in enumerate(shards):
             name = schema.shard_name(split, index, num_shards)
@@ -103,7 +122,7 @@ def write_synthetic_dataset(
         splits=splits,
         label_offset=label_offset,
         image_size=image_size,
-        stats=stats.result(),
+        stats=stats.to_dataset_stats(),
         options={"synthetic": True, "seed": seed},
     )
     save_mean_image(directory, stats.mean_image())
@@ -117,40 +136,3 @@ def _write_records(path: str, records: list[bytes]) -> None:
         for record in records:
             writer.write(record)
     tf.io.gfile.rename(tmp, path, overwrite=True)
-
-
-class _Statistics:
-    """Running sums for the mean image (images resized to ``size``²) and §4.1's RGB PCA."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self.count = 0
-        self.image_sum = np.zeros((size, size, 3))
-        self.pixels = 0
-        self.rgb_sum = np.zeros(3)  # of RGB scaled to [0, 1]
-        self.rgb_outer_sum = np.zeros((3, 3))
-
-    def add(self, image: np.ndarray) -> None:
-        if image.shape[:2] != (self.size, self.size):
-            image = np.asarray(Image.fromarray(image).resize((self.size, self.size), Image.BILINEAR))
-        self.count += 1
-        self.image_sum += image
-        rgb = image.reshape(-1, 3) / 255.0
-        self.pixels += len(rgb)
-        self.rgb_sum += rgb.sum(axis=0)
-        self.rgb_outer_sum += rgb.T @ rgb
-
-    def mean_image(self) -> np.ndarray:
-        return (self.image_sum / max(self.count, 1)).astype(np.float32)
-
-    def result(self) -> DatasetStats:
-        mean = self.rgb_sum / max(self.pixels, 1)
-        covariance = self.rgb_outer_sum / max(self.pixels, 1) - np.outer(mean, mean)
-        eigenvalues, eigenvectors = np.linalg.eigh(covariance)
-        order = np.argsort(eigenvalues)[::-1]
-        return DatasetStats(
-            mean_rgb=(mean * 255.0).tolist(),
-            eigenvalues=eigenvalues[order].tolist(),
-            eigenvectors=eigenvectors[:, order].tolist(),
-            num_images=self.count,
-        )

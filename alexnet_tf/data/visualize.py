@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from alexnet_tf import paper
 from alexnet_tf.data import augment, schema
-from alexnet_tf.data.metadata import _write_atomically
+from alexnet_tf.data.metadata import write_atomically
 from alexnet_tf.data.pipeline import MEAN_NONE, InputConfig, Preprocessor, interleave_records, split_files
 
 # Each cell is a 128×128-pixel image under a 16-pixel title line (at DPI 64: 2 and 0.25 inches,
@@ -80,7 +80,7 @@ def write_augment_grid(output: str, data_dir: str, **options) -> tuple[int, int]
     figure = augment_grid(data_dir, **options)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI)
-    _write_atomically(output, buffer.getvalue())
+    write_atomically(output, buffer.getvalue())
     width, height = figure.get_size_inches() * DPI
     return int(round(width)), int(round(height))
 

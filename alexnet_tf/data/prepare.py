@@ -1,0 +1,402 @@
+"""`prepare_dataset`: ImageNet or image folders to shuffled, balanced TFRecord shards (§2).
+
+The importable function behind ``alexnet-tf prepare-data`` and ``tools/make_tfrecords.py``.
+It lists the source (`alexnet_tf.data.sources`), deals the files into shards with a fixed seed
+(`alexnet_tf.data.shards`), converts the shards on worker processes (`alexnet_tf.data.workers`)
+with a progress bar, and writes beside the shards:
+
+- ``metadata.json`` (`alexnet_tf.data.metadata.DatasetMetadata`): classes, per-split and
+  per-class counts, shards with their record counts, every skipped file with its reason, the
+  options, and the training statistics (mean RGB; eigenvalues/eigenvectors of the RGB/255
+  covariance, §4.1) computed exactly over the stored training pixels (`alexnet_tf.data.stats`);
+- ``mean_image.npy``: the 256×256×3 mean training image, 0–255 scale (§2).
+
+Restartable (state in `alexnet_tf.data.resume`). Before any shard is written,
+``_prepare/state.json`` records the options (the fingerprint) and a digest of the shard plan.
+Each shard is written under a temporary name and renamed when whole; the parent process records
+finished shards, with their counts, skipped files and exact statistic sums, in
+``_prepare/checkpoint.npz`` (at most every `CHECKPOINT_SECONDS`, and on Ctrl-C or an error).
+Re-running the same command after Ctrl-C or kill -9 removes temporary files, keeps every shard
+that is in the checkpoint, and writes the rest again — shards are a pure function of the file
+list, options and seed, so nothing is duplicated or lost, and shards and statistics are
+byte-identical to one uninterrupted run's. A shard finished after the last checkpoint is simply
+rewritten. Different options, or a changed file list, are refused unless ``overwrite`` (which
+deletes the earlier output). When all shards are done the metadata is written and ``_prepare/``
+removed; re-running then reports that there is nothing to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import hashlib
+import os
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from alexnet_tf import paper
+from alexnet_tf.data import images, resume
+from alexnet_tf.data.metadata import (
+    METADATA_FILENAME,
+    DatasetMetadata,
+    ShardInfo,
+    SplitInfo,
+    save_mean_image,
+)
+from alexnet_tf.data.schema import SPLITS, TRAIN
+from alexnet_tf.data.shards import (
+    ShardContext,
+    ShardItem,
+    ShardResult,
+    ShardTask,
+    assign_shards,
+    output_errors,
+    write_shard,
+)
+from alexnet_tf.data.sources import Source, discover
+from alexnet_tf.data.workers import run_tasks
+from alexnet_tf.errors import InputError
+
+# Model Garden's ImageNet shard counts (~1,250 train and ~390 validation records per shard).
+DEFAULT_TRAIN_SHARDS = 1024
+DEFAULT_VALIDATION_SHARDS = 128
+# Work redone after kill -9 is at most this many seconds plus the shards in flight.
+CHECKPOINT_SECONDS = 30.0
+# Fields that do not change what is written, so a rerun may change them (the output directory
+# may be moved between runs).
+_RUN_ONLY_OPTIONS = frozenset({"output", "workers", "overwrite", "progress"})
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareConfig:
+    """Everything `prepare_dataset` needs; the CLI flags map one to one onto these fields.
+
+    Attributes:
+        source: dataset root (ILSVRC-2012 or folders per class; see `alexnet_tf.data.sources`).
+        output: directory for the shards and metadata (created if missing; may be ``gs://``).
+        train_shards / validation_shards: shard counts (fewer when a split has fewer files).
+        val_fraction: fraction of each training class used for validation when there is no
+            validation folder (0: none).
+        val_labels: labels for a flat validation folder (``LOC_val_solution.csv`` or one wnid
+            per line in file-name order).
+        synsets: ``wnid name`` lines naming the classes (default ``LOC_synset_mapping.txt``).
+        limit_per_class: at most this many files per class and split (a seeded random subset).
+        stats_sample: compute the statistics over a seeded random subset of this many training
+            files instead of all of them.
+        jpeg_quality: quality of the re-encoded JPEGs (1–100).
+        keep_geometry: store images at their original size instead of the §2 256×256 crop.
+        label_offset: 0 (labels 0..N-1) or 1 (Model Garden / TF-Slim: 1..N, 0 = background).
+        seed: seeds the shuffle, the splits and the subsets.
+        max_pixels: refuse images with more pixels than this (decompression bombs).
+        workers: worker processes (default: the CPUs available to this process).
+        overwrite: delete an earlier output in ``output`` instead of refusing or resuming it.
+        progress: show a progress bar on stderr.
+    """
+
+    source: str
+    output: str
+    train_shards: int = DEFAULT_TRAIN_SHARDS
+    validation_shards: int = DEFAULT_VALIDATION_SHARDS
+    val_fraction: float = 0.0
+    val_labels: str | None = None
+    synsets: str | None = None
+    limit_per_class: int | None = None
+    stats_sample: int | None = None
+    jpeg_quality: int = images.DEFAULT_JPEG_QUALITY
+    keep_geometry: bool = False
+    label_offset: int = 0
+    seed: int = 0
+    max_pixels: int = images.DEFAULT_MAX_PIXELS
+    workers: int | None = None
+    overwrite: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.train_shards >= 1, "--train-shards", "must be at least 1"),
+            (self.validation_shards >= 1, "--validation-shards", "must be at least 1"),
+            (0.0 <= self.val_fraction < 1.0, "--val-fraction", "must be in [0, 1)"),
+            (self.limit_per_class is None or self.limit_per_class >= 1, "--limit-per-class", "must be at least 1"),
+            (self.stats_sample is None or self.stats_sample >= 1, "--stats-sample", "must be at least 1"),
+            (1 <= self.jpeg_quality <= 100, "--jpeg-quality", "must be in 1..100"),
+            (self.label_offset in (0, 1), "--label-offset", "must be 0 or 1"),
+            (self.max_pixels >= 1, "--max-pixels", "must be at least 1"),
+            (self.workers is None or self.workers >= 1, "--workers", "must be at least 1"),
+        ]
+        for ok, flag, rule in checks:
+            if not ok:
+                value = getattr(self, flag[2:].replace("-", "_"))
+                raise InputError(f"{flag} {value}: {rule}")
+
+    def options(self) -> dict[str, Any]:
+        """The options that determine the output: compared on resume, stored in the metadata."""
+        fields = dataclasses.asdict(self)
+        for key in ("source", "val_labels", "synsets"):
+            if fields[key] is not None and "://" not in fields[key]:
+                fields[key] = os.path.abspath(fields[key])
+        fields["image_size"] = paper.IMAGE_SIZE
+        return {k: v for k, v in sorted(fields.items()) if k not in _RUN_ONLY_OPTIONS}
+
+    def image_options(self) -> images.ImageOptions:
+        return images.ImageOptions(
+            image_size=paper.IMAGE_SIZE,
+            keep_geometry=self.keep_geometry,
+            jpeg_quality=self.jpeg_quality,
+            max_pixels=self.max_pixels,
+        )
+
+
+@dataclasses.dataclass
+class PrepareReport:
+    """What `prepare_dataset` did: the metadata written, and this run's work."""
+
+    metadata: DatasetMetadata
+    output: str
+    processed: int  # source files read in this run
+    resumed_shards: int  # shards an earlier, interrupted run had completed
+    seconds: float
+    notes: list[str]  # things worth telling the user (e.g. fewer shards than requested)
+    up_to_date: bool = False  # the output was already complete; nothing was done
+    # Files/s from the first converted file to the last: the rate without listing, planning and
+    # worker start-up, i.e. what a long run converges to. None when too little was converted.
+    steady_rate: float | None = None
+
+    def summary(self) -> str:
+        """The one-line summary the CLI prints at the end."""
+        counts = " and ".join(
+            f"{split.num_records:,} {name} records in {len(split.shards)} shards"
+            for name, split in self.metadata.splits.items()
+        )
+        skipped = f"{len(self.metadata.skipped)} files skipped (reasons in {METADATA_FILENAME})"
+        if self.up_to_date:
+            return f"{self.output} is already complete: {counts}; {skipped}; nothing to do (--overwrite rebuilds it)"
+        rate = self.processed / max(self.seconds, 1e-9)
+        duration = datetime.timedelta(seconds=round(self.seconds))
+        kept = self.resumed_shards
+        resumed = f"; {kept} shard{'s' * (kept != 1)} kept from the interrupted run" if kept else ""
+        return (
+            f"Wrote {counts} to {self.output}; {skipped}; this run: {self.processed:,} files in "
+            f"{duration} ({rate:,.0f} files/s){resumed}"
+        )
+
+
+def prepare_dataset(config: PrepareConfig) -> PrepareReport:
+    """Converts ``config.source`` into TFRecord shards and metadata in ``config.output``.
+
+    Resumes an interrupted run with the same options (see the module docstring). Raises
+    `InputError` for bad input, `alexnet_tf.data.workers.WorkerError` if a worker dies, and
+    lets KeyboardInterrupt through after recording the finished shards.
+    """
+    started = time.monotonic()
+    output = config.output.rstrip("/") or "/"
+    options = config.options()
+    if config.overwrite:
+        resume.remove_outputs(output)
+    state = resume.read_state(output)
+    if state is None:
+        complete = resume.complete_metadata(output, options)
+        if complete is not None:
+            shards = sum(len(s.shards) for s in complete.splits.values())
+            return PrepareReport(complete, output, 0, shards, time.monotonic() - started, [], up_to_date=True)
+        resume.refuse_foreign_shards(output)
+    else:
+        resume.check_options(output, state["options"], options)
+
+    source = discover(
+        config.source,
+        val_labels=config.val_labels,
+        synsets=config.synsets,
+        val_fraction=config.val_fraction,
+        limit_per_class=config.limit_per_class,
+        seed=config.seed,
+    )
+    _refuse_output_inside(output, source)
+    tasks, digest, notes = _plan(source, config)
+    if state is None:
+        resume.make_directory(output)  # only now: an output inside the dataset must not become a class
+        resume.write_state(output, {"options": options, "digest": digest})
+    elif state["digest"] != digest:
+        raise InputError(
+            f"the files under {config.source} changed since the interrupted run in {output}; "
+            "add --overwrite to start again"
+        )
+    resume.remove_temporaries(output)
+    done = resume.Checkpoint.load(output)
+    todo = [task for task in tasks if task.name not in done.shards]
+    processed, steady_rate = _convert(config, source, todo, done, output)
+
+    metadata = _metadata(source, tasks, done, config, options)
+    if metadata.splits[TRAIN].num_records == 0:
+        first = metadata.skipped[0]
+        raise InputError(
+            f"{config.source}: none of the {len(source.splits[TRAIN]):,} training files is a readable "
+            f"image (e.g. {first['path']}: {first['reason']})"
+        )
+    for name, split in metadata.splits.items():
+        empty = [shard.name for shard in split.shards if shard.records == 0]
+        if empty:
+            listed = ", ".join(empty[:3]) + (", ..." if len(empty) > 3 else "")
+            notes.append(f"{name}: {len(empty)} shards are empty, all their files were skipped ({listed})")
+    with output_errors(output):
+        if done.stats.images:
+            save_mean_image(output, done.stats.mean_image())
+        metadata.save(output)
+        resume.remove_state(output)
+    return PrepareReport(
+        metadata,
+        output,
+        processed,
+        resumed_shards=len(tasks) - len(todo),
+        seconds=time.monotonic() - started,
+        notes=[_source_note(source), *notes],
+        steady_rate=steady_rate,
+    )
+
+
+def _source_note(source: Source) -> str:
+    counts = ", ".join(f"{len(items):,} {split}" for split, items in source.splits.items())
+    return f"{len(source.classes)} classes; {counts} files; validation labels: {source.validation_labels}"
+
+
+def _plan(source: Source, config: PrepareConfig) -> tuple[list[ShardTask], str, list[str]]:
+    """The shard tasks, a digest of them (to detect a changed file list on resume), and notes."""
+    tasks, notes = [], []
+    for stream, split in enumerate(SPLITS):
+        items = source.splits.get(split)
+        if not items:
+            continue
+        requested = config.train_shards if split == TRAIN else config.validation_shards
+        num_shards = min(requested, len(items))
+        if num_shards < requested:
+            notes.append(f"{split}: {len(items)} files for {requested} shards; wrote {num_shards} shards of one file each")
+        for_stats = _stats_selection(len(items), config) if split == TRAIN else np.zeros(len(items), bool)
+        shard_items = [ShardItem(item.path, item.class_index, bool(f)) for item, f in zip(items, for_stats)]
+        for index, chunk in enumerate(assign_shards(shard_items, num_shards, config.seed, stream)):
+            tasks.append(ShardTask(split, index, num_shards, tuple(chunk)))
+    digest = hashlib.sha256()
+    for task in tasks:
+        for item in task.items:
+            digest.update(f"{task.name}\t{item.path}\t{item.class_index}\t{item.for_stats:d}\n".encode())
+    return tasks, digest.hexdigest(), notes
+
+
+def _stats_selection(count: int, config: PrepareConfig) -> np.ndarray:
+    """Which training files the statistics are computed over: all, or a seeded sample."""
+    if config.stats_sample is None or config.stats_sample >= count:
+        return np.ones(count, bool)
+    chosen = np.zeros(count, bool)
+    chosen[np.random.default_rng([config.seed, 4]).choice(count, config.stats_sample, replace=False)] = True
+    return chosen
+
+
+def _convert(
+    config: PrepareConfig, source: Source, todo: list[ShardTask], done: resume.Checkpoint, output: str
+) -> tuple[int, float | None]:
+    """Writes the shards in ``todo`` on worker processes; returns the files read and the steady rate."""
+    context = ShardContext(
+        output=output,
+        run_id=uuid.uuid4().hex[:8],
+        classes=tuple((c.wnid, c.name) for c in source.classes),
+        label_offset=config.label_offset,
+        image_options=config.image_options(),
+    )
+    total = sum(len(task.items) for task in todo)
+    last_checkpoint = time.monotonic()
+    skipped = 0
+    with tqdm(
+        total=total, unit="img", desc="prepare-data", disable=not config.progress, smoothing=0.05, dynamic_ncols=True
+    ) as bar:
+        throughput = _Throughput(bar)
+
+        def on_result(result: ShardResult) -> None:
+            nonlocal last_checkpoint, skipped
+            done.add(result)
+            skipped += len(result.skipped)
+            bar.set_postfix(skipped=skipped, refresh=False)
+            if time.monotonic() - last_checkpoint >= CHECKPOINT_SECONDS:
+                done.save(output)
+                last_checkpoint = time.monotonic()
+
+        try:
+            run_tasks(
+                write_shard, context, todo, workers=_workers(config), on_result=on_result, on_progress=throughput
+            )
+        except BaseException:
+            with contextlib.suppress(tf.errors.OpError, InputError):
+                done.save(output)  # keep the finished shards for the next run
+            raise
+    return total, throughput.steady_rate()
+
+
+class _Throughput:
+    """Advances the progress bar and measures the rate from the first converted file on."""
+
+    def __init__(self, bar: tqdm) -> None:
+        self._bar = bar
+        self._count = 0
+        self._first: tuple[float, int] | None = None  # (time, count) at the first report
+        self._last = 0.0
+
+    def __call__(self, count: int) -> None:
+        self._bar.update(count)
+        self._count += count
+        self._last = time.monotonic()
+        if self._first is None:
+            self._first = (self._last, self._count)
+
+    def steady_rate(self) -> float | None:
+        if self._first is None or self._last <= self._first[0]:
+            return None
+        return (self._count - self._first[1]) / (self._last - self._first[0])
+
+
+def _workers(config: PrepareConfig) -> int:
+    if config.workers is not None:
+        return config.workers
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _metadata(
+    source: Source, tasks: list[ShardTask], done: resume.Checkpoint, config: PrepareConfig, options: dict[str, Any]
+) -> DatasetMetadata:
+    splits = {}
+    for split in SPLITS:
+        names = [task.name for task in tasks if task.split == split]
+        if not names:
+            continue
+        per_class = {c.wnid: 0 for c in source.classes}
+        for name in names:
+            for wnid, count in done.shards[name]["per_class"].items():
+                per_class[wnid] += count
+        shards = [ShardInfo(name=name, records=done.shards[name]["records"]) for name in names]
+        splits[split] = SplitInfo(num_records=sum(s.records for s in shards), per_class=per_class, shards=shards)
+    skipped = source.skipped + [entry for info in done.shards.values() for entry in info["skipped"]]
+    return DatasetMetadata(
+        classes=source.classes,
+        splits=splits,
+        label_offset=config.label_offset,
+        image_size=None if config.keep_geometry else paper.IMAGE_SIZE,
+        stats=done.stats.to_dataset_stats() if done.stats.images else None,
+        skipped=sorted(skipped, key=lambda entry: (entry["split"], entry["path"])),
+        options=options,
+    )
+
+
+def _refuse_output_inside(output: str, source: Source) -> None:
+    """The output must not be one of the dataset's class folders (its shards would be "images")."""
+    resolved = _resolve(output)
+    for folder in map(_resolve, source.folders):
+        if resolved == folder or resolved.startswith(folder.rstrip("/") + "/"):
+            raise InputError(f"{output}: the output directory is inside the dataset folder {folder}; choose another")
+
+
+def _resolve(path: str) -> str:
+    return path.rstrip("/") if "://" in path else os.path.realpath(path)
+
+

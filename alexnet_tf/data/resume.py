@@ -1,0 +1,161 @@
+"""The resume state of prepare-data: options fingerprint, finished-shard checkpoint, clean-up.
+
+``OUTPUT/_prepare/state.json`` holds the options and a digest of the shard plan, written before
+any shard; ``OUTPUT/_prepare/checkpoint.npz`` holds the finished shards (counts, skipped files)
+and their merged exact statistic sums (`Checkpoint`). A shard counts as finished only when it is
+in the checkpoint and its file exists under its final name; anything else is rewritten. When
+the run completes, the metadata replaces all of this and ``_prepare/`` is removed. See
+`alexnet_tf.data.prepare` for the protocol.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import posixpath
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from alexnet_tf import paper
+from alexnet_tf.data.metadata import (
+    MEAN_IMAGE_FILENAME,
+    METADATA_FILENAME,
+    DatasetMetadata,
+    write_atomically,
+)
+from alexnet_tf.data.schema import SPLITS, shard_glob
+from alexnet_tf.data.shards import TEMP_MARK, ShardResult, output_errors
+from alexnet_tf.data.stats import PixelStats
+from alexnet_tf.errors import InputError
+
+STATE_DIR = "_prepare"
+STATE_FILE = "state.json"
+CHECKPOINT_FILE = "checkpoint.npz"
+
+
+class Checkpoint:
+    """The finished shards (counts, skipped files) and their merged training statistics."""
+
+    def __init__(self) -> None:
+        self.shards: dict[str, dict[str, Any]] = {}
+        self.stats = PixelStats(paper.IMAGE_SIZE)
+
+    def add(self, result: ShardResult) -> None:
+        self.shards[result.name] = {
+            "split": result.split,
+            "records": result.records,
+            "per_class": result.per_class,
+            "skipped": result.skipped,
+        }
+        if result.stats is not None:
+            self.stats.merge(result.stats)
+
+    def save(self, output: str) -> None:
+        buffer = io.BytesIO()
+        # ImageNet's per-shard class counts make ~15 MB of JSON: stored as compressed bytes.
+        shards = np.frombuffer(json.dumps(self.shards, separators=(",", ":")).encode(), np.uint8)
+        np.savez_compressed(buffer, shards=shards, **self.stats.to_arrays())
+        with output_errors(output):
+            write_atomically(posixpath.join(output, STATE_DIR, CHECKPOINT_FILE), buffer.getvalue())
+
+    @classmethod
+    def load(cls, output: str) -> Checkpoint:
+        """The checkpoint of an interrupted run (empty if none); its shards must still exist."""
+        done = cls()
+        path = posixpath.join(output, STATE_DIR, CHECKPOINT_FILE)
+        if not tf.io.gfile.exists(path):
+            return done
+        with tf.io.gfile.GFile(path, "rb") as f, np.load(io.BytesIO(f.read())) as arrays:
+            done.shards = json.loads(arrays["shards"].tobytes())
+            done.stats = PixelStats.from_arrays(arrays)
+        for name in sorted(done.shards):
+            if not tf.io.gfile.exists(posixpath.join(output, name)):
+                raise InputError(
+                    f"{output}/{name} is missing, though the interrupted run had finished it (deleted?); "
+                    "add --overwrite to start again"
+                )
+        return done
+
+
+def make_directory(output: str) -> None:
+    try:
+        tf.io.gfile.makedirs(output)
+    except tf.errors.OpError as error:
+        raise InputError(f"{output}: cannot create the output directory ({error.message})") from None
+
+
+def read_state(output: str) -> dict[str, Any] | None:
+    path = posixpath.join(output, STATE_DIR, STATE_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path, "r") as f:
+        return json.loads(f.read())
+
+
+def write_state(output: str, state: dict[str, Any]) -> None:
+    with output_errors(output):
+        tf.io.gfile.makedirs(posixpath.join(output, STATE_DIR))
+        write_atomically(posixpath.join(output, STATE_DIR, STATE_FILE), json.dumps(state, indent=2).encode())
+
+
+def check_options(output: str, previous: dict[str, Any], current: dict[str, Any]) -> None:
+    changed = [k for k in sorted(previous.keys() | current.keys()) if previous.get(k) != current.get(k)]
+    if changed:
+        differences = "; ".join(f"{k}: {previous.get(k)!r} -> {current.get(k)!r}" for k in changed)
+        raise InputError(
+            f"{output} was prepared with other options ({differences}); use the original options "
+            "to resume or keep it, or add --overwrite to start again"
+        )
+
+
+def complete_metadata(output: str, options: dict[str, Any]) -> DatasetMetadata | None:
+    """The metadata of a finished run with these options (None if there is none)."""
+    if not tf.io.gfile.exists(posixpath.join(output, METADATA_FILENAME)):
+        return None
+    try:
+        metadata = DatasetMetadata.load(output)
+    except (ValueError, KeyError, TypeError) as error:
+        raise InputError(f"{output}/{METADATA_FILENAME}: unreadable ({error}); add --overwrite to rebuild") from None
+    check_options(output, metadata.options, options)
+    for split in metadata.splits.values():
+        for shard in split.shards:
+            if not tf.io.gfile.exists(posixpath.join(output, shard.name)):
+                raise InputError(f"{output}/{shard.name} is missing though {METADATA_FILENAME} lists it; add --overwrite")
+    return metadata
+
+
+def refuse_foreign_shards(output: str) -> None:
+    for split in SPLITS:
+        if tf.io.gfile.glob(posixpath.join(output, shard_glob(split))):
+            raise InputError(
+                f"{output} already holds {split} shards but no prepare-data state; use an empty "
+                "directory, or add --overwrite to replace them"
+            )
+
+
+def remove_temporaries(output: str) -> None:
+    with output_errors(output):
+        for split in SPLITS:
+            for path in tf.io.gfile.glob(posixpath.join(output, shard_glob(split) + TEMP_MARK + "*")):
+                tf.io.gfile.remove(path)
+
+
+def remove_outputs(output: str) -> None:
+    """What --overwrite deletes: our shards, temporary files, metadata and state, nothing else."""
+    patterns = [shard_glob(split) for split in SPLITS]
+    patterns += [name + suffix for name in (METADATA_FILENAME, MEAN_IMAGE_FILENAME) for suffix in ("", ".tmp")]
+    with output_errors(output):
+        remove_temporaries(output)
+        for pattern in patterns:
+            for path in tf.io.gfile.glob(posixpath.join(output, pattern)):
+                tf.io.gfile.remove(path)
+        if tf.io.gfile.isdir(posixpath.join(output, STATE_DIR)):
+            tf.io.gfile.rmtree(posixpath.join(output, STATE_DIR))
+
+
+def remove_state(output: str) -> None:
+    """Deletes ``_prepare/`` once the metadata is written."""
+    with output_errors(output):
+        tf.io.gfile.rmtree(posixpath.join(output, STATE_DIR))
