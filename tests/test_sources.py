@@ -24,7 +24,9 @@ def test_kaggle_layout_with_flat_validation_and_unlabelled_files(tmp_path):
     (root / "ILSVRC" / "Data" / "CLS-LOC" / "val" / "extra.JPEG").write_bytes(b"x")
     found = sources.discover(str(root))
     assert [(c.wnid, c.name) for c in found.classes] == [(w, NAMES[w]) for w in WNIDS]
-    assert {n: WNIDS[i.class_index] for n, i in zip(names(found.splits[VALIDATION]), found.splits[VALIDATION])} == data.validation
+    assert {
+        n: WNIDS[i.class_index] for n, i in zip(names(found.splits[VALIDATION]), found.splits[VALIDATION], strict=True)
+    } == data.validation
     assert [os.path.basename(s["path"]) for s in found.skipped] == ["extra.JPEG"]
     assert found.skipped[0]["reason"] == "no label in LOC_val_solution.csv"
 

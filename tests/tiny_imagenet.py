@@ -80,7 +80,9 @@ def _add_quirks(data: TinyDataset, rng: np.random.Generator) -> None:
     _write(a, "n01440764_truncated.JPEG", whole[: len(whole) // 2])
     _write(b, "n01443537_empty.JPEG", b"")
     _write(c, "notes.txt", b"not an image\n")
-    data.bad.update({"n01440764_truncated.JPEG": "truncated", "n01443537_empty.JPEG": "empty", "notes.txt": "not an image"})
+    data.bad.update(
+        {"n01440764_truncated.JPEG": "truncated", "n01443537_empty.JPEG": "empty", "notes.txt": "not an image"}
+    )
     _write(a, ".DS_Store", b"\x00\x00\x00\x01Bud1")
     _write(train, ".DS_Store", b"\x00\x00\x00\x01Bud1")
 

@@ -274,9 +274,13 @@ def _plan(source: Source, config: PrepareConfig) -> tuple[list[ShardTask], str, 
         requested = config.train_shards if split == TRAIN else config.validation_shards
         num_shards = min(requested, len(items))
         if num_shards < requested:
-            notes.append(f"{split}: {len(items)} files for {requested} shards; wrote {num_shards} shards of one file each")
+            notes.append(
+                f"{split}: {len(items)} files for {requested} shards; wrote {num_shards} shards of one file each"
+            )
         for_stats = _stats_selection(len(items), config) if split == TRAIN else np.zeros(len(items), bool)
-        shard_items = [ShardItem(item.path, item.class_index, bool(f)) for item, f in zip(items, for_stats)]
+        shard_items = [
+            ShardItem(item.path, item.class_index, bool(f)) for item, f in zip(items, for_stats, strict=True)
+        ]
         for index, chunk in enumerate(assign_shards(shard_items, num_shards, config.seed, stream)):
             tasks.append(ShardTask(split, index, num_shards, tuple(chunk)))
     digest = hashlib.sha256()
@@ -324,9 +328,7 @@ def _convert(
                 last_checkpoint = time.monotonic()
 
         try:
-            run_tasks(
-                write_shard, context, todo, workers=_workers(config), on_result=on_result, on_progress=throughput
-            )
+            run_tasks(write_shard, context, todo, workers=_workers(config), on_result=on_result, on_progress=throughput)
         except BaseException:
             with contextlib.suppress(tf.errors.OpError, InputError):
                 done.save(output)  # keep the finished shards for the next run
@@ -398,5 +400,3 @@ def _refuse_output_inside(output: str, source: Source) -> None:
 
 def _resolve(path: str) -> str:
     return path.rstrip("/") if "://" in path else os.path.realpath(path)
-
-

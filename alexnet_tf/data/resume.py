@@ -122,7 +122,9 @@ def complete_metadata(output: str, options: dict[str, Any]) -> DatasetMetadata |
     for split in metadata.splits.values():
         for shard in split.shards:
             if not tf.io.gfile.exists(posixpath.join(output, shard.name)):
-                raise InputError(f"{output}/{shard.name} is missing though {METADATA_FILENAME} lists it; add --overwrite")
+                raise InputError(
+                    f"{output}/{shard.name} is missing though {METADATA_FILENAME} lists it; add --overwrite"
+                )
     return metadata
 
 

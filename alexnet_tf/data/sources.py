@@ -127,7 +127,7 @@ def _training_files(train_dir: str) -> tuple[list[str], dict[int, list[str]], li
         raise InputError(f"{train_dir}: no class folders; expected {train_dir}/<class>/<image files>")
     class_dirs = [posixpath.join(train_dir, w) for w in wnids]
     train = {}
-    for i, (class_dir, files) in enumerate(zip(class_dirs, _list_many(class_dirs))):
+    for i, (class_dir, files) in enumerate(zip(class_dirs, _list_many(class_dirs), strict=True)):
         if not files:
             raise InputError(f"{class_dir}: empty class folder; add images or remove the folder")
         train[i] = [posixpath.join(class_dir, f) for f in files]
@@ -146,9 +146,7 @@ def _train_dir(images_root: str) -> str:
     entries, _ = _folders_and_files(images_root)
     if entries and not set(entries) & set(VAL_DIRS):
         return images_root  # the root itself holds the class folders
-    raise InputError(
-        f"{images_root}: no {TRAIN_DIR}/ folder; expected {images_root}/{TRAIN_DIR}/<class>/<image files>"
-    )
+    raise InputError(f"{images_root}: no {TRAIN_DIR}/ folder; expected {images_root}/{TRAIN_DIR}/<class>/<image files>")
 
 
 def _validation(
@@ -173,14 +171,14 @@ def _validation(
     paths = [posixpath.join(val_dir, e) for e in entries]
     if _is_solution_csv(val_labels, text):
         labels = _labels_from_csv(val_labels, text, entries, index)
-        for path, entry in zip(paths, entries):
+        for path, entry in zip(paths, entries, strict=True):
             if entry not in labels:
                 reason = f"no label in {posixpath.basename(val_labels)}"
                 skipped.append({"path": path, "split": VALIDATION, "reason": reason})
     else:
         labels = _labels_from_lines(val_labels, text, entries, val_dir, index)
     validation: dict[int, list[str]] = {}
-    for path, entry in zip(paths, entries):
+    for path, entry in zip(paths, entries, strict=True):
         if entry in labels:
             validation.setdefault(labels[entry], []).append(path)
     return validation, posixpath.basename(val_labels)
@@ -198,7 +196,7 @@ def _validation_folders(val_dir: str, entries: list[str], index: dict[str, int])
     dirs = [posixpath.join(val_dir, e) for e in entries]
     return {
         index[entry]: [posixpath.join(d, f) for f in files]
-        for entry, d, files in zip(entries, dirs, _list_many(dirs))
+        for entry, d, files in zip(entries, dirs, _list_many(dirs), strict=True)
         if files
     }
 
@@ -232,9 +230,7 @@ def _labels_from_csv(path: str, text: str, entries: list[str], index: dict[str, 
     return labels
 
 
-def _labels_from_lines(
-    path: str, text: str, entries: list[str], val_dir: str, index: dict[str, int]
-) -> dict[str, int]:
+def _labels_from_lines(path: str, text: str, entries: list[str], val_dir: str, index: dict[str, int]) -> dict[str, int]:
     """One wnid per line, in the sorted order of the validation file names."""
     wnids = [line.strip() for line in text.splitlines() if line.strip()]
     if len(wnids) != len(entries):
@@ -242,17 +238,15 @@ def _labels_from_lines(
             f"{path}: {len(wnids)} labels for {len(entries)} files in {val_dir}; expected one wnid "
             "per line, in file-name order"
         )
-    return {entry: _class_of(w, index, path, n) for n, (entry, w) in enumerate(zip(entries, wnids), start=1)}
+    return {
+        entry: _class_of(w, index, path, n) for n, (entry, w) in enumerate(zip(entries, wnids, strict=True), start=1)
+    }
 
 
 def _class_of(wnid: str, index: dict[str, int], path: str, line: int) -> int:
     if wnid in index:
         return index[wnid]
-    hint = (
-        " (numbers look like the devkit's ILSVRC2012 ids; give wnids instead)"
-        if wnid.isdigit()
-        else ""
-    )
+    hint = " (numbers look like the devkit's ILSVRC2012 ids; give wnids instead)" if wnid.isdigit() else ""
     raise InputError(f"{path}: line {line}: unknown wnid {wnid!r}, not a training class folder{hint}")
 
 
@@ -330,4 +324,6 @@ def _folders_and_files(directory: str) -> tuple[list[str], list[str]]:
     paths = [posixpath.join(directory, e) for e in entries]
     with concurrent.futures.ThreadPoolExecutor(_LISTING_THREADS) as pool:
         is_dir = list(pool.map(tf.io.gfile.isdir, paths))
-    return [e for e, d in zip(entries, is_dir) if d], [e for e, d in zip(entries, is_dir) if not d]
+    return [e for e, d in zip(entries, is_dir, strict=True) if d], [
+        e for e, d in zip(entries, is_dir, strict=True) if not d
+    ]
