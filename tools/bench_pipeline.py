@@ -6,6 +6,8 @@
 All pipelines read the same train shards with the same parallel interleave and AUTOTUNE map:
 
 * limit: read + ``tf.io.decode_jpeg`` of the whole 256×256 image + batch (uint8);
+* with ``--breakdown``, the limit again with a cast to the output dtype before batching: what
+  producing float images costs by itself, before any augmentation;
 * full: ``alexnet_tf.data.pipeline.train_dataset`` at the paper's settings: shuffle, crop
   decoded with ``decode_and_crop_jpeg``, mirror, mean-image subtraction, PCA lighting, float32
   output, batch;
@@ -35,13 +37,14 @@ from alexnet_tf.data import pipeline, schema, synthetic  # noqa: E402
 from alexnet_tf.data.metadata import DatasetMetadata  # noqa: E402
 
 
-def limit_dataset(data_dir: str, batch_size: int) -> tf.data.Dataset:
-    """Read + full decode + batch, with the training pipeline's reading and parallelism."""
+def limit_dataset(data_dir: str, batch_size: int, dtype: str | None = None) -> tf.data.Dataset:
+    """Read + full decode (+ cast to ``dtype``) + batch, with the training pipeline's reading and parallelism."""
     files = pipeline.split_files(data_dir, DatasetMetadata.load(data_dir), schema.TRAIN)
 
     def decode(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         features = schema.parse_example(serialized)
-        return tf.io.decode_jpeg(features[schema.ENCODED], channels=3), features[schema.LABEL]
+        image = tf.io.decode_jpeg(features[schema.ENCODED], channels=3)
+        return (image if dtype is None else tf.cast(image, dtype)), features[schema.LABEL]
 
     records = pipeline.interleave_records(files).repeat()
     dataset = records.map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size, drop_remainder=True)
@@ -92,6 +95,7 @@ def main(data_dir, records, shards, batch_size, batches, warmup, rounds, dtype, 
 
         candidates = {"limit: read + full decode_jpeg": lambda: limit_dataset(data_dir, batch_size)}
         if breakdown:
+            candidates[f"limit + cast to {dtype}"] = lambda: limit_dataset(data_dir, batch_size, dtype)
             candidates["crop + mirror + cast"] = train(mean=pipeline.MEAN_NONE, lighting_strength=0)
             candidates["  + mean image"] = train(lighting_strength=0)
         candidates[f"full: + PCA lighting ({dtype})"] = train()
