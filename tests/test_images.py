@@ -46,10 +46,15 @@ def test_draft_decoding_matches_a_full_decode_without_shifting_the_crop():
     assert difference.mean() < 1.0  # a crop shifted by one source pixel differs by ~2.5 on average
 
 
-def test_small_images_are_enlarged_and_stats_image_is_the_stored_pixels():
-    prepared = images.prepare_image(jpeg_bytes(Image.new("RGB", (40, 30), (10, 20, 30))), OPTIONS, for_stats=True)
+def test_small_images_are_enlarged_and_stats_image_is_the_encoded_pixels():
+    source = jpeg_bytes(synthetic_image(np.random.default_rng(2), 40, 30, (10, 20, 30)))
+    prepared = images.prepare_image(source, OPTIONS, for_stats=True)
     assert (prepared.height, prepared.width) == (256, 256)
-    np.testing.assert_array_equal(np.asarray(prepared.stats_image), decode(prepared.encoded))
+    # The §2 crop of the decoded source, exactly; the stored JPEG decodes to within its quantisation error.
+    expected = np.asarray(images.center_crop(Image.open(io.BytesIO(source)).convert("RGB"), 256))
+    np.testing.assert_array_equal(np.asarray(prepared.stats_image), expected)
+    error = np.abs(decode(prepared.encoded).astype(int) - expected)
+    assert error.mean() < 1.5 and error.max() <= 16
 
 
 def test_keep_geometry_keeps_rgb_jpeg_bytes_and_reencodes_the_rest():

@@ -20,7 +20,7 @@ from PIL import Image
 
 from alexnet_tf import paper
 from alexnet_tf.data import schema
-from alexnet_tf.data.images import DEFAULT_JPEG_QUALITY, center_crop, decode_jpeg, encode_jpeg
+from alexnet_tf.data.images import DEFAULT_JPEG_QUALITY, center_crop, encode_jpeg
 from alexnet_tf.data.metadata import ClassInfo, DatasetMetadata, ShardInfo, SplitInfo, save_mean_image
 from alexnet_tf.data.stats import PixelStats
 
@@ -96,7 +96,8 @@ def write_synthetic_dataset(
         for i in range(count):
             height, width = (image_size, image_size) if image_size else rng.integers(200, 401, 2).tolist()
             info = classes[i % num_classes]
-            encoded = encode_jpeg(synthetic_image(rng, width, height, tints[info.index]), DEFAULT_JPEG_QUALITY)
+            image = synthetic_image(rng, width, height, tints[info.index])
+            encoded = encode_jpeg(image, DEFAULT_JPEG_QUALITY)
             per_class[info.wnid] += 1
             shards[i % num_shards].append(
                 schema.serialize_example(
@@ -110,7 +111,7 @@ def write_synthetic_dataset(
                 )
             )
             if split == schema.TRAIN:
-                stats.add(center_crop(decode_jpeg(encoded), stats.size))
+                stats.add(center_crop(image, stats.size))  # the encoded pixels, as prepare-data does
         infos = []
         for index, records in enumerate(shards):
             name = schema.shard_name(split, index, num_shards)
