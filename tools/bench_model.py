@@ -26,10 +26,11 @@ from alexnet_tf import paper  # noqa: E402
 from alexnet_tf.model import AlexNet  # noqa: E402
 from alexnet_tf.summary import summarize  # noqa: E402
 
+# name on the command line -> (name in the table, AlexNet options)
 VARIANTS = {
-    "two towers (ours)": {},
-    "one tower": {"two_towers": False},
-    "Conv2D(groups=2)": {"grouped_convolutions": True},
+    "towers": ("two towers (ours)", {}),
+    "one-tower": ("one tower", {"two_towers": False}),
+    "grouped": ("Conv2D(groups=2)", {"grouped_convolutions": True}),
 }
 
 
@@ -86,8 +87,11 @@ def bench_variant(options: dict, batch_size: int, input_size: int, steps: int, j
 @click.option("--json", "as_json", is_flag=True)
 def main(batch_size: int, input_size: int, steps: int, variants: str, jit_compile: bool, as_json: bool) -> None:
     peak = matmul_flops()
+    unknown = sorted(set(variants.split(",")) - set(VARIANTS))
+    if unknown:
+        raise click.BadParameter(f"unknown {unknown}; choose from {', '.join(VARIANTS)}", param_hint="--variants")
     results = {
-        name: bench_variant(VARIANTS[name], batch_size, input_size, steps, jit_compile)
+        VARIANTS[name][0]: bench_variant(VARIANTS[name][1], batch_size, input_size, steps, jit_compile)
         for name in variants.split(",")
     }
     if as_json:
