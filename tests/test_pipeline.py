@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from alexnet_tf import paper
-from alexnet_tf.data import augment, pipeline, schema, synthetic
+from alexnet_tf.data import augment, normalization, pipeline, schema, synthetic
 from alexnet_tf.data.metadata import DatasetMetadata, load_mean_image
 from alexnet_tf.errors import InputError
 
@@ -181,6 +181,92 @@ def test_original_geometry_records_are_resized_as_in_section_2(model_garden_dir)
     np.testing.assert_array_equal(centre, paper_size[16 : 16 + CROP, 16 : 16 + CROP])
     images, _ = next(iter(pipeline.train_dataset(pipeline.InputConfig(model_garden_dir, batch_size=4))))
     assert images.shape == (4, CROP, CROP, 3)
+
+
+# --- uint8 views for ViewNormalization (normalise_in_model) ---------------------------------------
+
+
+def model_mode(data_dir: str, **options) -> pipeline.InputConfig:
+    return pipeline.InputConfig(data_dir, normalise_in_model=True, **options)
+
+
+def decoded_by_label(directory: str) -> dict[int, np.ndarray]:
+    """Every training image, decoded whole, by label (one class per record in `data_dir`)."""
+    files = pipeline.split_files(directory, DatasetMetadata.load(directory), schema.TRAIN)
+    images = {}
+    for record in tf.data.TFRecordDataset(files):
+        images[int(schema.parse_example(record)[schema.LABEL])] = decoded(record)
+    return images
+
+
+def test_uint8_views_finish_to_the_papers_views(data_dir):
+    config = model_mode(data_dir, batch_size=TRAIN_RECORDS, seed=7, deterministic=True)
+    preprocessor = pipeline.Preprocessor.from_config(config)
+    views, labels = next(iter(pipeline.train_dataset(config)))
+    assert views[normalization.IMAGE].dtype == tf.uint8 and views[normalization.IMAGE].shape == (16, CROP, CROP, 3)
+    finished = preprocessor.view_normalization()(views).numpy()
+    images, mean_image = decoded_by_label(data_dir), load_mean_image(data_dir)
+    for index, label in enumerate(labels.numpy()):
+        (y, x), flip = views[normalization.OFFSET][index].numpy(), bool(views[normalization.FLIP][index])
+        lighting = views[normalization.LIGHTING][index].numpy()
+        crop = images[label][y : y + CROP, x : x + CROP]
+        # The crop is decoded alone (decode_and_crop_jpeg): equal inside, a few levels at its edges.
+        np.testing.assert_allclose(views[normalization.IMAGE][index][:, 1:-1], crop[:, 1:-1], atol=1e-3)
+        expected = views[normalization.IMAGE][index].numpy() - (mean_image[y : y + CROP, x : x + CROP] - lighting)
+        np.testing.assert_allclose(finished[index], expected[:, ::-1] if flip else expected, atol=1e-3)
+
+
+def test_uint8_views_draw_the_papers_distribution(data_dir):
+    strength = 2.0
+    config = model_mode(data_dir, batch_size=TRAIN_RECORDS, seed=8, lighting_strength=strength)
+    batches = list(pipeline.train_dataset(config).take(40))  # 640 views
+    offsets = np.concatenate([views[normalization.OFFSET] for views, _ in batches])
+    flips = np.concatenate([views[normalization.FLIP] for views, _ in batches])
+    lighting = np.concatenate([views[normalization.LIGHTING] for views, _ in batches])
+    positions = paper.IMAGE_SIZE - CROP + 1
+    assert set(offsets[:, 0]) == set(offsets[:, 1]) == set(range(positions))  # all 33 corners
+    assert 0.4 < flips.mean() < 0.6
+    # lighting = 255 V (alpha * lambda): recover alpha ~ N(0, 0.1 * strength) per component.
+    stats = DatasetMetadata.load(data_dir).stats
+    alpha = (lighting / 255.0) @ np.array(stats.eigenvectors) / np.array(stats.eigenvalues)
+    np.testing.assert_allclose(alpha.std(axis=0), paper.PCA_LIGHTING_STD * strength, rtol=0.1)
+    np.testing.assert_allclose(alpha.mean(axis=0), 0.0, atol=0.03)
+    labels = [labels.numpy() for _, labels in batches[:2]]
+    assert sorted(labels[0]) == sorted(labels[1]) == list(range(TRAIN_RECORDS))  # an epoch per batch
+
+
+def test_uint8_views_are_deterministic_with_a_seed_and_off_without_lighting(data_dir):
+    def batches(seed, **options):
+        config = model_mode(data_dir, batch_size=4, deterministic=True, seed=seed, **options)
+        return [{**views, "label": labels} for views, labels in pipeline.train_dataset(config).take(3)]
+
+    first, again, other = batches(3), batches(3), batches(4)
+    for a, b in zip(first, again, strict=True):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+    image = normalization.IMAGE
+    assert not all(np.array_equal(a[image], b[image]) for a, b in zip(first, other, strict=True))
+    assert not np.any([batch[normalization.LIGHTING] for batch in batches(3, lighting_strength=0)])
+
+
+@pytest.mark.parametrize("ten_crop", [False, True])
+def test_uint8_eval_views_finish_to_the_float_views(data_dir, ten_crop):
+    in_order = {"batch_size": 4, "deterministic": True, "seed": 0}
+    float_batches = pipeline.eval_dataset(pipeline.InputConfig(data_dir, **in_order), ten_crop=ten_crop)
+    config = model_mode(data_dir, **in_order)
+    layer = pipeline.Preprocessor.from_config(config).view_normalization()
+    for (views, labels), (images, float_labels) in zip(
+        pipeline.eval_dataset(config, ten_crop=ten_crop), float_batches, strict=True
+    ):
+        assert views[normalization.IMAGE].dtype == tf.uint8
+        np.testing.assert_array_equal(labels, float_labels)
+        np.testing.assert_allclose(layer(views), images, atol=1e-4)
+
+
+def test_view_normalization_output_follows_the_dtype(data_dir):
+    config = model_mode(data_dir, batch_size=2, dtype="bfloat16", mean=pipeline.MEAN_CHANNEL)
+    views, _ = next(iter(pipeline.train_dataset(config)))
+    assert pipeline.Preprocessor.from_config(config).view_normalization()(views).dtype == tf.bfloat16
 
 
 # --- Distribution --------------------------------------------------------------------------------

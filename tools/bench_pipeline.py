@@ -12,12 +12,16 @@ All pipelines read the same train shards with the same parallel interleave and A
   decoded with ``decode_and_crop_jpeg``, mirror, mean-image subtraction, PCA lighting, float32
   output, batch;
 * with ``--breakdown`` (default) also the same pipeline with lighting off, and with lighting and
-  mean subtraction off, to show what each step costs.
+  mean subtraction off, to show what each step costs;
+* uint8 views: the same training pipeline with ``normalise_in_model=True``, which stops at the
+  uint8 crop and leaves mirror, cast, mean and lighting to the model's `ViewNormalization` layer
+  on the training device. That layer's own rate on this machine's CPU is measured afterwards
+  (on a GPU host it runs on the GPU instead).
 
 Rounds alternate between the pipelines so load from other processes hits all alike; each timing
 starts on a fresh iterator after warm-up batches. Reported per pipeline: the best and the median
-round, as images/s (wall clock), images/s per core, and images per CPU-second of this process;
-then full / limit for each.
+round, as images/s (wall clock), images/s per core, and images per CPU-second of this process,
+and each as a fraction of the limit (best / best, median / median).
 """
 
 from __future__ import annotations
@@ -99,32 +103,48 @@ def main(data_dir, records, shards, batch_size, batches, warmup, rounds, dtype, 
             candidates["crop + mirror + cast"] = train(mean=pipeline.MEAN_NONE, lighting_strength=0)
             candidates["  + mean image"] = train(lighting_strength=0)
         candidates[f"full: + PCA lighting ({dtype})"] = train()
+        candidates["uint8 views (normalise_in_model)"] = train(normalise_in_model=True)
         results = {name: [] for name in candidates}
         for round_index in range(rounds):
             for name, make in candidates.items():
                 results[name].append(measure(make, batches, warmup, batch_size))
             click.echo(f"round {round_index + 1}/{rounds}: " + ", ".join(f"{r[-1][0]:,.0f}" for r in results.values()))
 
+        layer_rate = measure_view_normalization(data_dir, batch_size, batches, dtype)
+
     cores = len(os.sched_getaffinity(0))
     click.echo(
         f"\n{cores} cores, load average {os.getloadavg()[0]:.1f}; "
         f"{rounds} rounds of {batches} batches of {batch_size}; best (median) of rounds:"
     )
-    click.echo(f"  {'pipeline':<32} {'images/s':>17} {'per core':>15} {'images/CPU-s':>15}")
+    click.echo(f"  {'pipeline':<34} {'images/s':>17} {'per core':>15} {'images/CPU-s':>15} {'of limit':>11}")
     summary = {}
     for name, runs in results.items():
         rates, per_cpu = [r for r, _ in runs], [c for _, c in runs]
         summary[name] = (max(rates), statistics.median(rates), max(per_cpu), statistics.median(per_cpu))
-        best, median, best_cpu, median_cpu = summary[name]
+    limit = summary[next(iter(summary))]
+    for name, (best, median, best_cpu, median_cpu) in summary.items():
         click.echo(
-            f"  {name:<32} {best:>7,.0f} ({median:>7,.0f}) {best / cores:>6,.0f} ({median / cores:>6,.0f})"
-            f" {best_cpu:>6,.0f} ({median_cpu:>6,.0f})"
+            f"  {name:<34} {best:>7,.0f} ({median:>7,.0f}) {best / cores:>6,.0f} ({median / cores:>6,.0f})"
+            f" {best_cpu:>6,.0f} ({median_cpu:>6,.0f}) {best / limit[0]:>4.0%} ({median / limit[1]:>4.0%})"
         )
-    limit, full = summary[next(iter(summary))], summary[next(reversed(summary))]
     click.echo(
-        f"  full / limit: {full[0] / limit[0]:.0%} ({full[1] / limit[1]:.0%}) of images/s, "
-        f"{full[2] / limit[2]:.0%} ({full[3] / limit[3]:.0%}) of images per CPU-second"
+        f"  ViewNormalization on this CPU, batch {batch_size}: {layer_rate:,.0f} images/s "
+        "(in the training step, on the training device)"
     )
+
+
+def measure_view_normalization(data_dir: str, batch_size: int, batches: int, dtype: str) -> float:
+    """Images/s of the `ViewNormalization` layer alone, on batches of the uint8-view pipeline."""
+    config = pipeline.InputConfig(data_dir, batch_size=batch_size, dtype=dtype, normalise_in_model=True)
+    layer = pipeline.Preprocessor.from_config(config).view_normalization()
+    views = list(pipeline.train_dataset(config).take(batches).map(lambda features, _: features))
+    finish = tf.function(layer)
+    finish(views[0])  # trace
+    start = time.perf_counter()
+    for features in views:
+        finish(features).numpy()
+    return len(views) * batch_size / (time.perf_counter() - start)
 
 
 if __name__ == "__main__":

@@ -47,14 +47,20 @@ def crop_offset(seed: tf.Tensor, image_size: int, crop_size: int) -> tf.Tensor:
     )
 
 
-def flip_coin(seed: tf.Tensor) -> tf.Tensor:
-    """True with probability 1/2: §4.1's horizontal reflections."""
-    return tf.random.stateless_uniform([], seed) < 0.5
+def flip_coin(seed: tf.Tensor, shape: tuple[int, ...] | tf.Tensor = ()) -> tf.Tensor:
+    """True with probability 1/2 (``shape`` independent draws): §4.1's horizontal reflections."""
+    return tf.random.stateless_uniform(shape, seed) < 0.5
 
 
-def lighting_alpha(seed: tf.Tensor, stddev: float = paper.PCA_LIGHTING_STD) -> tf.Tensor:
-    """The three alpha_i ~ N(0, stddev) of §4.1's lighting, drawn once per image per pass."""
-    return tf.random.stateless_normal([3], seed, stddev=stddev)
+def lighting_alpha(
+    seed: tf.Tensor, stddev: float = paper.PCA_LIGHTING_STD, shape: tuple[int, ...] | tf.Tensor = ()
+) -> tf.Tensor:
+    """The three alpha_i ~ N(0, stddev) of §4.1's lighting, drawn once per image per pass.
+
+    Returns ``[*shape, 3]``: one triple per image of a batch of ``shape``.
+    """
+    shape = tf.cast(tf.reshape(shape, [-1]), tf.int32)
+    return tf.random.stateless_normal(tf.concat([shape, [3]], axis=0), seed, stddev=stddev)
 
 
 def sample_view(
@@ -154,12 +160,15 @@ def ten_crop_offsets(image_size: int, crop_size: int) -> list[tuple[int, int]]:
     return [(0, 0), (0, far), (far, 0), (far, far), (centre, centre)]
 
 
+def five_crop(image: tf.Tensor, crop_size: int = paper.CROP_SIZE) -> tf.Tensor:
+    """The four corner patches and the centre patch, ``[5, crop_size, crop_size, channels]``."""
+    image_size = image.shape[0]
+    return tf.stack([crop_window(image, offset, crop_size) for offset in ten_crop_offsets(image_size, crop_size)])
+
+
 def ten_crop(image: tf.Tensor, crop_size: int = paper.CROP_SIZE) -> tf.Tensor:
     """The ten test views of a square image as ``[10, crop_size, crop_size, channels]``."""
-    image_size = image.shape[0]
-    patches = tf.stack(
-        [crop_window(image, offset, crop_size) for offset in ten_crop_offsets(image_size, crop_size)]
-    )
+    patches = five_crop(image, crop_size)
     return tf.concat([patches, tf.reverse(patches, axis=[2])], axis=0)
 
 
