@@ -10,8 +10,9 @@ import os
 # keep warnings and errors. An explicit TF_CPP_MIN_LOG_LEVEL in the environment wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
+from alexnet_tf.data.normalization import ViewNormalization
 from alexnet_tf.layers import LocalResponseNormalization
 from alexnet_tf.model import AlexNet
 
 __version__ = "0.1.0"
-__all__ = ["AlexNet", "LocalResponseNormalization", "__version__"]
+__all__ = ["AlexNet", "LocalResponseNormalization", "ViewNormalization", "__version__"]

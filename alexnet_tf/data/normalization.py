@@ -15,9 +15,10 @@ produces for the same view. The mean is the paper's mean image (the crop's own w
 one mean per channel, or nothing; it is a non-trainable weight set from the dataset's metadata
 (`Preprocessor.view_normalization`), so it is saved with the model.
 
-Why: on a CPU host the float work (cast, mean, lighting, mirror) costs about a third of the
-pipeline's time per image, and float32 crops are four times the bytes of uint8 ones. On an
-accelerator the same work, done once per batch, is nearly free. This is the layout of GPU
+Why: on a CPU host the float work (cast, mean, lighting, mirror) and the per-record random draws
+cost 30–35% of the pipeline's CPU per image (README, Performance), and float32 crops are four
+times the bytes of uint8 ones. On an accelerator the same work, done once per batch, is a few
+elementwise passes. This is the layout of GPU
 loaders such as DALI and of Keras' advice to put preprocessing in the model when training on a
 GPU.
 """

@@ -88,7 +88,7 @@ class InputConfig:
         images. True: it stops at the uint8 crop and yields ``({"image", "offset", "flip",
         "lighting"}, labels)``, and the model finishes the views with the `ViewNormalization`
         layer from `Preprocessor.view_normalization` (mirror, cast, mean, lighting), on the
-        training device. Same distribution of views, a third less host CPU per image and a
+        training device. Same distribution of views, 30–35% less host CPU per image and a
         quarter of the bytes per batch; the views drawn for a given seed differ between the
         two modes. See `alexnet_tf.data.normalization`.
       deterministic: keep element order fixed (slower: a slow record holds up the others); with
