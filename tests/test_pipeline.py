@@ -306,11 +306,13 @@ def test_fewer_files_than_pipelines_shards_records(data_dir, caplog):
     assert_partition(shares, list(range(TRAIN_RECORDS)))
 
 
-def test_distribute_datasets_from_function(data_dir):
+@pytest.mark.parametrize("normalise_in_model", [False, True])
+def test_distribute_datasets_from_function(data_dir, normalise_in_model):
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
-    config = pipeline.InputConfig(data_dir, batch_size=4)
+    config = pipeline.InputConfig(data_dir, batch_size=4, normalise_in_model=normalise_in_model)
     distributed = strategy.distribute_datasets_from_function(lambda context: pipeline.train_dataset(config, context))
-    images, labels = next(iter(distributed))
+    features, labels = next(iter(distributed))
+    images = features[normalization.IMAGE] if normalise_in_model else features
     assert images.shape == (4, CROP, CROP, 3) and labels.shape == (4,)
 
 
