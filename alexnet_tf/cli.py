@@ -7,6 +7,7 @@ import json
 import click
 
 from alexnet_tf import paper
+from alexnet_tf.data import schema, visualize
 from alexnet_tf.data.images import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_PIXELS
 from alexnet_tf.data.prepare import (
     DEFAULT_TRAIN_SHARDS,
@@ -19,12 +20,12 @@ from alexnet_tf.errors import InputError
 
 
 class _Group(click.Group):
-    """Turns `InputError` into click's one-line ``Error: …`` and exit status 1."""
+    """Turns `InputError` and `WorkerError` into click's one-line ``Error: …`` and exit status 1."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except InputError as error:
+        except (InputError, WorkerError) as error:
             raise click.ClickException(str(error)) from None
 
 
@@ -59,12 +60,20 @@ def summary(num_classes: int, input_size: int, one_tower: bool, grouped: bool, n
 @main.command("show-augment")
 @click.option("--data-dir", required=True, help="prepare-data output directory (local or gs://).")
 @click.option("-o", "--output", required=True, help="PNG file to write.")
-@click.option("--split", default="train", show_default=True, help="Split whose first records are shown.")
-@click.option("--images", default=4, show_default=True, type=click.IntRange(1, 64), help="Records to show.")
-@click.option("--views", default=9, show_default=True, type=click.IntRange(1, 64), help="Training views per record.")
+@click.option("--split", default=schema.TRAIN, show_default=True, help="Split whose first records are shown.")
+@click.option(
+    "--images", default=visualize.DEFAULT_IMAGES, show_default=True, type=click.IntRange(1, 64), help="Records to show."
+)
+@click.option(
+    "--views",
+    default=visualize.DEFAULT_VIEWS,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Training views per record.",
+)
 @click.option(
     "--lighting-strength",
-    default=10.0,
+    default=visualize.DEFAULT_LIGHTING_STRENGTH,
     show_default=True,
     type=click.FloatRange(min=0),
     help="PCA lighting strength in units of the paper's (alpha std 0.1); exaggerated so it is visible.",
@@ -74,9 +83,7 @@ def show_augment(
     data_dir: str, output: str, split: str, images: int, views: int, lighting_strength: float, seed: int
 ) -> None:
     """Write a PNG grid of training views and the ten test crops (§4.1)."""
-    from alexnet_tf.data.visualize import write_augment_grid
-
-    width, height = write_augment_grid(
+    width, height = visualize.write_augment_grid(
         output, data_dir, split=split, images=images, views=views, lighting_strength=lighting_strength, seed=seed
     )
     click.echo(f"wrote {output} ({width}x{height})")
@@ -134,8 +141,6 @@ def prepare_data(**options) -> None:
         again = "the same command without --overwrite" if options["overwrite"] else "the same command"
         click.echo(f"\nInterrupted: finished shards are kept; re-run {again} to resume.", err=True)
         raise SystemExit(130) from None
-    except WorkerError as error:
-        raise click.ClickException(str(error)) from None
     for note in report.notes:
         click.echo(note)
     click.echo(report.summary())

@@ -98,14 +98,12 @@ def summarize(model: keras.Model) -> ModelSummary:
         # Conv kernel (K, K, C/groups, M): each of the H·W·M outputs sees K·K·C/groups inputs.
         # Dense kernel (in, out): each output sees every input.
         connections = math.prod(out_shape[:-1]) * weights
-        name = match.group(1)
-        if name in rows:  # the other tower: same spatial shape, channels concatenated
-            row = rows[name]
+        counts = LayerCounts(match.group(1), out_shape, math.prod(out_shape), weights, math.prod(bias), connections)
+        row = rows.setdefault(counts.name, counts)
+        if row is not counts:  # the other tower: same spatial shape, channels concatenated
             row.output_shape = row.output_shape[:-1] + (row.output_shape[-1] + out_shape[-1],)
-            row.units += math.prod(out_shape)
-            row.weights += weights
-            row.biases += math.prod(bias)
-            row.connections += connections
-        else:
-            rows[name] = LayerCounts(name, out_shape, math.prod(out_shape), weights, math.prod(bias), connections)
+            row.units += counts.units
+            row.weights += counts.weights
+            row.biases += counts.biases
+            row.connections += counts.connections
     return ModelSummary(layers=list(rows.values()))

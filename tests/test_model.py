@@ -18,12 +18,6 @@ from alexnet_tf.model import AlexNet
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def full_model():
-    """The paper's full-size model: only for tests where its size is the point."""
-    return AlexNet(seed=1)
-
-
 def tiny(**kwargs):
     """A small, fast copy: width 1/8, 64×64 input, 10 classes."""
     kwargs = {"num_classes": 10, "input_size": 64, "width": 0.125, "seed": 0, **kwargs}

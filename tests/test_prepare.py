@@ -201,8 +201,8 @@ def test_stats_sample_and_decompression_bombs(tmp_path):
     assert 1 <= meta.stats.num_images <= 4  # the sample, minus sampled files that were refused
 
 
-def _interrupt_after(monkeypatch, calls: int, exception: BaseException) -> None:
-    """Makes the image conversion raise ``exception`` on its ``calls``-th call."""
+def _interrupted_run(monkeypatch, prepare_config: PrepareConfig, calls: int, exception: BaseException) -> None:
+    """Runs prepare-data with the image conversion raising ``exception`` on its ``calls``-th call."""
     original, count = images.prepare_image, [0]
 
     def flaky(*args, **kwargs):
@@ -211,7 +211,9 @@ def _interrupt_after(monkeypatch, calls: int, exception: BaseException) -> None:
             raise exception
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(images, "prepare_image", flaky)
+    with monkeypatch.context() as patch, pytest.raises(type(exception)):
+        patch.setattr(images, "prepare_image", flaky)
+        prepare_dataset(prepare_config)
 
 
 def _same_output(a: str, b: str) -> None:
@@ -237,10 +239,7 @@ def reference(tmp_path_factory):
 def test_resume_after_ctrl_c_keeps_finished_shards(reference, tmp_path, monkeypatch):
     data, expected = reference
     output = str(tmp_path / "records")
-    _interrupt_after(monkeypatch, 9, KeyboardInterrupt())
-    with pytest.raises(KeyboardInterrupt):
-        prepare_dataset(config(data.root, output, train_shards=8))
-    monkeypatch.undo()
+    _interrupted_run(monkeypatch, config(data.root, output, train_shards=8), 9, KeyboardInterrupt())
     finished = {n: os.stat(os.path.join(output, n)).st_mtime_ns for n in os.listdir(output) if "-of-" in n}
     temporaries = [n for n in finished if shards.TEMP_MARK in n]
     assert len(temporaries) == 1 and len(finished) >= 3  # 2+ whole shards and the interrupted one
@@ -258,10 +257,7 @@ def test_resume_after_ctrl_c_keeps_finished_shards(reference, tmp_path, monkeypa
 def test_shards_finished_after_the_last_checkpoint_are_rewritten(reference, tmp_path, monkeypatch):
     data, expected = reference
     output = str(tmp_path / "records")
-    _interrupt_after(monkeypatch, 12, RuntimeError("simulated crash"))
-    with pytest.raises(RuntimeError):
-        prepare_dataset(config(data.root, output, train_shards=8))
-    monkeypatch.undo()
+    _interrupted_run(monkeypatch, config(data.root, output, train_shards=8), 12, RuntimeError("simulated crash"))
     # As if killed between a shard's rename and the next checkpoint: no checkpoint at all.
     os.remove(os.path.join(output, resume.STATE_DIR, resume.CHECKPOINT_FILE))
     report = prepare_dataset(config(data.root, output, train_shards=8))
@@ -303,10 +299,7 @@ def test_resume_after_kill_9(reference, tmp_path):
 def test_changed_options_or_files_are_refused_unless_overwrite(reference, tmp_path, monkeypatch):
     data, _ = reference
     output = str(tmp_path / "records")
-    _interrupt_after(monkeypatch, 5, KeyboardInterrupt())
-    with pytest.raises(KeyboardInterrupt):
-        prepare_dataset(config(data.root, output, train_shards=8))
-    monkeypatch.undo()
+    _interrupted_run(monkeypatch, config(data.root, output, train_shards=8), 5, KeyboardInterrupt())
     with pytest.raises(InputError, match=r"other options \(jpeg_quality: 90 -> 80\)"):
         prepare_dataset(config(data.root, output, train_shards=8, jpeg_quality=80))
     report = prepare_dataset(config(data.root, output, train_shards=8, jpeg_quality=80, overwrite=True))
@@ -320,10 +313,7 @@ def test_changed_options_or_files_are_refused_unless_overwrite(reference, tmp_pa
 def test_a_changed_file_list_is_refused_on_resume(tmp_path, monkeypatch):
     data = make_dataset(str(tmp_path / "imagenet"), per_class=3, val_form=None, quirks=False)
     output = str(tmp_path / "records")
-    _interrupt_after(monkeypatch, 4, KeyboardInterrupt())
-    with pytest.raises(KeyboardInterrupt):
-        prepare_dataset(config(data.root, output))
-    monkeypatch.undo()
+    _interrupted_run(monkeypatch, config(data.root, output), 4, KeyboardInterrupt())
     os.remove(os.path.join(data.root, "train", WNIDS[0], f"{WNIDS[0]}_0.JPEG"))
     with pytest.raises(InputError, match="changed since the interrupted run"):
         prepare_dataset(config(data.root, output))

@@ -19,8 +19,8 @@ CONNECTIONS = [105_415_200, 223_948_800, 149_520_384, 112_140_288, 74_760_192, 3
 
 
 @pytest.mark.slow
-def test_paper_numbers():
-    counts = summarize(AlexNet())
+def test_paper_numbers(full_model):
+    counts = summarize(full_model)
     assert [row.name for row in counts.layers] == NAMES
     assert [row.weights for row in counts.layers] == WEIGHTS
     assert [row.units for row in counts.layers] == UNITS

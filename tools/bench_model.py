@@ -86,13 +86,14 @@ def bench_variant(options: dict, batch_size: int, input_size: int, steps: int, j
 @click.option("--jit-compile", is_flag=True, help="Compile the steps with XLA.")
 @click.option("--json", "as_json", is_flag=True)
 def main(batch_size: int, input_size: int, steps: int, variants: str, jit_compile: bool, as_json: bool) -> None:
-    peak = matmul_flops()
-    unknown = sorted(set(variants.split(",")) - set(VARIANTS))
+    names = variants.split(",")
+    unknown = sorted(set(names) - set(VARIANTS))
     if unknown:
         raise click.BadParameter(f"unknown {unknown}; choose from {', '.join(VARIANTS)}", param_hint="--variants")
+    peak = matmul_flops()
     results = {
         VARIANTS[name][0]: bench_variant(VARIANTS[name][1], batch_size, input_size, steps, jit_compile)
-        for name in variants.split(",")
+        for name in names
     }
     if as_json:
         click.echo(json.dumps({"matmul_flops": peak, "batch_size": batch_size, "input_size": input_size,

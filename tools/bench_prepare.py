@@ -80,10 +80,12 @@ def prepare_rates(
 
 
 def main() -> None:
+    from alexnet_tf.data.prepare import default_workers
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", help="a dataset root (train/<class>/...); default: a synthetic one")
     parser.add_argument("--count", type=int, default=2000, help="synthetic images to generate")
-    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)), help="N for the N-worker runs")
+    parser.add_argument("--workers", type=int, default=default_workers(), help="N for the N-worker runs")
     parser.add_argument("--shards", type=int, default=64, help="training shards (tasks) for prepare-data")
     parser.add_argument(
         "--stats-sample", type=int, help="prepare-data's --stats-sample (default: statistics over every image)"

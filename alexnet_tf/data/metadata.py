@@ -134,10 +134,14 @@ def load_mean_image(directory: str) -> np.ndarray:
         return np.load(io.BytesIO(f.read()))
 
 
+# `write_atomically` writes <path> + TEMP_SUFFIX first; --overwrite removes leftovers by it.
+TEMP_SUFFIX = ".tmp"
+
+
 def write_atomically(path: str, data: bytes) -> None:
     """Writes ``data`` to ``path`` via a temporary name and a rename, so readers never see a
     half-written file under the final name."""
-    tmp = path + ".tmp"
+    tmp = path + TEMP_SUFFIX
     with tf.io.gfile.GFile(tmp, "wb") as f:
         f.write(data)
     tf.io.gfile.rename(tmp, path, overwrite=True)

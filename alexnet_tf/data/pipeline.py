@@ -264,10 +264,17 @@ class Preprocessor:
         """The standard deviation of §4.1's alpha_i at the configured strength."""
         return paper.PCA_LIGHTING_STD * self.config.lighting_strength
 
+    def sample_train_view(self, seed: tf.Tensor) -> augment.View:
+        """The §4.1 view (crop corner, mirror bit, lighting alpha) that ``seed`` draws."""
+        return augment.sample_view(seed, self.image_size, self.config.crop_size, self.lighting_stddev)
+
     def train_view(self, serialized: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """One random training view (§4.1) of a record, and its label."""
+        return self.apply_view(serialized, self.sample_train_view(seed))
+
+    def apply_view(self, serialized: tf.Tensor, view: augment.View) -> tuple[tf.Tensor, tf.Tensor]:
+        """The record cut, mirrored and lit as ``view`` says, minus the mean; and its label."""
         features = self.parse(serialized)
-        view = augment.sample_view(seed, self.image_size, self.config.crop_size, self.lighting_stddev)
         window = augment.flip_left_right(self.decode_window(features, view.offset), view.flip)
         image = self.normalise(window, view.offset, view.alpha, mirrored=view.flip)
         return tf.cast(image, self.dtype), features["label"]
@@ -317,9 +324,7 @@ class Preprocessor:
         """
         count = tf.shape(labels)[:1]
         flip_seed, alpha_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-        lighting = None
-        if self.lighting_stddev > 0:
-            lighting = self.lighting_offset(augment.lighting_alpha(alpha_seed, self.lighting_stddev, count))
+        lighting = self.lighting_offset(augment.lighting_alpha(alpha_seed, self.lighting_stddev, count))
         views = dict(crops)
         views[normalization.FLIP] = augment.flip_coin(flip_seed, count)
         views[normalization.LIGHTING] = tf.zeros(tf.concat([count, [3]], 0)) if lighting is None else lighting

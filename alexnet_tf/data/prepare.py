@@ -358,10 +358,13 @@ class _Throughput:
         return (self._count - self._first[1]) / (self._last - self._first[0])
 
 
-def _workers(config: PrepareConfig) -> int:
-    if config.workers is not None:
-        return config.workers
+def default_workers() -> int:
+    """prepare-data's default number of worker processes: the CPUs this process may use."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _workers(config: PrepareConfig) -> int:
+    return default_workers() if config.workers is None else config.workers
 
 
 def _metadata(
@@ -376,7 +379,7 @@ def _metadata(
         for name in names:
             for wnid, count in done.shards[name]["per_class"].items():
                 per_class[wnid] += count
-        shards = [ShardInfo(name=name, records=done.shards[name]["records"]) for name in names]
+        shards = [ShardInfo(name=name, records=sum(done.shards[name]["per_class"].values())) for name in names]
         splits[split] = SplitInfo(num_records=sum(s.records for s in shards), per_class=per_class, shards=shards)
     skipped = source.skipped + [entry for info in done.shards.values() for entry in info["skipped"]]
     return DatasetMetadata(

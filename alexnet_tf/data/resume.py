@@ -22,6 +22,7 @@ from alexnet_tf import paper
 from alexnet_tf.data.metadata import (
     MEAN_IMAGE_FILENAME,
     METADATA_FILENAME,
+    TEMP_SUFFIX,
     DatasetMetadata,
     write_atomically,
 )
@@ -44,8 +45,6 @@ class Checkpoint:
 
     def add(self, result: ShardResult) -> None:
         self.shards[result.name] = {
-            "split": result.split,
-            "records": result.records,
             "per_class": result.per_class,
             "skipped": result.skipped,
         }
@@ -112,10 +111,10 @@ def check_options(output: str, previous: dict[str, Any], current: dict[str, Any]
 
 def complete_metadata(output: str, options: dict[str, Any]) -> DatasetMetadata | None:
     """The metadata of a finished run with these options (None if there is none)."""
-    if not tf.io.gfile.exists(posixpath.join(output, METADATA_FILENAME)):
-        return None
     try:
         metadata = DatasetMetadata.load(output)
+    except FileNotFoundError:
+        return None
     except (ValueError, KeyError, TypeError) as error:
         raise InputError(f"{output}/{METADATA_FILENAME}: unreadable ({error}); add --overwrite to rebuild") from None
     check_options(output, metadata.options, options)
@@ -147,7 +146,7 @@ def remove_temporaries(output: str) -> None:
 def remove_outputs(output: str) -> None:
     """What --overwrite deletes: our shards, temporary files, metadata and state, nothing else."""
     patterns = [shard_glob(split) for split in SPLITS]
-    patterns += [name + suffix for name in (METADATA_FILENAME, MEAN_IMAGE_FILENAME) for suffix in ("", ".tmp")]
+    patterns += [name + suffix for name in (METADATA_FILENAME, MEAN_IMAGE_FILENAME) for suffix in ("", TEMP_SUFFIX)]
     with output_errors(output):
         remove_temporaries(output)
         for pattern in patterns:

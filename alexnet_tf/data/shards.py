@@ -64,9 +64,7 @@ class ShardContext:
 
 @dataclasses.dataclass
 class ShardResult:
-    split: str
     name: str
-    records: int
     per_class: dict[str, int]  # wnid -> records
     skipped: list[dict[str, str]]
     stats: PixelStats | None  # over the shard's records marked for_stats; None when there are none
@@ -117,9 +115,7 @@ def write_shard(context: ShardContext, task: ShardTask, progress: Callable[[int]
                 progress(1)
         tf.io.gfile.rename(temp, final, overwrite=True)
     return ShardResult(
-        split=task.split,
         name=task.name,
-        records=sum(per_class.values()),
         per_class=dict(per_class),
         skipped=skipped,
         stats=stats if stats is not None and stats.images else None,

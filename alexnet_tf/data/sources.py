@@ -91,8 +91,8 @@ def discover(
     images_root = posixpath.join(root, KAGGLE_IMAGES)
     if not tf.io.gfile.isdir(images_root):
         images_root = root
-    train_dir = _train_dir(images_root)
-    wnids, train, skipped = _training_files(train_dir)
+    train_dir, listing = _train_dir(images_root)
+    wnids, train, skipped = _training_files(train_dir, listing)
     names = _class_names(root, synsets, wnids)
     classes = [ClassInfo(index=i, wnid=w, name=names.get(w, w)) for i, w in enumerate(wnids)]
     index = {c.wnid: c.index for c in classes}
@@ -120,9 +120,14 @@ def discover(
     return Source(classes=classes, splits=splits, skipped=skipped, validation_labels=how, folders=folders)
 
 
-def _training_files(train_dir: str) -> tuple[list[str], dict[int, list[str]], list[dict[str, str]]]:
-    """The class folder names, the files per class index, and files outside the class folders."""
-    wnids, loose = _folders_and_files(train_dir)
+def _training_files(
+    train_dir: str, listing: tuple[list[str], list[str]] | None = None
+) -> tuple[list[str], dict[int, list[str]], list[dict[str, str]]]:
+    """The class folder names, the files per class index, and files outside the class folders.
+
+    ``listing`` is `_folders_and_files` of ``train_dir`` when the caller has it already.
+    """
+    wnids, loose = listing or _folders_and_files(train_dir)
     if not wnids:
         raise InputError(f"{train_dir}: no class folders; expected {train_dir}/<class>/<image files>")
     class_dirs = [posixpath.join(train_dir, w) for w in wnids]
@@ -139,13 +144,14 @@ def _training_files(train_dir: str) -> tuple[list[str], dict[int, list[str]], li
     return wnids, train, skipped
 
 
-def _train_dir(images_root: str) -> str:
+def _train_dir(images_root: str) -> tuple[str, tuple[list[str], list[str]] | None]:
+    """The training folder, and its `_folders_and_files` listing if finding it took one."""
     train_dir = posixpath.join(images_root, TRAIN_DIR)
     if tf.io.gfile.isdir(train_dir):
-        return train_dir
-    entries, _ = _folders_and_files(images_root)
-    if entries and not set(entries) & set(VAL_DIRS):
-        return images_root  # the root itself holds the class folders
+        return train_dir, None
+    listing = _folders_and_files(images_root)
+    if listing[0] and not set(listing[0]) & set(VAL_DIRS):
+        return images_root, listing  # the root itself holds the class folders
     raise InputError(f"{images_root}: no {TRAIN_DIR}/ folder; expected {images_root}/{TRAIN_DIR}/<class>/<image files>")
 
 
@@ -191,9 +197,9 @@ def _validation_folders(val_dir: str, entries: list[str], index: dict[str, int])
                 f"{val_dir}/{entry}: not a class of the training set; validation class folders must "
                 "match the training class folders"
             )
-        if not tf.io.gfile.isdir(posixpath.join(val_dir, entry)):
-            raise InputError(f"{val_dir}: mixes files and class folders; use one or the other")
     dirs = [posixpath.join(val_dir, e) for e in entries]
+    if not all(_are_dirs(dirs)):
+        raise InputError(f"{val_dir}: mixes files and class folders; use one or the other")
     return {
         index[entry]: [posixpath.join(d, f) for f in files]
         for entry, d, files in zip(entries, dirs, _list_many(dirs), strict=True)
@@ -318,12 +324,16 @@ def _list_many(directories: Sequence[str]) -> list[list[str]]:
         return list(pool.map(_list, directories))
 
 
+def _are_dirs(paths: Sequence[str]) -> list[bool]:
+    """``tf.io.gfile.isdir`` of each path, on `_LISTING_THREADS` threads (one request each on gs://)."""
+    with concurrent.futures.ThreadPoolExecutor(_LISTING_THREADS) as pool:
+        return list(pool.map(tf.io.gfile.isdir, paths))
+
+
 def _folders_and_files(directory: str) -> tuple[list[str], list[str]]:
     """The sorted non-hidden subfolder names and file names of ``directory``."""
     entries = _list(directory)
-    paths = [posixpath.join(directory, e) for e in entries]
-    with concurrent.futures.ThreadPoolExecutor(_LISTING_THREADS) as pool:
-        is_dir = list(pool.map(tf.io.gfile.isdir, paths))
+    is_dir = _are_dirs([posixpath.join(directory, e) for e in entries])
     return [e for e, d in zip(entries, is_dir, strict=True) if d], [
         e for e, d in zip(entries, is_dir, strict=True) if not d
     ]

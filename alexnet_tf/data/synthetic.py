@@ -21,7 +21,7 @@ from PIL import Image
 from alexnet_tf import paper
 from alexnet_tf.data import schema
 from alexnet_tf.data.images import DEFAULT_JPEG_QUALITY, center_crop, encode_jpeg
-from alexnet_tf.data.metadata import ClassInfo, DatasetMetadata, ShardInfo, SplitInfo, save_mean_image
+from alexnet_tf.data.metadata import TEMP_SUFFIX, ClassInfo, DatasetMetadata, ShardInfo, SplitInfo, save_mean_image
 from alexnet_tf.data.stats import PixelStats
 
 # Typical ILSVRC-2012 sizes (most are about 500×375; a few are much larger).
@@ -132,7 +132,7 @@ def write_synthetic_dataset(
 
 
 def _write_records(path: str, records: list[bytes]) -> None:
-    tmp = path + ".tmp"
+    tmp = path + TEMP_SUFFIX
     with tf.io.TFRecordWriter(tmp) as writer:
         for record in records:
             writer.write(record)

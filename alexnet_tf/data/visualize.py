@@ -26,6 +26,8 @@ CELL_INCHES = 2.0
 TITLE_INCHES = 0.25
 DPI = 64
 DEFAULT_LIGHTING_STRENGTH = 10.0  # ×paper.PCA_LIGHTING_STD: shifts of tens of levels, visible.
+DEFAULT_IMAGES = 4
+DEFAULT_VIEWS = 9
 
 
 def grid_shape(images: int, views: int) -> tuple[int, int]:
@@ -37,8 +39,8 @@ def augment_grid(
     data_dir: str,
     *,
     split: str = schema.TRAIN,
-    images: int = 4,
-    views: int = 9,
+    images: int = DEFAULT_IMAGES,
+    views: int = DEFAULT_VIEWS,
     lighting_strength: float = DEFAULT_LIGHTING_STRENGTH,
     seed: int = 0,
 ) -> Figure:
@@ -57,7 +59,6 @@ def augment_grid(
     )
     for ax in axes.flat:
         ax.set_axis_off()
-    lighting_stddev = paper.PCA_LIGHTING_STD * lighting_strength
     for index, record in enumerate(records):
         top, bottom = axes[2 * index], axes[2 * index + 1]
         features = preprocessor.parse(record)
@@ -65,8 +66,8 @@ def augment_grid(
         _show(top[0], preprocessor.decode(features), f"{name}, whole {preprocessor.image_size}²")
         for view_index in range(views):
             view_seed = tf.constant([seed, index * views + view_index], tf.int64)
-            view = augment.sample_view(view_seed, preprocessor.image_size, config.crop_size, lighting_stddev)
-            image, _ = preprocessor.train_view(record, view_seed)
+            view = preprocessor.sample_train_view(view_seed)
+            image, _ = preprocessor.apply_view(record, view)
             y, x = view.offset.numpy()
             _show(top[1 + view_index], image, f"({y},{x}){' mirrored' if view.flip else ''}")
         crops, _ = preprocessor.ten_crop_views(record)
