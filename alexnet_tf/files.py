@@ -1,0 +1,91 @@
+"""Writing outputs so that no reader ever sees half of one, and saying plainly when we cannot.
+
+Everything alexnet-tf writes under a final name (shards, metadata, PNGs, checkpoints' side
+files, exported models) is first written under a *temporary name* beside it and renamed when
+complete. Temporary names start with `TEMP_PREFIX` (``.tmp-<id>-<final name>``): hidden, and
+matched by no reader's file pattern (Model Garden's ``train*``, our ``train-?????-of-?????``,
+TF Serving's integer version directories), so an interrupted run never leaves anything that
+looks like a finished output. Re-runs remove them with `remove_temporaries`.
+
+All I/O goes through `tf.io.gfile`, so ``gs://`` works; there a rename is a copy and a delete,
+so "atomic" means "never visible under the final name until complete", which is what readers
+need.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import posixpath
+import uuid
+from collections.abc import Iterator
+
+import tensorflow as tf
+
+from alexnet_tf.errors import InputError
+
+TEMP_PREFIX = ".tmp-"
+
+
+def temporary_path(path: str, run_id: str | None = None) -> str:
+    """The temporary name for ``path``: ``<dir>/.tmp-<run_id>-<name>`` (a fresh id if None)."""
+    directory, name = posixpath.split(path)
+    return posixpath.join(directory, f"{TEMP_PREFIX}{run_id or uuid.uuid4().hex[:12]}-{name}")
+
+
+def is_temporary(path: str) -> bool:
+    """Whether ``path`` is a temporary name made by `temporary_path`."""
+    return posixpath.basename(path).startswith(TEMP_PREFIX)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str, run_id: str | None = None) -> Iterator[str]:
+    """Yields a temporary path to write ``path``'s content to; renames it to ``path`` on success.
+
+    Works for a file or a directory. On an exception the temporary is removed (best effort) and
+    the exception propagates; ``path`` is left as it was. An existing ``path`` is replaced (a
+    directory must be removed by the caller first: a rename does not merge directories).
+    """
+    temp = temporary_path(path, run_id)
+    try:
+        yield temp
+        tf.io.gfile.rename(temp, path, overwrite=True)
+    except BaseException:
+        _remove_quietly(temp)
+        raise
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Writes ``data`` to ``path`` via a temporary name and a rename (see the module docstring)."""
+    with output_errors(path), atomic_path(path) as temp:
+        with tf.io.gfile.GFile(temp, "wb") as f:
+            f.write(data)
+
+
+def remove_temporaries(directory: str) -> list[str]:
+    """Removes the temporary files and directories left in ``directory`` by interrupted runs."""
+    removed = []
+    with output_errors(directory):
+        for path in tf.io.gfile.glob(posixpath.join(directory, TEMP_PREFIX + "*")):
+            _remove_quietly(path)
+            removed.append(path)
+    return removed
+
+
+@contextlib.contextmanager
+def output_errors(path: str) -> Iterator[None]:
+    """Turns a failure to write an output (a missing parent, permissions, a full disk) into a
+    one-line `InputError` naming ``path``."""
+    try:
+        yield
+    except tf.errors.OpError as error:
+        raise InputError(f"cannot write {path}: {error.message}; check the output location") from None
+    except OSError as error:
+        raise InputError(f"cannot write {path}: {error.strerror or error}; check the output location") from None
+
+
+def _remove_quietly(path: str) -> None:
+    with contextlib.suppress(tf.errors.OpError, OSError):
+        if tf.io.gfile.isdir(path):
+            tf.io.gfile.rmtree(path)
+        elif tf.io.gfile.exists(path):
+            tf.io.gfile.remove(path)
