@@ -30,7 +30,7 @@ setup(
     extras_require={
         "cpu": [f"tensorflow-cpu{TF_VERSION}"],
         "gpu": [f"tensorflow[and-cuda]{TF_VERSION}"],
-        "test": ["pytest>=8"],
+        "test": ["pytest>=8", "ruff>=0.6"],
     },
     entry_points={"console_scripts": ["alexnet-tf=alexnet_tf.cli:main"]},
 )

@@ -7,16 +7,17 @@ import json
 import click
 
 from alexnet_tf import paper
-from alexnet_tf.data import schema, visualize
-from alexnet_tf.data.images import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_PIXELS
-from alexnet_tf.data.prepare import (
+from alexnet_tf.errors import InputError
+from alexnet_tf.input import visualize
+from alexnet_tf.prepare.convert import (
     DEFAULT_TRAIN_SHARDS,
     DEFAULT_VALIDATION_SHARDS,
     PrepareConfig,
     prepare_dataset,
 )
-from alexnet_tf.data.workers import WorkerError
-from alexnet_tf.errors import InputError
+from alexnet_tf.prepare.images import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_PIXELS
+from alexnet_tf.prepare.workers import WorkerError
+from alexnet_tf.records import schema
 
 
 class _Group(click.Group):
@@ -41,17 +42,23 @@ def main() -> None:
 @click.option("--one-tower", is_flag=True, help="The single-tower variant instead of the paper's two towers.")
 @click.option("--grouped", is_flag=True, help="Caffe's layout: Conv2D(groups=2) instead of separate towers.")
 @click.option("--no-lrn", is_flag=True, help="Drop the local response normalisation layers.")
-@click.option("--width", type=float, default=1.0, show_default=True, help="Multiplier on channels and hidden units.")
+@click.option(
+    "--channel-multiplier",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Multiplier on channels and hidden units.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def summary(num_classes: int, input_size: int, one_tower: bool, grouped: bool, no_lrn: bool,
-            width: float, as_json: bool) -> None:
+            channel_multiplier: float, as_json: bool) -> None:
     """Print the per-layer table: output shape, units, weights, biases, connections."""
     from alexnet_tf.model import AlexNet
     from alexnet_tf.summary import summarize
 
     model = AlexNet(
         num_classes, input_size, two_towers=not one_tower, grouped_convolutions=grouped,
-        local_response_normalization=not no_lrn, width=width,
+        local_response_normalization=not no_lrn, channel_multiplier=channel_multiplier,
     )
     counts = summarize(model)
     click.echo(json.dumps(counts.to_dict(), indent=2) if as_json else counts.to_text())

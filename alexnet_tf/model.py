@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import keras
 
 from alexnet_tf import paper
-from alexnet_tf.errors import InputError
+from alexnet_tf.errors import invalid
 from alexnet_tf.layers import LocalResponseNormalization, TowerConv2D, TowerMaxPooling2D
 
 # conv1 pads 1 pixel before and 2 after (top/left, bottom/right) so that a 224×224 input gives
@@ -39,7 +39,7 @@ def AlexNet(
     tower_devices: Sequence[str] | None = None,
     local_response_normalization: bool = True,
     dropout: float = paper.DROPOUT_RATE,
-    width: float = 1.0,
+    channel_multiplier: float = 1.0,
     classifier_activation: str | None = "softmax",
     seed: int | None = None,
     name: str = "alexnet",
@@ -77,8 +77,8 @@ def AlexNet(
             Default: no placement. Requires separate towers.
         local_response_normalization: False drops both LRN layers (an ablation, §3.3).
         dropout: dropout rate after fc6 and fc7. Paper: 0.5 (§4.2).
-        width: multiplier on every layer's channels and hidden units (not on ``num_classes``)
-            for tiny, fast copies in tests and demos. Paper: 1.
+        channel_multiplier: multiplier on every layer's channels and hidden units (not on
+            ``num_classes``), for tiny, fast copies in tests and demos. Paper: 1.
         classifier_activation: activation of the ``predictions`` layer; None returns logits.
         seed: seed of the weight initialisers, for reproducible initial weights.
         name: model name.
@@ -90,27 +90,26 @@ def AlexNet(
         Krizhevsky, Sutskever & Hinton, "ImageNet Classification with Deep Convolutional
         Neural Networks", NIPS 2012.
     """
-    height, width_px = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-    if min(height, width_px) < MIN_INPUT_SIZE:
-        raise InputError(f"input_size must be at least {MIN_INPUT_SIZE}. Received: input_size={input_size!r}")
+    height, width = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    if min(height, width) < MIN_INPUT_SIZE:
+        raise invalid("input_size", input_size, f"at least {MIN_INPUT_SIZE}")
     if num_classes < 1:
-        raise InputError(f"num_classes must be at least 1. Received: num_classes={num_classes!r}")
+        raise invalid("num_classes", num_classes, "at least 1")
     if not 0.0 <= dropout < 1.0:
-        raise InputError(f"dropout must be in [0, 1). Received: dropout={dropout!r}")
-    if width <= 0:
-        raise InputError(f"width must be positive. Received: width={width!r}")
+        raise invalid("dropout", dropout, "in [0, 1)")
+    if channel_multiplier <= 0:
+        raise invalid("channel_multiplier", channel_multiplier, "positive")
     if grouped_convolutions and not two_towers:
-        raise InputError("grouped_convolutions needs two_towers=True (groups=2 is the two-tower layout)")
+        raise invalid("grouped_convolutions", True, "False with two_towers=False (groups=2 is two towers)")
     num_towers = paper.NUM_TOWERS if two_towers else 1
     separate_towers = two_towers and not grouped_convolutions
     if tower_devices is not None and (not separate_towers or len(tower_devices) != num_towers):
-        raise InputError(
-            f"tower_devices needs separate towers and one device per tower ({paper.NUM_TOWERS}). "
-            f"Received: tower_devices={tower_devices!r}"
+        raise invalid(
+            "tower_devices", tower_devices, f"None, or one device per tower ({paper.NUM_TOWERS}) with separate towers"
         )
 
-    builder = _Builder(width=width, num_towers=num_towers, seed=seed)
-    inputs = keras.Input(shape=(height, width_px, 3), name="images")
+    builder = _Builder(channel_multiplier=channel_multiplier, num_towers=num_towers, seed=seed)
+    inputs = keras.Input(shape=(height, width, 3), name="images")
     x = keras.layers.ZeroPadding2D(CONV1_PADDING, name="conv1_pad")(inputs)
 
     if separate_towers:
@@ -139,19 +138,19 @@ def AlexNet(
 
 
 class _Builder:
-    """Creates AlexNet's layers with the paper's initialisation and the chosen width/towers."""
+    """Creates AlexNet's layers with the paper's initialisation and the chosen multiplier and towers."""
 
-    def __init__(self, width: float, num_towers: int, seed: int | None) -> None:
-        self.width = width
+    def __init__(self, channel_multiplier: float, num_towers: int, seed: int | None) -> None:
+        self.channel_multiplier = channel_multiplier
         self.num_towers = num_towers
         self.seed = seed
         self._layers_built = 0
 
     def scaled(self, units: int) -> int:
-        return max(1, round(units * self.width))
+        return max(1, round(units * self.channel_multiplier))
 
     def _filters_per_tower(self, filters: int) -> int:
-        return max(1, round(filters * self.width / self.num_towers))
+        return max(1, round(filters * self.channel_multiplier / self.num_towers))
 
     def _initializers(self, base_name: str) -> dict:
         seed = None if self.seed is None else self.seed + self._layers_built

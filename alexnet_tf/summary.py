@@ -62,12 +62,18 @@ class ModelSummary:
     def total(self) -> LayerCounts:
         return self._subtotal("total", "")
 
+    @property
+    def parameters(self) -> int:
+        """Weights plus biases: the number `model.count_params()` and the paper's "60 million" count."""
+        return self.total.weights + self.total.biases
+
     def to_dict(self) -> dict:
         return {
             "layers": [dataclasses.asdict(row) for row in self.layers],
             "conv_subtotal": dataclasses.asdict(self.conv_subtotal),
             "fc_subtotal": dataclasses.asdict(self.fc_subtotal),
             "total": dataclasses.asdict(self.total),
+            "parameters": self.parameters,
         }
 
     def to_text(self) -> str:
@@ -76,12 +82,12 @@ class ModelSummary:
 
         def line(row: LayerCounts) -> str:
             shape = "×".join(str(d) for d in row.output_shape)
-            return (f"{row.name:<14}{shape:>16}{row.units:>12,}{row.weights:>13,}"
-                    f"{row.biases:>9,}{row.connections:>15,}")
+            return f"{row.name:<14}{shape:>16}{row.units:>12,}{row.weights:>13,}{row.biases:>9,}{row.connections:>15,}"
 
         lines += [line(row) for row in self.layers]
         lines.append("-" * len(header))
         lines += [line(self.conv_subtotal), line(self.fc_subtotal), line(self.total)]
+        lines.append(f"parameters (weights + biases): {self.parameters:,}")
         return "\n".join(lines)
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from alexnet_tf.data import images
-from alexnet_tf.data.synthetic import synthetic_image
+from alexnet_tf.prepare import images
+from alexnet_tf.synthetic import synthetic_image
 from tests.tiny_imagenet import jpeg_bytes
 
 OPTIONS = images.ImageOptions()

@@ -49,7 +49,7 @@ def test_edges_are_clipped(size):
     assert np.isclose(out[0, 0, 0, 0], a[0, 0, 0, 0] / (1.0 + 0.5 * np.sum(window**2)), rtol=1e-5)
 
 
-def test_mixed_bfloat16_policy_computes_in_bfloat16(activations):
+def test_bfloat16_inputs_are_normalized_in_float32_and_returned_as_bfloat16(activations):
     # TF has no bfloat16 LRN kernel; the layer goes through float32 and returns bfloat16.
     x = tf.constant(activations, dtype=tf.bfloat16)
     out = LocalResponseNormalization(dtype="mixed_bfloat16")(x)
@@ -62,11 +62,17 @@ def test_config_round_trip():
     layer = LocalResponseNormalization(size=3, k=1.0, alpha=2e-4, beta=0.5, device="/CPU:0", name="lrn")
     clone = LocalResponseNormalization.from_config(layer.get_config())
     assert (clone.size, clone.k, clone.alpha, clone.beta, clone.device, clone.name) == (
-        3, 1.0, 2e-4, 0.5, "/CPU:0", "lrn")
+        3,
+        1.0,
+        2e-4,
+        0.5,
+        "/CPU:0",
+        "lrn",
+    )
 
 
 @pytest.mark.parametrize("kwargs", [{"size": 4}, {"size": 0}, {"k": -1.0}, {"alpha": -1e-4}, {"beta": -0.5}])
 def test_invalid_arguments_are_named(kwargs):
-    (name, value), = kwargs.items()
+    ((name, value),) = kwargs.items()
     with pytest.raises(ValueError, match=f"{name}={value!r}"):
         LocalResponseNormalization(**kwargs)

@@ -1,16 +1,22 @@
 """The tf.data pipeline on tiny synthetic datasets written in prepare-data's format."""
 
+import dataclasses
+import json
 import logging
 import posixpath
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import paper
-from alexnet_tf.data import augment, normalization, pipeline, schema, synthetic
-from alexnet_tf.data.metadata import DatasetMetadata, load_mean_image
+from alexnet_tf import layers, paper, synthetic
 from alexnet_tf.errors import InputError
+from alexnet_tf.input import augment, pipeline
+from alexnet_tf.input.decode import LABEL
+from alexnet_tf.records import schema
+from alexnet_tf.records.metadata import DatasetMetadata, load_mean_image
 
 CROP = paper.CROP_SIZE
 TRAIN_RECORDS = 16  # one class per training record, so labels identify records
@@ -41,9 +47,12 @@ def model_garden_dir(tmp_path_factory) -> str:
     return directory
 
 
+def input_pipeline(directory: str, **options) -> pipeline.InputPipeline:
+    return pipeline.InputPipeline(pipeline.InputConfig(directory, **options))
+
+
 def first_record(directory: str, split: str = schema.TRAIN) -> tf.Tensor:
-    metadata = DatasetMetadata.load(directory)
-    return next(iter(tf.data.TFRecordDataset(pipeline.split_files(directory, metadata, split)[0])))
+    return next(iter(tf.data.TFRecordDataset(input_pipeline(directory).files(split)[0])))
 
 
 def decoded(record: tf.Tensor) -> np.ndarray:
@@ -60,11 +69,11 @@ def labels_of(dataset: tf.data.Dataset, batches: int | None = None) -> list[int]
 
 
 @pytest.mark.parametrize(
-    "mean, strength", [(pipeline.MEAN_IMAGE, 1.0), (pipeline.MEAN_CHANNEL, 2.5), (pipeline.MEAN_NONE, 0.0)]
+    "mean, strength", [(layers.MEAN_IMAGE, 1.0), (layers.MEAN_CHANNEL, 2.5), (layers.MEAN_NONE, 0.0)]
 )
 def test_train_view_matches_numpy(data_dir, mean, strength):
-    config = pipeline.InputConfig(data_dir, mean=mean, lighting_strength=strength)
-    preprocessor = pipeline.Preprocessor.from_config(config)
+    pipe = input_pipeline(data_dir, mean=mean, lighting_strength=strength)
+    features = pipe.decoder.parse(first_record(data_dir))
     metadata = DatasetMetadata.load(data_dir)
     stats = metadata.stats
     mean_image = load_mean_image(data_dir)
@@ -77,28 +86,28 @@ def test_train_view_matches_numpy(data_dir, mean, strength):
         (y, x), flip, alpha = view.offset.numpy(), bool(view.flip), view.alpha.numpy()
         flips.add(flip)
         expected = image[y : y + CROP, x : x + CROP].copy()
-        if mean == pipeline.MEAN_IMAGE:
+        if mean == layers.MEAN_IMAGE:
             expected -= mean_image[y : y + CROP, x : x + CROP]
-        elif mean == pipeline.MEAN_CHANNEL:
+        elif mean == layers.MEAN_CHANNEL:
             expected -= np.array(stats.mean_rgb)
         # §4.1: add [p1 p2 p3][a1 l1, a2 l2, a3 l3]^T (0-255 scale) to every pixel.
         expected += 255.0 * np.array(stats.eigenvectors) @ (alpha * np.array(stats.eigenvalues))
         if flip:
             expected = expected[:, ::-1]
-        got, label = preprocessor.train_view(record, seed)
+        got = pipe.views.apply(features, pipe.views.sample(seed))
         assert got.shape == (CROP, CROP, 3) and got.dtype == tf.float32
         # Inside the window decode_and_crop_jpeg equals decoding all and slicing; its first and
         # last columns see the crop edge in chroma upsampling (documented in decode_window).
         np.testing.assert_allclose(got[:, 1:-1], expected[:, 1:-1], atol=1e-3)
         np.testing.assert_allclose(got, expected, atol=16)
-        assert int(label) == 0
+    assert int(features[LABEL]) == 0
     assert flips == {True, False}
 
 
-def test_centre_view_matches_numpy(data_dir):
-    config = pipeline.InputConfig(data_dir, mean=pipeline.MEAN_CHANNEL)
+def test_center_view_matches_numpy(data_dir):
+    pipe = input_pipeline(data_dir, mean=layers.MEAN_CHANNEL)
     record = first_record(data_dir, schema.VALIDATION)
-    got, _ = pipeline.Preprocessor.from_config(config).centre_view(record)
+    got = pipe.views.center(pipe.decoder.parse(record))
     margin = (paper.IMAGE_SIZE - CROP) // 2
     mean_rgb = DatasetMetadata.load(data_dir).stats.mean_rgb
     expected = decoded(record)[margin : margin + CROP, margin : margin + CROP] - mean_rgb
@@ -107,7 +116,8 @@ def test_centre_view_matches_numpy(data_dir):
 
 def test_ten_crop_views_match_numpy_slices(data_dir):
     record = first_record(data_dir, schema.VALIDATION)
-    crops, _ = pipeline.Preprocessor.from_config(pipeline.InputConfig(data_dir)).ten_crop_views(record)
+    pipe = input_pipeline(data_dir)
+    crops = pipe.views.ten_crop(pipe.decoder.parse(record))
     assert crops.shape == (paper.TEST_VIEWS, CROP, CROP, 3)
     image = decoded(record) - load_mean_image(data_dir)
     far, centre = paper.IMAGE_SIZE - CROP, (paper.IMAGE_SIZE - CROP) // 2
@@ -125,24 +135,24 @@ def test_ten_crop_views_match_numpy_slices(data_dir):
 
 @pytest.mark.parametrize("dtype", pipeline.DTYPES)
 def test_train_batches_have_the_requested_dtype(data_dir, dtype):
-    images, labels = next(iter(pipeline.train_dataset(pipeline.InputConfig(data_dir, batch_size=4, dtype=dtype))))
+    images, labels = next(iter(input_pipeline(data_dir, batch_size=4, dtype=dtype).train_dataset()))
     assert images.shape == (4, CROP, CROP, 3) and images.dtype == tf.as_dtype(dtype)
     assert labels.dtype == tf.int32 and all(0 <= label < TRAIN_RECORDS for label in labels.numpy())
     assert np.isfinite(tf.cast(images, tf.float32).numpy()).all()
 
 
-def test_eval_dataset_is_one_pass_of_centre_or_ten_crops(data_dir):
-    config = pipeline.InputConfig(data_dir, batch_size=4)
-    centre = list(pipeline.eval_dataset(config))
-    assert [images.shape[0] for images, _ in centre] == [4, 2]  # 6 validation records
-    assert centre[0][0].shape == (4, CROP, CROP, 3)
-    images, labels = next(iter(pipeline.eval_dataset(config, ten_crop=True)))
+def test_eval_dataset_is_one_pass_of_center_or_ten_crops(data_dir):
+    pipe = input_pipeline(data_dir, batch_size=4)
+    center = list(pipe.eval_dataset())
+    assert [images.shape[0] for images, _ in center] == [4, 2]  # 6 validation records
+    assert center[0][0].shape == (4, CROP, CROP, 3)
+    images, labels = next(iter(pipe.eval_dataset(ten_crop=True)))
     assert images.shape == (4, paper.TEST_VIEWS, CROP, CROP, 3) and labels.shape == (4,)
 
 
 def test_each_epoch_is_a_permutation_with_fresh_views(data_dir):
-    config = pipeline.InputConfig(data_dir, batch_size=TRAIN_RECORDS, deterministic=True, seed=5)
-    (first, first_labels), (second, second_labels) = pipeline.train_dataset(config).take(2)
+    pipe = input_pipeline(data_dir, batch_size=TRAIN_RECORDS, deterministic=True, seed=5)
+    (first, first_labels), (second, second_labels) = pipe.train_dataset().take(2)
     assert sorted(first_labels.numpy()) == sorted(second_labels.numpy()) == list(range(TRAIN_RECORDS))
     assert not np.array_equal(first_labels, second_labels)  # reshuffled
     for label in range(3):
@@ -153,8 +163,8 @@ def test_each_epoch_is_a_permutation_with_fresh_views(data_dir):
 
 def test_deterministic_with_a_seed_repeats_batches(data_dir):
     def batches(seed):
-        config = pipeline.InputConfig(data_dir, batch_size=4, deterministic=True, seed=seed)
-        return [(images.numpy(), labels.numpy()) for images, labels in pipeline.train_dataset(config).take(3)]
+        pipe = input_pipeline(data_dir, batch_size=4, deterministic=True, seed=seed)
+        return [(images.numpy(), labels.numpy()) for images, labels in pipe.train_dataset().take(3)]
 
     first, again, other = batches(3), batches(3), batches(4)
     for (a_images, a_labels), (b_images, b_labels) in zip(first, again, strict=True):
@@ -165,34 +175,33 @@ def test_deterministic_with_a_seed_repeats_batches(data_dir):
 
 def test_label_conventions(model_garden_dir):
     expected = sorted(i % 4 for i in range(8))
-    zero_based = labels_of(pipeline.eval_dataset(pipeline.InputConfig(model_garden_dir, batch_size=4)))
+    zero_based = labels_of(input_pipeline(model_garden_dir, batch_size=4).eval_dataset())
     assert sorted(zero_based) == expected  # metadata's label_offset=1 subtracted
-    kept = labels_of(pipeline.eval_dataset(pipeline.InputConfig(model_garden_dir, batch_size=4, label_offset=0)))
+    kept = labels_of(input_pipeline(model_garden_dir, batch_size=4, label_offset=0).eval_dataset())
     assert sorted(kept) == [label + 1 for label in expected]  # Model Garden's 1..N as stored
 
 
 def test_original_geometry_records_are_resized_as_in_section_2(model_garden_dir):
-    config = pipeline.InputConfig(model_garden_dir, mean=pipeline.MEAN_NONE, lighting_strength=0)
-    preprocessor = pipeline.Preprocessor.from_config(config)
+    pipe = input_pipeline(model_garden_dir, mean=layers.MEAN_NONE, lighting_strength=0)
     record = first_record(model_garden_dir)
     assert decoded(record).shape != (paper.IMAGE_SIZE, paper.IMAGE_SIZE, 3)
-    paper_size = augment.resize_and_centre_crop(tf.constant(decoded(record).astype(np.uint8))).numpy()
-    centre, _ = preprocessor.centre_view(record)
-    np.testing.assert_array_equal(centre, paper_size[16 : 16 + CROP, 16 : 16 + CROP])
-    images, _ = next(iter(pipeline.train_dataset(pipeline.InputConfig(model_garden_dir, batch_size=4))))
+    paper_size = augment.resize_and_center_crop(tf.constant(decoded(record).astype(np.uint8))).numpy()
+    center = pipe.views.center(pipe.decoder.parse(record))
+    np.testing.assert_array_equal(center, paper_size[16 : 16 + CROP, 16 : 16 + CROP])
+    images, _ = next(iter(input_pipeline(model_garden_dir, batch_size=4).train_dataset()))
     assert images.shape == (4, CROP, CROP, 3)
 
 
-# --- uint8 views for ViewNormalization (normalise_in_model) ---------------------------------------
+# --- uint8 views for ViewNormalization (normalize_in_model) ---------------------------------------
 
 
-def model_mode(data_dir: str, **options) -> pipeline.InputConfig:
-    return pipeline.InputConfig(data_dir, normalise_in_model=True, **options)
+def model_mode(data_dir: str, **options) -> pipeline.InputPipeline:
+    return input_pipeline(data_dir, normalize_in_model=True, **options)
 
 
 def decoded_by_label(directory: str) -> dict[int, np.ndarray]:
     """Every training image, decoded whole, by label (one class per record in `data_dir`)."""
-    files = pipeline.split_files(directory, DatasetMetadata.load(directory), schema.TRAIN)
+    files = input_pipeline(directory).files(schema.TRAIN)
     images = {}
     for record in tf.data.TFRecordDataset(files):
         images[int(schema.parse_example(record)[schema.LABEL])] = decoded(record)
@@ -200,29 +209,28 @@ def decoded_by_label(directory: str) -> dict[int, np.ndarray]:
 
 
 def test_uint8_views_finish_to_the_papers_views(data_dir):
-    config = model_mode(data_dir, batch_size=TRAIN_RECORDS, seed=7, deterministic=True)
-    preprocessor = pipeline.Preprocessor.from_config(config)
-    views, labels = next(iter(pipeline.train_dataset(config)))
-    assert views[normalization.IMAGE].dtype == tf.uint8 and views[normalization.IMAGE].shape == (16, CROP, CROP, 3)
-    finished = preprocessor.view_normalization()(views).numpy()
+    pipe = model_mode(data_dir, batch_size=TRAIN_RECORDS, seed=7, deterministic=True)
+    views, labels = next(iter(pipe.train_dataset()))
+    assert views[layers.IMAGE].dtype == tf.uint8 and views[layers.IMAGE].shape == (16, CROP, CROP, 3)
+    finished = pipe.view_normalization()(views).numpy()
     images, mean_image = decoded_by_label(data_dir), load_mean_image(data_dir)
     for index, label in enumerate(labels.numpy()):
-        (y, x), flip = views[normalization.OFFSET][index].numpy(), bool(views[normalization.FLIP][index])
-        lighting = views[normalization.LIGHTING][index].numpy()
+        (y, x), flip = views[layers.OFFSET][index].numpy(), bool(views[layers.FLIP][index])
+        lighting = views[layers.LIGHTING][index].numpy()
         crop = images[label][y : y + CROP, x : x + CROP]
         # The crop is decoded alone (decode_and_crop_jpeg): equal inside, a few levels at its edges.
-        np.testing.assert_allclose(views[normalization.IMAGE][index][:, 1:-1], crop[:, 1:-1], atol=1e-3)
-        expected = views[normalization.IMAGE][index].numpy() - (mean_image[y : y + CROP, x : x + CROP] - lighting)
+        np.testing.assert_allclose(views[layers.IMAGE][index][:, 1:-1], crop[:, 1:-1], atol=1e-3)
+        expected = views[layers.IMAGE][index].numpy() - (mean_image[y : y + CROP, x : x + CROP] - lighting)
         np.testing.assert_allclose(finished[index], expected[:, ::-1] if flip else expected, atol=1e-3)
 
 
 def test_uint8_views_draw_the_papers_distribution(data_dir):
     strength = 2.0
-    config = model_mode(data_dir, batch_size=TRAIN_RECORDS, seed=8, lighting_strength=strength)
-    batches = list(pipeline.train_dataset(config).take(40))  # 640 views
-    offsets = np.concatenate([views[normalization.OFFSET] for views, _ in batches])
-    flips = np.concatenate([views[normalization.FLIP] for views, _ in batches])
-    lighting = np.concatenate([views[normalization.LIGHTING] for views, _ in batches])
+    pipe = model_mode(data_dir, batch_size=TRAIN_RECORDS, seed=8, lighting_strength=strength)
+    batches = list(pipe.train_dataset().take(40))  # 640 views
+    offsets = np.concatenate([views[layers.OFFSET] for views, _ in batches])
+    flips = np.concatenate([views[layers.FLIP] for views, _ in batches])
+    lighting = np.concatenate([views[layers.LIGHTING] for views, _ in batches])
     positions = paper.IMAGE_SIZE - CROP + 1
     assert set(offsets[:, 0]) == set(offsets[:, 1]) == set(range(positions))  # all 33 corners
     assert 0.4 < flips.mean() < 0.6
@@ -237,36 +245,35 @@ def test_uint8_views_draw_the_papers_distribution(data_dir):
 
 def test_uint8_views_are_deterministic_with_a_seed_and_off_without_lighting(data_dir):
     def batches(seed, **options):
-        config = model_mode(data_dir, batch_size=4, deterministic=True, seed=seed, **options)
-        return [{**views, "label": labels} for views, labels in pipeline.train_dataset(config).take(3)]
+        pipe = model_mode(data_dir, batch_size=4, deterministic=True, seed=seed, **options)
+        return [{**views, "label": labels} for views, labels in pipe.train_dataset().take(3)]
 
     first, again, other = batches(3), batches(3), batches(4)
     for a, b in zip(first, again, strict=True):
         for key in a:
             np.testing.assert_array_equal(a[key], b[key])
-    image = normalization.IMAGE
+    image = layers.IMAGE
     assert not all(np.array_equal(a[image], b[image]) for a, b in zip(first, other, strict=True))
-    assert not np.any([batch[normalization.LIGHTING] for batch in batches(3, lighting_strength=0)])
+    assert not np.any([batch[layers.LIGHTING] for batch in batches(3, lighting_strength=0)])
 
 
 @pytest.mark.parametrize("ten_crop", [False, True])
 def test_uint8_eval_views_finish_to_the_float_views(data_dir, ten_crop):
     in_order = {"batch_size": 4, "deterministic": True, "seed": 0}
-    float_batches = pipeline.eval_dataset(pipeline.InputConfig(data_dir, **in_order), ten_crop=ten_crop)
-    config = model_mode(data_dir, **in_order)
-    layer = pipeline.Preprocessor.from_config(config).view_normalization()
-    for (views, labels), (images, float_labels) in zip(
-        pipeline.eval_dataset(config, ten_crop=ten_crop), float_batches, strict=True
-    ):
-        assert views[normalization.IMAGE].dtype == tf.uint8
+    float_batches = input_pipeline(data_dir, **in_order).eval_dataset(ten_crop=ten_crop)
+    pipe = model_mode(data_dir, **in_order)
+    layer = pipe.view_normalization()
+    uint8_batches = pipe.eval_dataset(ten_crop=ten_crop)
+    for (views, labels), (images, float_labels) in zip(uint8_batches, float_batches, strict=True):
+        assert views[layers.IMAGE].dtype == tf.uint8
         np.testing.assert_array_equal(labels, float_labels)
         np.testing.assert_allclose(layer(views), images, atol=1e-4)
 
 
 def test_view_normalization_output_follows_the_dtype(data_dir):
-    config = model_mode(data_dir, batch_size=2, dtype="bfloat16", mean=pipeline.MEAN_CHANNEL)
-    views, _ = next(iter(pipeline.train_dataset(config)))
-    assert pipeline.Preprocessor.from_config(config).view_normalization()(views).dtype == tf.bfloat16
+    pipe = model_mode(data_dir, batch_size=2, dtype="bfloat16", mean=layers.MEAN_CHANNEL)
+    views, _ = next(iter(pipe.train_dataset()))
+    assert pipe.view_normalization()(views).dtype == tf.bfloat16
 
 
 # --- Distribution --------------------------------------------------------------------------------
@@ -281,39 +288,66 @@ def assert_partition(shares: list[list[int]], everything: list[int]) -> None:
 
 
 def test_input_contexts_split_files_without_overlap(data_dir):
-    config = pipeline.InputConfig(data_dir, batch_size=8)  # 4 per replica
-    eval_shares = [labels_of(pipeline.eval_dataset(config, input_context=c, split=schema.TRAIN)) for c in contexts(2)]
+    pipe = input_pipeline(data_dir, batch_size=8)  # 4 per replica
+    eval_shares = [labels_of(pipe.eval_dataset(schema.TRAIN, input_context=c)) for c in contexts(2)]
     assert [len(share) for share in eval_shares] == [8, 8]
     assert_partition(eval_shares, list(range(TRAIN_RECORDS)))
     # One training epoch per pipeline: 2 shards of 4 records each, 2 batches of 4.
-    train_shares = [labels_of(pipeline.train_dataset(config, input_context=c), batches=2) for c in contexts(2)]
+    train_shares = [labels_of(pipe.train_dataset(c), batches=2) for c in contexts(2)]
     assert_partition(train_shares, list(range(TRAIN_RECORDS)))
 
 
 def test_fewer_files_than_pipelines_shards_records(data_dir, caplog):
-    config = pipeline.InputConfig(data_dir, batch_size=3)  # 1 per replica
+    pipe = input_pipeline(data_dir, batch_size=3)  # 1 per replica
     with caplog.at_level(logging.WARNING, logger=pipeline.__name__):
-        shares = [labels_of(pipeline.eval_dataset(config, input_context=c)) for c in contexts(3)]
+        shares = [labels_of(pipe.eval_dataset(input_context=c)) for c in contexts(3)]
     assert "2 shard files for 3 input pipelines" in caplog.text
     assert_partition(shares, list(range(6)))  # 6 validation records in 2 files
     # Training: 4 files, 5 pipelines; pipeline k keeps records k, k+5, ... of the same order.
-    config = pipeline.InputConfig(data_dir, batch_size=5)
+    pipe = input_pipeline(data_dir, batch_size=5)
     counts = [len(range(k, TRAIN_RECORDS, 5)) for k in range(5)]
-    shares = [
-        labels_of(pipeline.train_dataset(config, input_context=c), batches=n)
-        for c, n in zip(contexts(5), counts, strict=True)
-    ]
+    shares = [labels_of(pipe.train_dataset(c), batches=n) for c, n in zip(contexts(5), counts, strict=True)]
     assert_partition(shares, list(range(TRAIN_RECORDS)))
 
 
-@pytest.mark.parametrize("normalise_in_model", [False, True])
-def test_distribute_datasets_from_function(data_dir, normalise_in_model):
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
-    config = pipeline.InputConfig(data_dir, batch_size=4, normalise_in_model=normalise_in_model)
-    distributed = strategy.distribute_datasets_from_function(lambda context: pipeline.train_dataset(config, context))
-    features, labels = next(iter(distributed))
-    images = features[normalization.IMAGE] if normalise_in_model else features
-    assert images.shape == (4, CROP, CROP, 3) and labels.shape == (4,)
+_TWO_REPLICAS = """
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from alexnet_tf.input.pipeline import InputConfig, InputPipeline
+from alexnet_tf.layers import IMAGE
+data_dir, normalize_in_model = sys.argv[1], sys.argv[2] == "1"
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+pipe = InputPipeline(InputConfig(data_dir, batch_size=8, normalize_in_model=normalize_in_model, seed=0))
+distributed = strategy.distribute_datasets_from_function(pipe.train_dataset)
+replicas = []
+batches = iter(distributed)
+for features, labels in (next(batches), next(batches)):
+    images = [features[IMAGE] if normalize_in_model else features][0]
+    for image, label in zip(strategy.experimental_local_results(images), strategy.experimental_local_results(labels)):
+        replicas.append({"device": label.device, "shape": list(image.shape), "labels": label.numpy().tolist()})
+print(json.dumps({"replicas": strategy.num_replicas_in_sync, "shares": replicas}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("normalize_in_model", [False, True])
+def test_two_replicas_split_each_batch(data_dir, normalize_in_model):
+    """Two logical CPUs (a subprocess: devices are fixed when TF starts): each replica gets half
+    of every global batch of 8, from its own files, and one epoch covers every record once."""
+    run = subprocess.run(
+        [sys.executable, "-c", _TWO_REPLICAS, data_dir, str(int(normalize_in_model))],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["replicas"] == 2
+    shares = result["shares"]
+    assert [share["shape"] for share in shares] == [[4, CROP, CROP, 3]] * 4
+    assert {share["device"].split("/")[-1] for share in shares} == {"device:CPU:0", "device:CPU:1"}
+    # Two steps of 2 × 4 = one epoch of the 16 records: every label once, replicas disjoint.
+    assert sorted(label for share in shares for label in share["labels"]) == list(range(TRAIN_RECORDS))
 
 
 # --- Bad input -----------------------------------------------------------------------------------
@@ -326,7 +360,7 @@ def test_distribute_datasets_from_function(data_dir, normalise_in_model):
         ({"dtype": "float64"}, "dtype='float64'"),
         ({"lighting_strength": -1.0}, "lighting_strength=-1.0"),
         ({"batch_size": 0}, "batch_size=0"),
-        ({"deterministic": True}, "needs a seed"),
+        ({"deterministic": True}, "an integer when deterministic=True"),
     ],
 )
 def test_bad_config_values_are_named(options, message):
@@ -336,18 +370,43 @@ def test_bad_config_values_are_named(options, message):
 
 def test_bad_directories_and_batch_sizes(data_dir, tmp_path):
     with pytest.raises(InputError, match="metadata.json"):
-        pipeline.train_dataset(pipeline.InputConfig(str(tmp_path)))
+        input_pipeline(str(tmp_path))
     (tmp_path / "metadata.json").write_text('{"format_version": 1}')
     with pytest.raises(InputError, match="unreadable metadata"):
-        pipeline.train_dataset(pipeline.InputConfig(str(tmp_path)))
-    with pytest.raises(InputError, match="not divisible by the 3 replicas"):
-        pipeline.train_dataset(pipeline.InputConfig(data_dir, batch_size=4), tf.distribute.InputContext(1, 0, 3))
+        input_pipeline(str(tmp_path))
+    with pytest.raises(InputError, match="a multiple of the 3 replicas in sync. Received: batch_size=4"):
+        input_pipeline(data_dir, batch_size=4).train_dataset(tf.distribute.InputContext(1, 0, 3))
     broken = str(tmp_path / "broken")
     metadata = synthetic.write_synthetic_dataset(
         broken, train_records=2, train_shards=2, validation_records=0, validation_shards=0
     )
     tf.io.gfile.remove(posixpath.join(broken, metadata.splits[schema.TRAIN].shards[1].name))
     with pytest.raises(InputError, match="missing"):
-        pipeline.train_dataset(pipeline.InputConfig(broken))
+        input_pipeline(broken).train_dataset()
     with pytest.raises(InputError, match="no 'validation' shards"):
-        pipeline.eval_dataset(pipeline.InputConfig(broken))
+        input_pipeline(broken).eval_dataset()
+
+
+def test_evaluation_needs_no_lighting_statistics(tmp_path):
+    """Records without statistics (no PCA) evaluate at the default config; training says what is missing."""
+    directory = str(tmp_path / "no_stats")
+    metadata = synthetic.write_synthetic_dataset(directory, train_records=4, validation_records=4, validation_shards=1)
+    metadata.stats = None
+    metadata.save(directory)
+    pipe = input_pipeline(directory, batch_size=4)
+    assert labels_of(pipe.eval_dataset()) == [0, 1, 2, 3]
+    with pytest.raises(InputError, match="no statistics for PCA lighting"):
+        pipe.train_dataset()
+
+
+def test_shards_are_found_by_their_listed_names(tmp_path):
+    """Model Garden's tfrecord_lib names shards ``train-00000-of-00002.tfrecord``: whatever the metadata lists."""
+    directory = str(tmp_path / "suffixed")
+    metadata = synthetic.write_synthetic_dataset(directory, train_records=4, train_shards=2, validation_records=2)
+    for info in metadata.splits.values():
+        for index, shard in enumerate(info.shards):
+            renamed = shard.name + ".tfrecord"
+            tf.io.gfile.rename(posixpath.join(directory, shard.name), posixpath.join(directory, renamed))
+            info.shards[index] = dataclasses.replace(shard, name=renamed)
+    metadata.save(directory)
+    assert sorted(labels_of(input_pipeline(directory, batch_size=2).eval_dataset(schema.TRAIN))) == [0, 1, 2, 3]

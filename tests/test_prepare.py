@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf.data import images, resume, schema, shards
-from alexnet_tf.data import metadata as metadata_lib
-from alexnet_tf.data.prepare import PrepareConfig, prepare_dataset
+from alexnet_tf import files
 from alexnet_tf.errors import InputError
+from alexnet_tf.prepare import images, resume, shards
+from alexnet_tf.prepare.convert import PrepareConfig, prepare_dataset
+from alexnet_tf.records import metadata as metadata_lib
+from alexnet_tf.records import schema
 from tests.tiny_imagenet import NAMES, VAL_FORMS, WNIDS, make_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,10 +80,10 @@ def test_quirky_files_are_converted_or_skipped_with_their_reason(quirky):
     assert np.abs(gray[..., 0].astype(int) - gray[..., 2]).max() <= 2  # gray stays gray, in 3 channels
     assert "n01443537_png.JPEG" in records  # a PNG named .JPEG
     skipped = metadata_lib.DatasetMetadata.load(output).skipped
-    assert {os.path.basename(s["path"]): s["split"] for s in skipped} == dict.fromkeys(data.bad, "train")
+    assert {os.path.basename(s.path): s.split for s in skipped} == dict.fromkeys(data.bad, "train")
     for entry in skipped:
-        assert data.bad[os.path.basename(entry["path"])] in entry["reason"]
-    assert not any(".DS_Store" in s["path"] for s in skipped)  # hidden files are ignored, not skipped
+        assert data.bad[os.path.basename(entry.path)] in entry.reason
+    assert not any(".DS_Store" in s.path for s in skipped)  # hidden files are ignored, not skipped
 
 
 def test_metadata_matches_the_shards(quirky):
@@ -194,8 +196,8 @@ def test_stats_sample_and_decompression_bombs(tmp_path):
     output = str(tmp_path / "records")
     meta = prepare_dataset(config(data.root, output, stats_sample=4, max_pixels=100 * 100)).metadata
     too_big = {name for name, (width, height) in data.sizes.items() if width * height > 100 * 100}
-    assert too_big and {os.path.basename(s["path"]) for s in meta.skipped} == too_big
-    assert all("decompression bomb refused" in s["reason"] for s in meta.skipped)
+    assert too_big and {os.path.basename(s.path) for s in meta.skipped} == too_big
+    assert all("decompression bomb refused" in s.reason for s in meta.skipped)
     records = read_records(output, schema.TRAIN)
     assert {r[schema.FILENAME].decode() for r in records} == set(data.train) - too_big
     assert 1 <= meta.stats.num_images <= 4  # the sample, minus sampled files that were refused
@@ -240,17 +242,16 @@ def test_resume_after_ctrl_c_keeps_finished_shards(reference, tmp_path, monkeypa
     data, expected = reference
     output = str(tmp_path / "records")
     _interrupted_run(monkeypatch, config(data.root, output, train_shards=8), 9, KeyboardInterrupt())
+    # The interrupted shard's temporary file is removed at once; the whole shards stay.
+    assert not [n for n in os.listdir(output) if files.is_temporary(n)]
     finished = {n: os.stat(os.path.join(output, n)).st_mtime_ns for n in os.listdir(output) if "-of-" in n}
-    temporaries = [n for n in finished if shards.TEMP_MARK in n]
-    assert len(temporaries) == 1 and len(finished) >= 3  # 2+ whole shards and the interrupted one
+    assert len(finished) >= 2
     assert not os.path.exists(os.path.join(output, "metadata.json"))
 
     report = prepare_dataset(config(data.root, output, train_shards=8))
-    assert report.resumed_shards == len(finished) - 1
+    assert report.resumed_shards == len(finished)
     for name, mtime in finished.items():
-        if name not in temporaries:
-            assert os.stat(os.path.join(output, name)).st_mtime_ns == mtime  # not rewritten
-    assert not os.path.exists(os.path.join(output, temporaries[0]))
+        assert os.stat(os.path.join(output, name)).st_mtime_ns == mtime  # not rewritten
     _same_output(output, expected)
 
 
@@ -272,7 +273,8 @@ def test_resume_after_kill_9(reference, tmp_path):
     harness = textwrap.dedent(
         f"""
         import os, signal
-        from alexnet_tf.data import images, prepare
+        from alexnet_tf.prepare import convert as prepare
+        from alexnet_tf.prepare import images
         prepare.CHECKPOINT_SECONDS = 0  # checkpoint after every shard
         original, calls = images.prepare_image, [0]
         def dying(*args, **kwargs):
@@ -287,11 +289,19 @@ def test_resume_after_kill_9(reference, tmp_path):
     )
     killed = subprocess.run([sys.executable, "-c", harness], check=False, cwd=REPO, capture_output=True, timeout=120)
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
-    finished = {n: os.stat(os.path.join(output, n)).st_mtime_ns for n in os.listdir(output) if n.endswith("-of-00008")}
-    assert len(finished) >= 2 and any(shards.TEMP_MARK in n for n in os.listdir(output))
+    names = os.listdir(output)
+    finished = {
+        n: os.stat(os.path.join(output, n)).st_mtime_ns
+        for n in names
+        if n.endswith("-of-00008") and not files.is_temporary(n)
+    }
+    # kill -9 leaves the shard in flight under its temporary name, which no train* pattern matches.
+    temporaries = [n for n in names if files.is_temporary(n)]
+    assert len(finished) >= 2 and temporaries and not any(n.startswith("train") for n in temporaries)
 
     report = prepare_dataset(config(data.root, output, train_shards=8))
     assert report.resumed_shards == len(finished)
+    assert not [n for n in os.listdir(output) if files.is_temporary(n)]
     assert all(os.stat(os.path.join(output, n)).st_mtime_ns == t for n, t in finished.items())
     _same_output(output, expected)
 

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from alexnet_tf.cli import main
-from alexnet_tf.data import images
+from alexnet_tf.prepare import images
 from tests.tiny_imagenet import WNIDS, make_dataset
 
 
@@ -92,9 +92,7 @@ def test_label_file_errors(tmp_path):
     assert_one_line_error(run(data.root, out, "--val-labels", data.val_labels), "5 labels for 6 files")
     with open(data.val_labels, "w") as f:
         f.write("\n".join(["n99999999", *lines[1:]]))
-    assert_one_line_error(
-        run(data.root, out, "--val-labels", data.val_labels), "line 1: unknown wnid 'n99999999'"
-    )
+    assert_one_line_error(run(data.root, out, "--val-labels", data.val_labels), "line 1: unknown wnid 'n99999999'")
     with open(data.val_labels, "w") as f:
         f.write("\n".join(["65", *lines[1:]]))
     assert_one_line_error(run(data.root, out, "--val-labels", data.val_labels), "devkit")

@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from alexnet_tf.data import sources
-from alexnet_tf.data.schema import TRAIN, VALIDATION
 from alexnet_tf.errors import InputError
+from alexnet_tf.prepare import sources
+from alexnet_tf.records.schema import TRAIN, VALIDATION
 from tests.tiny_imagenet import NAMES, WNIDS, make_dataset
 
 
@@ -27,8 +27,8 @@ def test_kaggle_layout_with_flat_validation_and_unlabelled_files(tmp_path):
     assert {
         n: WNIDS[i.class_index] for n, i in zip(names(found.splits[VALIDATION]), found.splits[VALIDATION], strict=True)
     } == data.validation
-    assert [os.path.basename(s["path"]) for s in found.skipped] == ["extra.JPEG"]
-    assert found.skipped[0]["reason"] == "no label in LOC_val_solution.csv"
+    assert [os.path.basename(s.path) for s in found.skipped] == ["extra.JPEG"]
+    assert found.skipped[0].reason == "no label in LOC_val_solution.csv"
 
 
 def test_a_root_of_class_folders_is_the_training_set(tmp_path):
@@ -64,7 +64,5 @@ def test_files_beside_the_class_folders_are_listed_as_skipped(tmp_path):
     (tmp_path / "data" / "train" / "n01440764.tar").write_bytes(b"tar")
     (tmp_path / "data" / "train" / ".hidden").write_bytes(b"x")
     found = sources.discover(data.root)
-    assert [(os.path.basename(s["path"]), s["reason"]) for s in found.skipped] == [
-        ("n01440764.tar", "not in a class folder")
-    ]
+    assert [(os.path.basename(s.path), s.reason) for s in found.skipped] == [("n01440764.tar", "not in a class folder")]
     assert len(found.classes) == 3

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from alexnet_tf.data.stats import PixelStats
+from alexnet_tf.prepare.stats import PixelStats
 
 
 def random_images(count: int, size: int, seed: int = 0) -> list[np.ndarray]:

@@ -29,14 +29,15 @@ def test_paper_numbers(full_model):
     assert counts.conv_subtotal.weights == 2_332_704 and counts.fc_subtotal.weights == 58_621_952
     assert counts.total.weights == 60_954_656
     assert counts.total.biases == 10_568
+    assert counts.parameters == 60_965_224 == full_model.count_params()
     assert counts.total.units == 659_272
     assert round(counts.total.connections / 1e6) == 724  # "about 724 M multiply-accumulates"
 
 
 def test_one_tower_costs_more():
-    one = summarize(AlexNet(10, 64, width=0.25, two_towers=False)).total.connections
-    two = summarize(AlexNet(10, 64, width=0.25)).total.connections
-    grouped = summarize(AlexNet(10, 64, width=0.25, grouped_convolutions=True)).total.connections
+    one = summarize(AlexNet(10, 64, channel_multiplier=0.25, two_towers=False)).total.connections
+    two = summarize(AlexNet(10, 64, channel_multiplier=0.25)).total.connections
+    grouped = summarize(AlexNet(10, 64, channel_multiplier=0.25, grouped_convolutions=True)).total.connections
     assert grouped == two < one
 
 
@@ -46,17 +47,21 @@ def test_cli_table_and_json():
     table = runner.invoke(main, ["summary"])
     assert table.exit_code == 0, table.output
     assert "60,954,656" in table.output and "724,406,816" in table.output and "55×55×96" in table.output
-    as_json = runner.invoke(main, ["summary", "--json", "--num-classes", "10", "--width", "0.5"])
+    assert table.output.strip().splitlines()[-1] == "parameters (weights + biases): 60,965,224"
+    as_json = runner.invoke(main, ["summary", "--json", "--num-classes", "10", "--channel-multiplier", "0.5"])
     assert as_json.exit_code == 0, as_json.output
     data = json.loads(as_json.output)
     assert [row["name"] for row in data["layers"]] == NAMES
     assert data["layers"][-1]["units"] == 10
     assert data["total"]["weights"] == sum(row["weights"] for row in data["layers"])
+    assert data["parameters"] == data["total"]["weights"] + data["total"]["biases"]
 
 
 def test_cli_rejects_bad_flags_in_one_line():
     result = CliRunner().invoke(main, ["summary", "--input-size", "32"])
     assert result.exit_code == 1
-    assert result.output.strip() == "Error: input_size must be at least 64. Received: input_size=32"
+    assert result.output.strip() == "Error: `input_size` must be at least 64. Received: input_size=32"
     result = CliRunner().invoke(main, ["summary", "--one-tower", "--grouped"])
-    assert result.exit_code == 1 and "grouped_convolutions needs two_towers" in result.output
+    assert result.exit_code == 1 and "`grouped_convolutions` must be False with two_towers=False" in result.output
+    result = CliRunner().invoke(main, ["summary", "--channel-multiplier", "0"])
+    assert result.exit_code == 2 and "'--channel-multiplier'" in result.output

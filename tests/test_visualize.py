@@ -6,8 +6,9 @@ import numpy as np
 from click.testing import CliRunner
 from PIL import Image
 
+from alexnet_tf import synthetic
 from alexnet_tf.cli import main
-from alexnet_tf.data import synthetic, visualize
+from alexnet_tf.input import visualize
 
 
 def test_show_augment_writes_a_png_grid_of_the_expected_size(tmp_path):
@@ -27,7 +28,7 @@ def test_show_augment_writes_a_png_grid_of_the_expected_size(tmp_path):
         assert grid.size == (columns * 128, rows * 144)  # 128-pixel images under 16-pixel titles
         assert np.asarray(grid.convert("L")).std() > 10  # something was drawn
     assert f"({columns * 128}x{rows * 144})" in result.output
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not [path for path in tmp_path.iterdir() if path.name.startswith(".tmp-")]
 
 
 def test_show_augment_reports_a_missing_dataset_in_one_line(tmp_path):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from alexnet_tf.data.workers import WorkerError, run_tasks
 from alexnet_tf.errors import InputError
+from alexnet_tf.prepare.workers import WorkerError, run_tasks
 from tests.worker_tasks import misbehave, square
 
 

@@ -17,7 +17,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from alexnet_tf.data.synthetic import synthetic_image
+from alexnet_tf.synthetic import synthetic_image
 
 WNIDS = ("n01440764", "n01443537", "n01484850")
 NAMES = {"n01440764": "tench, Tinca tinca", "n01443537": "goldfish", "n01484850": "great white shark"}

@@ -15,16 +15,14 @@ import json
 import os
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import click
+import keras
+import numpy as np
+import tensorflow as tf
 
-import click  # noqa: E402
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from alexnet_tf import paper  # noqa: E402
-from alexnet_tf.model import AlexNet  # noqa: E402
-from alexnet_tf.summary import summarize  # noqa: E402
+from alexnet_tf import paper
+from alexnet_tf.model import AlexNet
+from alexnet_tf.summary import summarize
 
 # name on the command line -> (name in the table, AlexNet options)
 VARIANTS = {
@@ -96,19 +94,35 @@ def main(batch_size: int, input_size: int, steps: int, variants: str, jit_compil
         for name in names
     }
     if as_json:
-        click.echo(json.dumps({"matmul_flops": peak, "batch_size": batch_size, "input_size": input_size,
-                               "cores": os.cpu_count(), "variants": results}, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "matmul_flops": peak,
+                    "batch_size": batch_size,
+                    "input_size": input_size,
+                    "cores": os.cpu_count(),
+                    "variants": results,
+                },
+                indent=2,
+            )
+        )
         return
-    click.echo(f"{os.cpu_count()} cores, TF {tf.__version__}, batch {batch_size}, input {input_size}; "
-               f"dense fp32 matmul 4096²: {peak / 1e9:.0f} GFLOP/s")
+    click.echo(
+        f"{os.cpu_count()} cores, TF {tf.__version__}, batch {batch_size}, input {input_size}; "
+        f"dense fp32 matmul 4096²: {peak / 1e9:.0f} GFLOP/s"
+    )
     ours = results.get("two towers (ours)")
-    click.echo(f"{'variant':<20}{'fwd GMAC/img':>13}{'train img/s':>13}{'infer img/s':>13}"
-               f"{'train GFLOP/s':>15}{'of matmul':>11}{'ours vs':>9}")
+    click.echo(
+        f"{'variant':<20}{'fwd GMAC/img':>13}{'train img/s':>13}{'infer img/s':>13}"
+        f"{'train GFLOP/s':>15}{'of matmul':>11}{'ours vs':>9}"
+    )
     for name, r in results.items():
         ratio = f"{ours['train_images_per_s'] / r['train_images_per_s']:.2f}×" if ours else "-"
-        click.echo(f"{name:<20}{r['forward_macs_per_image'] / 1e9:>13.3f}{r['train_images_per_s']:>13.1f}"
-                   f"{r['infer_images_per_s']:>13.1f}{r['train_flops'] / 1e9:>15.0f}"
-                   f"{r['train_flops'] / peak:>11.0%}{ratio:>9}")
+        click.echo(
+            f"{name:<20}{r['forward_macs_per_image'] / 1e9:>13.3f}{r['train_images_per_s']:>13.1f}"
+            f"{r['infer_images_per_s']:>13.1f}{r['train_flops'] / 1e9:>15.0f}"
+            f"{r['train_flops'] / peak:>11.0%}{ratio:>9}"
+        )
 
 
 if __name__ == "__main__":

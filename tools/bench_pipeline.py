@@ -8,12 +8,12 @@ All pipelines read the same train shards with the same parallel interleave and A
 * limit: read + ``tf.io.decode_jpeg`` of the whole 256×256 image + batch (uint8);
 * with ``--breakdown``, the limit again with a cast to the output dtype before batching: what
   producing float images costs by itself, before any augmentation;
-* full: ``alexnet_tf.data.pipeline.train_dataset`` at the paper's settings: shuffle, crop
+* full: ``InputPipeline.train_dataset`` (`alexnet_tf.input.pipeline`) at the paper's settings: shuffle, crop
   decoded with ``decode_and_crop_jpeg``, mirror, mean-image subtraction, PCA lighting, float32
   output, batch;
 * with ``--breakdown`` (default) also the same pipeline with lighting off, and with lighting and
   mean subtraction off, to show what each step costs;
-* uint8 views: the same training pipeline with ``normalise_in_model=True``, which stops at the
+* uint8 views: the same training pipeline with ``normalize_in_model=True``, which stops at the
   uint8 crop and leaves mirror, cast, mean and lighting to the model's `ViewNormalization` layer
   on the training device. That layer's own rate on this machine's CPU is measured afterwards
   (on a GPU host it runs on the GPU instead).
@@ -32,18 +32,18 @@ import tempfile
 import time
 from collections.abc import Callable
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import click
+import tensorflow as tf
 
-import click  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from alexnet_tf.data import pipeline, schema, synthetic  # noqa: E402
-from alexnet_tf.data.metadata import DatasetMetadata  # noqa: E402
+from alexnet_tf import synthetic
+from alexnet_tf.input import pipeline
+from alexnet_tf.layers import MEAN_NONE
+from alexnet_tf.records import schema
 
 
 def limit_dataset(data_dir: str, batch_size: int, dtype: str | None = None) -> tf.data.Dataset:
     """Read + full decode (+ cast to ``dtype``) + batch, with the training pipeline's reading and parallelism."""
-    files = pipeline.split_files(data_dir, DatasetMetadata.load(data_dir), schema.TRAIN)
+    files = pipeline.InputPipeline(pipeline.InputConfig(data_dir)).files(schema.TRAIN)
 
     def decode(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         features = schema.parse_example(serialized)
@@ -95,15 +95,15 @@ def main(data_dir, records, shards, batch_size, batches, warmup, rounds, dtype, 
             config = pipeline.InputConfig(
                 data_dir, batch_size=batch_size, shuffle_buffer=shuffle_buffer, dtype=dtype, **options
             )
-            return lambda: pipeline.train_dataset(config)
+            return pipeline.InputPipeline(config).train_dataset
 
         candidates = {"limit: read + full decode_jpeg": lambda: limit_dataset(data_dir, batch_size)}
         if breakdown:
             candidates[f"limit + cast to {dtype}"] = lambda: limit_dataset(data_dir, batch_size, dtype)
-            candidates["crop + mirror + cast"] = train(mean=pipeline.MEAN_NONE, lighting_strength=0)
+            candidates["crop + mirror + cast"] = train(mean=MEAN_NONE, lighting_strength=0)
             candidates["  + mean image"] = train(lighting_strength=0)
         candidates[f"full: + PCA lighting ({dtype})"] = train()
-        candidates["uint8 views (normalise_in_model)"] = train(normalise_in_model=True)
+        candidates["uint8 views (normalize_in_model)"] = train(normalize_in_model=True)
         results = {name: [] for name in candidates}
         for round_index in range(rounds):
             for name, make in candidates.items():
@@ -136,9 +136,10 @@ def main(data_dir, records, shards, batch_size, batches, warmup, rounds, dtype, 
 
 def measure_view_normalization(data_dir: str, batch_size: int, batches: int, dtype: str) -> float:
     """Images/s of the `ViewNormalization` layer alone, on batches of the uint8-view pipeline."""
-    config = pipeline.InputConfig(data_dir, batch_size=batch_size, dtype=dtype, normalise_in_model=True)
-    layer = pipeline.Preprocessor.from_config(config).view_normalization()
-    views = list(pipeline.train_dataset(config).take(batches).map(lambda features, _: features))
+    config = pipeline.InputConfig(data_dir, batch_size=batch_size, dtype=dtype, normalize_in_model=True)
+    input_pipeline = pipeline.InputPipeline(config)
+    layer = input_pipeline.view_normalization()
+    views = list(input_pipeline.train_dataset().take(batches).map(lambda features, _: features))
     finish = tf.function(layer)
     finish(views[0])  # trace
     start = time.perf_counter()

@@ -15,24 +15,23 @@ spends a few seconds importing TensorFlow, a bare one does not):
     speed-up = prepare_rate(N workers) / prepare_rate(1 worker)   (aim: >= 1.7x for N = 2)
 
 Without ``--images`` it writes a synthetic folder of ImageNet-sized JPEGs
-(`alexnet_tf.data.synthetic`) in a temporary directory. Run it on a quiet machine:
+(`alexnet_tf.synthetic`) in a temporary directory. Run it on a quiet machine:
 
     python tools/bench_prepare.py --count 2000 --workers 2
 """
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import click
 
-# images.py does not import TensorFlow, so the bare loop's workers start fast.
-from alexnet_tf.data.images import ImageOptions, prepare_image
+from alexnet_tf.prepare.convert import PrepareConfig, default_workers, prepare_dataset
+from alexnet_tf.prepare.images import ImageOptions, prepare_image
+from alexnet_tf.synthetic import write_image_folder
 
 
 def bare_convert(path: str) -> int:
@@ -58,13 +57,9 @@ def bare_rates(paths: list[str], workers: int) -> tuple[float, float]:
     return len(paths) / (ended - started), (len(paths) - first[1]) / (ended - first[0])
 
 
-def prepare_rates(
-    source: str, output: str, workers: int, shards: int, stats_sample: int | None
-) -> tuple[float, float]:
+def prepare_rates(source: str, output: str, workers: int, shards: int, stats_sample: int | None) -> tuple[float, float]:
     """`prepare_dataset`'s images/s over ``source``: end to end (listing, start-up and metadata
     included), and after start-up (from its first converted image on)."""
-    from alexnet_tf.data.prepare import PrepareConfig, prepare_dataset
-
     config = PrepareConfig(
         source=source,
         output=output,
@@ -79,30 +74,42 @@ def prepare_rates(
     return report.processed / (time.perf_counter() - started), report.steady_rate
 
 
-def main() -> None:
-    from alexnet_tf.data.prepare import default_workers
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", help="a dataset root (train/<class>/...); default: a synthetic one")
-    parser.add_argument("--count", type=int, default=2000, help="synthetic images to generate")
-    parser.add_argument("--workers", type=int, default=default_workers(), help="N for the N-worker runs")
-    parser.add_argument("--shards", type=int, default=64, help="training shards (tasks) for prepare-data")
-    parser.add_argument(
-        "--stats-sample", type=int, help="prepare-data's --stats-sample (default: statistics over every image)"
-    )
-    parser.add_argument(
-        "--rounds", type=int, default=3, help="alternating bare/prepare-data rounds; the best round of each counts"
-    )
-    args = parser.parse_args()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from alexnet_tf.data.synthetic import write_image_folder
-
+@click.command(help=__doc__.splitlines()[0])
+@click.option("--images", help="A dataset root (train/<class>/...); default: a synthetic one.")
+@click.option("--count", type=click.IntRange(min=10), default=2000, show_default=True, help="Synthetic images.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=default_workers(),
+    show_default=True,
+    help="N for the N-worker runs.",
+)
+@click.option(
+    "--shards",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Training shards (tasks) for prepare-data.",
+)
+@click.option(
+    "--stats-sample",
+    type=click.IntRange(min=1),
+    help="prepare-data's --stats-sample (default: statistics over every image).",
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Alternating bare/prepare-data rounds; the best round of each counts.",
+)
+def main(images: str | None, count: int, workers: int, shards: int, stats_sample: int | None, rounds: int) -> None:
     with tempfile.TemporaryDirectory(prefix="bench_prepare_") as scratch:
-        source = args.images
+        source = images
         if source is None:
             source = os.path.join(scratch, "source")
-            print(f"writing {args.count} synthetic JPEGs to {source} ...", flush=True)
-            write_image_folder(source, classes=10, per_class=max(args.count // 10, 1))
+            print(f"writing {count} synthetic JPEGs to {source} ...", flush=True)
+            write_image_folder(source, classes=10, per_class=max(count // 10, 1))
         paths = sorted(
             os.path.join(folder, name)
             for folder, _, names in os.walk(os.path.join(source, "train"))
@@ -111,27 +118,28 @@ def main() -> None:
         )
         bare_convert(paths[0])  # warm the page cache and Pillow's plugins alike for both
         print(
-            f"{len(paths)} images, {os.cpu_count()} CPUs; best of {args.rounds} rounds; "
+            f"{len(paths)} images, {os.cpu_count()} CPUs; best of {rounds} rounds; "
             "images/s after start-up (end to end in brackets)"
         )
         steady = {}
-        for workers in sorted({1, args.workers}):
+        for n in sorted({1, workers}):
             # Alternate the two so that load from other processes hits both alike; keep the best.
-            bare, bare_steady, prepared, steady[workers] = 0.0, 0.0, 0.0, 0.0
-            for round_index in range(args.rounds):
-                rates = bare_rates(paths, workers)
+            bare, bare_steady, prepared, steady[n] = 0.0, 0.0, 0.0, 0.0
+            for round_index in range(rounds):
+                rates = bare_rates(paths, n)
                 bare, bare_steady = max(bare, rates[0]), max(bare_steady, rates[1])
-                output = os.path.join(scratch, f"out{workers}_{round_index}")
-                rates = prepare_rates(source, output, workers, args.shards, args.stats_sample)
-                prepared, steady[workers] = max(prepared, rates[0]), max(steady[workers], rates[1])
+                output = os.path.join(scratch, f"out{n}_{round_index}")
+                rates = prepare_rates(source, output, n, shards, stats_sample)
+                prepared, steady[n] = max(prepared, rates[0]), max(steady[n], rates[1])
             print(
-                f"  {workers} worker(s): bare loop {bare_steady:6.1f} ({bare:6.1f})   prepare-data "
-                f"{steady[workers]:6.1f} ({prepared:6.1f})   overhead {1 - steady[workers] / bare_steady:6.1%} "
+                f"  {n} worker(s): bare loop {bare_steady:6.1f} ({bare:6.1f})   prepare-data "
+                f"{steady[n]:6.1f} ({prepared:6.1f})   overhead {1 - steady[n] / bare_steady:6.1%} "
                 f"({1 - prepared / bare:6.1%})",
                 flush=True,
             )
-        if args.workers > 1:
-            print(f"  prepare-data speed-up 1 -> {args.workers} workers: {steady[args.workers] / steady[1]:.2f}x")
+        if workers > 1:
+            print(f"  prepare-data speed-up 1 -> {workers} workers: {steady[workers] / steady[1]:.2f}x")
+
 
 if __name__ == "__main__":
     main()

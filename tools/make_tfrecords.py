@@ -1,13 +1,11 @@
 """``python tools/make_tfrecords.py SOURCE OUTPUT [options]``: the same as ``alexnet-tf prepare-data``.
 
-A thin script for those who run the tools from a checkout; the logic is
-`alexnet_tf.data.prepare.prepare_dataset`. See ``--help`` and the README's "Preparing data".
+A thin script for those who run the tools from a checkout (with the package installed,
+``pip install -e .``); the logic is `alexnet_tf.prepare.convert.prepare_dataset`. See ``--help``
+and the README.
 """
 
-import os
 import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from alexnet_tf.cli import main
 

@@ -4,7 +4,7 @@ For each of the first few records of a split, two rows: the decoded 256×256 ima
 random training views (§4.1 crop, mirror and PCA lighting, exaggerated so a person can see it),
 then the ten test patches (§4.1) in `augment.TEN_CROP_NAMES` order. Views are shown before mean
 subtraction (``mean="none"``) so they look like photographs; otherwise they are exactly what
-`Preprocessor.train_view` and `Preprocessor.ten_crop_views` return.
+the pipeline's `FloatViews` make for training and ten-crop evaluation.
 """
 
 from __future__ import annotations
@@ -16,9 +16,14 @@ import tensorflow as tf
 from matplotlib.figure import Figure
 
 from alexnet_tf import paper
-from alexnet_tf.data import augment, schema
-from alexnet_tf.data.metadata import write_atomically
-from alexnet_tf.data.pipeline import MEAN_NONE, InputConfig, Preprocessor, interleave_records, split_files
+from alexnet_tf.files import write_atomically
+from alexnet_tf.input import augment
+from alexnet_tf.input.decode import LABEL
+from alexnet_tf.input.pipeline import InputConfig, InputPipeline, interleave_records
+from alexnet_tf.input.views import FloatViews
+from alexnet_tf.layers import MEAN_NONE
+from alexnet_tf.records import schema
+from alexnet_tf.records.metadata import DatasetMetadata
 
 # Each cell is a 128×128-pixel image under a 16-pixel title line (at DPI 64: 2 and 0.25 inches,
 # exact in binary floating point), so the PNG is exactly (columns × 128) × (rows × 144) pixels.
@@ -46,8 +51,10 @@ def augment_grid(
 ) -> Figure:
     """The grid as a matplotlib figure (Agg canvas; no pyplot state)."""
     config = InputConfig(data_dir, mean=MEAN_NONE, lighting_strength=lighting_strength, seed=seed)
-    preprocessor = Preprocessor.from_config(config)
-    records = interleave_records(split_files(data_dir, preprocessor.metadata, split), deterministic=True)
+    pipeline = InputPipeline(config)
+    float_views: FloatViews = pipeline.views  # mean='none' and no normalize_in_model: float views
+    decoder = pipeline.decoder
+    records = interleave_records(pipeline.files(split), deterministic=True)
     records = list(records.take(images))
     rows, columns = grid_shape(len(records), views)
     height = rows * (CELL_INCHES + TITLE_INCHES)
@@ -61,16 +68,16 @@ def augment_grid(
         ax.set_axis_off()
     for index, record in enumerate(records):
         top, bottom = axes[2 * index], axes[2 * index + 1]
-        features = preprocessor.parse(record)
-        name = _class_name(preprocessor, int(features["label"]))
-        _show(top[0], preprocessor.decode(features), f"{name}, whole {preprocessor.image_size}²")
+        features = decoder.parse(record)
+        name = _class_name(pipeline.metadata, int(features[LABEL]))
+        _show(top[0], decoder.decode(features), f"{name}, whole {decoder.image_size}²")
         for view_index in range(views):
             view_seed = tf.constant([seed, index * views + view_index], tf.int64)
-            view = preprocessor.sample_train_view(view_seed)
-            image, _ = preprocessor.apply_view(record, view)
+            view = float_views.sample(view_seed)
+            image = float_views.apply(features, view)
             y, x = view.offset.numpy()
             _show(top[1 + view_index], image, f"({y},{x}){' mirrored' if view.flip else ''}")
-        crops, _ = preprocessor.ten_crop_views(record)
+        crops = float_views.ten_crop(features)
         for crop_index, name in enumerate(augment.TEN_CROP_NAMES):
             _show(bottom[crop_index], crops[crop_index], name)
     return figure
@@ -92,6 +99,6 @@ def _show(ax, image: tf.Tensor, title: str) -> None:
     ax.set_title(title, fontsize=7, pad=2)
 
 
-def _class_name(preprocessor: Preprocessor, label: int) -> str:
-    classes = preprocessor.metadata.classes
+def _class_name(metadata: DatasetMetadata, label: int) -> str:
+    classes = metadata.classes
     return classes[label].name if 0 <= label < len(classes) else f"label {label}"

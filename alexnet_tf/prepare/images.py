@@ -127,9 +127,7 @@ def prepare_image(data: bytes, options: ImageOptions, *, for_stats: bool = False
     )
 
 
-def center_crop(
-    image: Image.Image, size: int, covered: tuple[float, float] | None = None
-) -> Image.Image:
+def center_crop(image: Image.Image, size: int, covered: tuple[float, float] | None = None) -> Image.Image:
     """§2: rescale so the shorter side is ``size``, then take the central ``size × size`` patch.
 
     Done as one resize of the central square (a float box in source pixels), which equals
@@ -169,15 +167,12 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         raise BadImage(f"invalid image size {width}x{height}")
     if width * height > max_pixels:
         raise BadImage(
-            f"decompression bomb refused: {width}x{height} = {width * height:,} pixels "
-            f"> --max-pixels {max_pixels:,}"
+            f"decompression bomb refused: {width}x{height} = {width * height:,} pixels > --max-pixels {max_pixels:,}"
         )
     return image
 
 
-def _decode_rgb(
-    image: Image.Image, draft_to: int | None
-) -> tuple[Image.Image, tuple[float, float] | None]:
+def _decode_rgb(image: Image.Image, draft_to: int | None) -> tuple[Image.Image, tuple[float, float] | None]:
     """Decodes all pixels (optionally at a JPEG draft scale) and converts them to RGB.
 
     Returns the RGB image and, after a draft decode, the source area it covers.

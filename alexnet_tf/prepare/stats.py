@@ -20,7 +20,7 @@ from collections.abc import Mapping
 import numpy as np
 from PIL import Image, ImageChops
 
-from alexnet_tf.data.metadata import DatasetStats
+from alexnet_tf.records.metadata import DatasetStats
 
 _SQUARES = np.arange(256, dtype=np.int64) ** 2
 _PAIRS = ((0, 1), (0, 2), (1, 2))

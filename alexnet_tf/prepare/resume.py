@@ -5,11 +5,12 @@ any shard; ``OUTPUT/_prepare/checkpoint.npz`` holds the finished shards (counts,
 and their merged exact statistic sums (`Checkpoint`). A shard counts as finished only when it is
 in the checkpoint and its file exists under its final name; anything else is rewritten. When
 the run completes, the metadata replaces all of this and ``_prepare/`` is removed. See
-`alexnet_tf.data.prepare` for the protocol.
+`alexnet_tf.prepare.convert` for the protocol.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import posixpath
@@ -18,46 +19,56 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import paper
-from alexnet_tf.data.metadata import (
+from alexnet_tf import files, paper
+from alexnet_tf.errors import InputError
+from alexnet_tf.files import output_errors, write_atomically
+from alexnet_tf.prepare.shards import ShardResult
+from alexnet_tf.prepare.stats import PixelStats
+from alexnet_tf.records.metadata import (
     MEAN_IMAGE_FILENAME,
     METADATA_FILENAME,
-    TEMP_SUFFIX,
     DatasetMetadata,
-    write_atomically,
+    SkippedFile,
+    metadata_path,
 )
-from alexnet_tf.data.schema import SPLITS, shard_glob
-from alexnet_tf.data.shards import TEMP_MARK, ShardResult, output_errors
-from alexnet_tf.data.stats import PixelStats
-from alexnet_tf.errors import InputError
+from alexnet_tf.records.schema import SPLITS, shard_glob
 
 STATE_DIR = "_prepare"
 STATE_FILE = "state.json"
 CHECKPOINT_FILE = "checkpoint.npz"
 
 
+@dataclasses.dataclass(frozen=True)
+class FinishedShard:
+    """What the metadata needs of a shard written by an earlier (interrupted) run."""
+
+    per_class: dict[str, int]  # wnid -> records
+    skipped: list[SkippedFile]
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> FinishedShard:
+        return cls(dict(raw["per_class"]), [SkippedFile(**entry) for entry in raw["skipped"]])
+
+
 class Checkpoint:
     """The finished shards (counts, skipped files) and their merged training statistics."""
 
     def __init__(self) -> None:
-        self.shards: dict[str, dict[str, Any]] = {}
+        self.shards: dict[str, FinishedShard] = {}
         self.stats = PixelStats(paper.IMAGE_SIZE)
 
     def add(self, result: ShardResult) -> None:
-        self.shards[result.name] = {
-            "per_class": result.per_class,
-            "skipped": result.skipped,
-        }
+        self.shards[result.name] = FinishedShard(result.per_class, result.skipped)
         if result.stats is not None:
             self.stats.merge(result.stats)
 
     def save(self, output: str) -> None:
         buffer = io.BytesIO()
         # ImageNet's per-shard class counts make ~15 MB of JSON: stored as compressed bytes.
-        shards = np.frombuffer(json.dumps(self.shards, separators=(",", ":")).encode(), np.uint8)
+        table = {name: dataclasses.asdict(shard) for name, shard in self.shards.items()}
+        shards = np.frombuffer(json.dumps(table, separators=(",", ":")).encode(), np.uint8)
         np.savez_compressed(buffer, shards=shards, **self.stats.to_arrays())
-        with output_errors(output):
-            write_atomically(posixpath.join(output, STATE_DIR, CHECKPOINT_FILE), buffer.getvalue())
+        write_atomically(posixpath.join(output, STATE_DIR, CHECKPOINT_FILE), buffer.getvalue())
 
     @classmethod
     def load(cls, output: str) -> Checkpoint:
@@ -67,7 +78,8 @@ class Checkpoint:
         if not tf.io.gfile.exists(path):
             return done
         with tf.io.gfile.GFile(path, "rb") as f, np.load(io.BytesIO(f.read())) as arrays:
-            done.shards = json.loads(arrays["shards"].tobytes())
+            table = json.loads(arrays["shards"].tobytes())
+            done.shards = {name: FinishedShard.from_dict(raw) for name, raw in table.items()}
             done.stats = PixelStats.from_arrays(arrays)
         for name in sorted(done.shards):
             if not tf.io.gfile.exists(posixpath.join(output, name)):
@@ -111,12 +123,12 @@ def check_options(output: str, previous: dict[str, Any], current: dict[str, Any]
 
 def complete_metadata(output: str, options: dict[str, Any]) -> DatasetMetadata | None:
     """The metadata of a finished run with these options (None if there is none)."""
+    if not tf.io.gfile.exists(metadata_path(output)):
+        return None
     try:
         metadata = DatasetMetadata.load(output)
-    except FileNotFoundError:
-        return None
-    except (ValueError, KeyError, TypeError) as error:
-        raise InputError(f"{output}/{METADATA_FILENAME}: unreadable ({error}); add --overwrite to rebuild") from None
+    except InputError as error:
+        raise InputError(f"{error}; or add --overwrite to rebuild") from None
     check_options(output, metadata.options, options)
     for split in metadata.splits.values():
         for shard in split.shards:
@@ -136,19 +148,12 @@ def refuse_foreign_shards(output: str) -> None:
             )
 
 
-def remove_temporaries(output: str) -> None:
-    with output_errors(output):
-        for split in SPLITS:
-            for path in tf.io.gfile.glob(posixpath.join(output, shard_glob(split) + TEMP_MARK + "*")):
-                tf.io.gfile.remove(path)
-
-
 def remove_outputs(output: str) -> None:
     """What --overwrite deletes: our shards, temporary files, metadata and state, nothing else."""
     patterns = [shard_glob(split) for split in SPLITS]
-    patterns += [name + suffix for name in (METADATA_FILENAME, MEAN_IMAGE_FILENAME) for suffix in ("", TEMP_SUFFIX)]
+    patterns += [METADATA_FILENAME, MEAN_IMAGE_FILENAME]
+    files.remove_temporaries(output)
     with output_errors(output):
-        remove_temporaries(output)
         for pattern in patterns:
             for path in tf.io.gfile.glob(posixpath.join(output, pattern)):
                 tf.io.gfile.remove(path)

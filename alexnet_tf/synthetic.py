@@ -19,10 +19,11 @@ import tensorflow as tf
 from PIL import Image
 
 from alexnet_tf import paper
-from alexnet_tf.data import schema
-from alexnet_tf.data.images import DEFAULT_JPEG_QUALITY, center_crop, encode_jpeg
-from alexnet_tf.data.metadata import TEMP_SUFFIX, ClassInfo, DatasetMetadata, ShardInfo, SplitInfo, save_mean_image
-from alexnet_tf.data.stats import PixelStats
+from alexnet_tf.files import atomic_path
+from alexnet_tf.prepare.images import DEFAULT_JPEG_QUALITY, center_crop, encode_jpeg
+from alexnet_tf.prepare.stats import PixelStats
+from alexnet_tf.records import schema
+from alexnet_tf.records.metadata import ClassInfo, DatasetMetadata, ShardInfo, SplitInfo, save_mean_image
 
 # Typical ILSVRC-2012 sizes (most are about 500×375; a few are much larger).
 DEFAULT_SIZES = ((500, 375), (375, 500), (500, 333), (640, 480), (1024, 768))
@@ -132,8 +133,6 @@ def write_synthetic_dataset(
 
 
 def _write_records(path: str, records: list[bytes]) -> None:
-    tmp = path + TEMP_SUFFIX
-    with tf.io.TFRecordWriter(tmp) as writer:
+    with atomic_path(path) as temp, tf.io.TFRecordWriter(temp) as writer:
         for record in records:
             writer.write(record)
-    tf.io.gfile.rename(tmp, path, overwrite=True)

@@ -5,30 +5,29 @@ The assignment is a pure function of the item list, the shard count and the seed
 in size by at most one record before skipped files, and every shard mixes classes in a random
 order. A rerun after an interruption therefore knows exactly what each missing shard must hold.
 
-`write_shard` writes a shard's records under a temporary name (``<shard>.tmp-<run id>``) and
-renames it when complete, so a shard under its final name is always whole. It runs inside
-worker processes (see `alexnet_tf.data.workers`) and returns the shard's counts, skipped files
+`write_shard` writes a shard's records under a temporary name (`alexnet_tf.files`: hidden, so
+no reader's ``train*`` pattern matches it) and renames it when complete, so a shard under its
+final name is always whole. It runs inside
+worker processes (see `alexnet_tf.prepare.workers`) and returns the shard's counts, skipped files
 and pixel statistics to the parent.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import posixpath
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple, TypeVar
 
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf.data import images
-from alexnet_tf.data.schema import serialize_example, shard_name
-from alexnet_tf.data.stats import PixelStats
-from alexnet_tf.errors import InputError
-
-TEMP_MARK = ".tmp-"  # temporary shard names: <shard name>.tmp-<run id>
+from alexnet_tf.files import atomic_path, output_errors
+from alexnet_tf.prepare import images
+from alexnet_tf.prepare.stats import PixelStats
+from alexnet_tf.records.metadata import SkippedFile
+from alexnet_tf.records.schema import serialize_example, shard_name
 
 T = TypeVar("T")
 
@@ -66,7 +65,7 @@ class ShardContext:
 class ShardResult:
     name: str
     per_class: dict[str, int]  # wnid -> records
-    skipped: list[dict[str, str]]
+    skipped: list[SkippedFile]
     stats: PixelStats | None  # over the shard's records marked for_stats; None when there are none
 
 
@@ -83,18 +82,17 @@ def assign_shards(items: Sequence[T], num_shards: int, seed: int, stream: int) -
 def write_shard(context: ShardContext, task: ShardTask, progress: Callable[[int], None]) -> ShardResult:
     """Converts the task's files into one TFRecord shard; a bad file is skipped with its reason."""
     final = posixpath.join(context.output, task.name)
-    temp = final + TEMP_MARK + context.run_id
     options = context.image_options
     stats = PixelStats(options.image_size) if any(item.for_stats for item in task.items) else None
     per_class: collections.Counter[str] = collections.Counter()
     skipped = []
-    with images.pixel_limit(options.max_pixels), output_errors(temp):
+    with images.pixel_limit(options.max_pixels), output_errors(final), atomic_path(final, context.run_id) as temp:
         with tf.io.TFRecordWriter(temp) as writer:
             for item in task.items:
                 try:
                     image = images.prepare_image(_read(item.path), options, for_stats=item.for_stats)
                 except images.BadImage as error:
-                    skipped.append({"path": item.path, "split": task.split, "reason": str(error)})
+                    skipped.append(SkippedFile(item.path, task.split, str(error)))
                     progress(1)
                     continue
                 wnid, name = context.classes[item.class_index]
@@ -113,7 +111,6 @@ def write_shard(context: ShardContext, task: ShardTask, progress: Callable[[int]
                 if image.stats_image is not None:
                     stats.add(image.stats_image)
                 progress(1)
-        tf.io.gfile.rename(temp, final, overwrite=True)
     return ShardResult(
         name=task.name,
         per_class=dict(per_class),
@@ -128,12 +125,3 @@ def _read(path: str) -> bytes:
             return f.read()
     except (tf.errors.OpError, OSError) as error:
         raise images.BadImage(f"unreadable ({getattr(error, 'message', error)})") from None
-
-
-@contextlib.contextmanager
-def output_errors(path: str) -> Iterator[None]:
-    """Turns a failure to write the output (permissions, full disk) into a one-line InputError."""
-    try:
-        yield
-    except tf.errors.OpError as error:
-        raise InputError(f"cannot write {path}: {error.message}; check the output directory") from None

@@ -17,6 +17,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from alexnet_tf.errors import InputError
+from alexnet_tf.files import write_atomically
+
 METADATA_FILENAME = "metadata.json"
 MEAN_IMAGE_FILENAME = "mean_image.npy"
 FORMAT_VERSION = 1
@@ -27,6 +30,15 @@ class ClassInfo:
     index: int  # 0-based class index; the record label is index + label_offset.
     wnid: str  # WordNet id for ImageNet, the folder name for other datasets.
     name: str  # human-readable name (the wnid when none is known).
+
+
+@dataclasses.dataclass(frozen=True)
+class SkippedFile:
+    """A source file that is not in the records, and why (unreadable, unlabelled, ...)."""
+
+    path: str
+    split: str
+    reason: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +80,7 @@ class DatasetMetadata:
     label_offset: int = 0
     image_size: int | None = 256  # None: records keep the original geometry.
     stats: DatasetStats | None = None
-    skipped: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    skipped: list[SkippedFile] = dataclasses.field(default_factory=list)
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
@@ -102,46 +114,52 @@ class DatasetMetadata:
             label_offset=raw["label_offset"],
             image_size=raw["image_size"],
             stats=stats,
-            skipped=list(raw["skipped"]),
+            skipped=[SkippedFile(**entry) for entry in raw["skipped"]],
             options=dict(raw["options"]),
             format_version=raw["format_version"],
         )
 
     def save(self, directory: str) -> None:
-        """Writes ``metadata.json`` atomically (temporary name, then rename)."""
-        write_atomically(posixpath.join(directory, METADATA_FILENAME), self.to_json().encode("utf-8"))
+        """Writes ``metadata.json`` atomically (`alexnet_tf.files.write_atomically`)."""
+        write_atomically(metadata_path(directory), self.to_json().encode("utf-8"))
 
     @classmethod
     def load(cls, directory: str) -> DatasetMetadata:
-        path = posixpath.join(directory, METADATA_FILENAME)
+        """Reads ``directory/metadata.json``; `InputError` naming the file if it is missing or bad."""
+        path = metadata_path(directory)
         if not tf.io.gfile.exists(path):
-            raise FileNotFoundError(f"{path}: no dataset metadata; run `alexnet-tf prepare-data` first")
-        with tf.io.gfile.GFile(path, "r") as f:
-            return cls.from_json(f.read())
+            raise InputError(f"{path}: no dataset metadata; run `alexnet-tf prepare-data` first")
+        try:
+            with tf.io.gfile.GFile(path, "r") as f:
+                return cls.from_json(f.read())
+        except (ValueError, KeyError, TypeError) as error:
+            raise InputError(f"{path}: unreadable metadata ({error}); re-run prepare-data") from None
+
+
+def metadata_path(directory: str) -> str:
+    return posixpath.join(directory, METADATA_FILENAME)
+
+
+def mean_image_path(directory: str) -> str:
+    return posixpath.join(directory, MEAN_IMAGE_FILENAME)
 
 
 def save_mean_image(directory: str, mean_image: np.ndarray) -> None:
     buffer = io.BytesIO()
     np.save(buffer, mean_image.astype(np.float32))
-    write_atomically(posixpath.join(directory, MEAN_IMAGE_FILENAME), buffer.getvalue())
+    write_atomically(mean_image_path(directory), buffer.getvalue())
 
 
 def load_mean_image(directory: str) -> np.ndarray:
-    path = posixpath.join(directory, MEAN_IMAGE_FILENAME)
+    """Reads the ``image_size × image_size × 3`` mean image; `InputError` if missing or malformed."""
+    path = mean_image_path(directory)
     if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"{path}: no mean image; run `alexnet-tf prepare-data` first")
-    with tf.io.gfile.GFile(path, "rb") as f:
-        return np.load(io.BytesIO(f.read()))
-
-
-# `write_atomically` writes <path> + TEMP_SUFFIX first; --overwrite removes leftovers by it.
-TEMP_SUFFIX = ".tmp"
-
-
-def write_atomically(path: str, data: bytes) -> None:
-    """Writes ``data`` to ``path`` via a temporary name and a rename, so readers never see a
-    half-written file under the final name."""
-    tmp = path + TEMP_SUFFIX
-    with tf.io.gfile.GFile(tmp, "wb") as f:
-        f.write(data)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+        raise InputError(f"{path}: no mean image; run `alexnet-tf prepare-data` first (or use mean='channel')")
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            mean_image = np.load(io.BytesIO(f.read()))
+    except ValueError as error:
+        raise InputError(f"{path}: unreadable ({error}); re-run prepare-data") from None
+    if mean_image.ndim != 3 or mean_image.shape[2] != 3:
+        raise InputError(f"{path}: shape {mean_image.shape}, expected height × width × 3; re-run prepare-data")
+    return mean_image

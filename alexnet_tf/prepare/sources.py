@@ -17,7 +17,7 @@ found and skipped later, by content. Layouts understood (ROOT is the ``source`` 
   a class without a name is named by its folder.
 
 Classes are the training folders, sorted by name: class index 0..N-1 (the record label adds the
-label offset, see `alexnet_tf.data.schema`). Hidden files and folders (``.DS_Store``,
+label offset, see `alexnet_tf.records.schema`). Hidden files and folders (``.DS_Store``,
 ``._*``) are ignored. Only files directly inside a class folder (or a flat ``val/``) count: a
 file beside the class folders is listed as skipped, and a folder inside a class folder is
 skipped later as unreadable, with the reason, never silently.
@@ -39,9 +39,10 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf.data.metadata import ClassInfo
-from alexnet_tf.data.schema import TRAIN, VALIDATION
 from alexnet_tf.errors import InputError
+from alexnet_tf.prepare.streams import Stream
+from alexnet_tf.records.metadata import ClassInfo, SkippedFile
+from alexnet_tf.records.schema import TRAIN, VALIDATION
 
 SYNSET_MAPPING = "LOC_synset_mapping.txt"
 VAL_SOLUTION = "LOC_val_solution.csv"
@@ -65,7 +66,7 @@ class Source:
 
     classes: list[ClassInfo]
     splits: dict[str, list[SourceItem]]
-    skipped: list[dict[str, str]]
+    skipped: list[SkippedFile]
     validation_labels: str  # how validation labels were obtained, for the summary
     folders: list[str]  # the training and validation folders the files were listed from
 
@@ -137,7 +138,7 @@ def _training_files(
             raise InputError(f"{class_dir}: empty class folder; add images or remove the folder")
         train[i] = [posixpath.join(class_dir, f) for f in files]
     skipped = [
-        {"path": posixpath.join(train_dir, name), "split": TRAIN, "reason": "not in a class folder"}
+        SkippedFile(posixpath.join(train_dir, name), TRAIN, "not in a class folder")
         for name in loose
         if name not in (SYNSET_MAPPING, VAL_SOLUTION)
     ]
@@ -156,7 +157,7 @@ def _train_dir(images_root: str) -> tuple[str, tuple[list[str], list[str]] | Non
 
 
 def _validation(
-    val_dir: str, root: str, val_labels: str | None, index: dict[str, int], skipped: list[dict[str, str]]
+    val_dir: str, root: str, val_labels: str | None, index: dict[str, int], skipped: list[SkippedFile]
 ) -> tuple[dict[int, list[str]], str]:
     """Validation files per class from one of the three label forms."""
     entries = _list(val_dir)
@@ -180,7 +181,7 @@ def _validation(
         for path, entry in zip(paths, entries, strict=True):
             if entry not in labels:
                 reason = f"no label in {posixpath.basename(val_labels)}"
-                skipped.append({"path": path, "split": VALIDATION, "reason": reason})
+                skipped.append(SkippedFile(path, VALIDATION, reason))
     else:
         labels = _labels_from_lines(val_labels, text, entries, val_dir, index)
     validation: dict[int, list[str]] = {}
@@ -277,7 +278,7 @@ def _split_off(
     """Moves a seeded random ``fraction`` (rounded) of each class to the validation split."""
     kept, moved = {}, {}
     for class_index, paths in train.items():
-        order = np.random.default_rng([seed, 1, class_index]).permutation(len(paths))
+        order = np.random.default_rng([seed, Stream.VAL_FRACTION, class_index]).permutation(len(paths))
         count = round(fraction * len(paths))
         chosen = set(order[:count].tolist())
         moved[class_index] = [p for i, p in enumerate(paths) if i in chosen]
@@ -293,7 +294,7 @@ def _items(per_class: dict[int, list[str]], limit: int | None, seed: int, split:
     for class_index in sorted(per_class):
         paths = sorted(per_class[class_index])
         if limit is not None and len(paths) > limit:
-            stream = 2 if split == TRAIN else 3
+            stream = Stream.LIMIT_TRAIN if split == TRAIN else Stream.LIMIT_VALIDATION
             keep = np.random.default_rng([seed, stream, class_index]).permutation(len(paths))[:limit]
             paths = [paths[i] for i in sorted(keep.tolist())]
         items.extend(SourceItem(p, class_index) for p in paths)

@@ -1,17 +1,17 @@
 """`prepare_dataset`: ImageNet or image folders to shuffled, balanced TFRecord shards (§2).
 
 The importable function behind ``alexnet-tf prepare-data`` and ``tools/make_tfrecords.py``.
-It lists the source (`alexnet_tf.data.sources`), deals the files into shards with a fixed seed
-(`alexnet_tf.data.shards`), converts the shards on worker processes (`alexnet_tf.data.workers`)
+It lists the source (`alexnet_tf.prepare.sources`), deals the files into shards with a fixed seed
+(`alexnet_tf.prepare.shards`), converts the shards on worker processes (`alexnet_tf.prepare.workers`)
 with a progress bar, and writes beside the shards:
 
-- ``metadata.json`` (`alexnet_tf.data.metadata.DatasetMetadata`): classes, per-split and
+- ``metadata.json`` (`alexnet_tf.records.metadata.DatasetMetadata`): classes, per-split and
   per-class counts, shards with their record counts, every skipped file with its reason, the
   options, and the training statistics (mean RGB; eigenvalues/eigenvectors of the RGB/255
-  covariance, §4.1) computed exactly over the stored training pixels (`alexnet_tf.data.stats`);
+  covariance, §4.1) computed exactly over the stored training pixels (`alexnet_tf.prepare.stats`);
 - ``mean_image.npy``: the 256×256×3 mean training image, 0–255 scale (§2).
 
-Restartable (state in `alexnet_tf.data.resume`). Before any shard is written,
+Restartable (state in `alexnet_tf.prepare.resume`). Before any shard is written,
 ``_prepare/state.json`` records the options (the fingerprint) and a digest of the shard plan.
 Each shard is written under a temporary name and renamed when whole; the parent process records
 finished shards, with their counts, skipped files and exact statistic sums, in
@@ -40,28 +40,29 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from alexnet_tf import paper
-from alexnet_tf.data import images, resume
-from alexnet_tf.data.metadata import (
+from alexnet_tf import files, paper
+from alexnet_tf.errors import InputError
+from alexnet_tf.files import output_errors
+from alexnet_tf.prepare import images, resume
+from alexnet_tf.prepare.shards import (
+    ShardContext,
+    ShardItem,
+    ShardResult,
+    ShardTask,
+    assign_shards,
+    write_shard,
+)
+from alexnet_tf.prepare.sources import Source, discover
+from alexnet_tf.prepare.streams import Stream
+from alexnet_tf.prepare.workers import run_tasks
+from alexnet_tf.records.metadata import (
     METADATA_FILENAME,
     DatasetMetadata,
     ShardInfo,
     SplitInfo,
     save_mean_image,
 )
-from alexnet_tf.data.schema import SPLITS, TRAIN
-from alexnet_tf.data.shards import (
-    ShardContext,
-    ShardItem,
-    ShardResult,
-    ShardTask,
-    assign_shards,
-    output_errors,
-    write_shard,
-)
-from alexnet_tf.data.sources import Source, discover
-from alexnet_tf.data.workers import run_tasks
-from alexnet_tf.errors import InputError
+from alexnet_tf.records.schema import SPLITS, TRAIN
 
 # Model Garden's ImageNet shard counts (~1,250 train and ~390 validation records per shard).
 DEFAULT_TRAIN_SHARDS = 1024
@@ -78,7 +79,7 @@ class PrepareConfig:
     """Everything `prepare_dataset` needs; the CLI flags map one to one onto these fields.
 
     Attributes:
-        source: dataset root (ILSVRC-2012 or folders per class; see `alexnet_tf.data.sources`).
+        source: dataset root (ILSVRC-2012 or folders per class; see `alexnet_tf.prepare.sources`).
         output: directory for the shards and metadata (created if missing; may be ``gs://``).
         train_shards / validation_shards: shard counts (fewer when a split has fewer files).
         val_fraction: fraction of each training class used for validation when there is no
@@ -190,7 +191,7 @@ def prepare_dataset(config: PrepareConfig) -> PrepareReport:
     """Converts ``config.source`` into TFRecord shards and metadata in ``config.output``.
 
     Resumes an interrupted run with the same options (see the module docstring). Raises
-    `InputError` for bad input, `alexnet_tf.data.workers.WorkerError` if a worker dies, and
+    `InputError` for bad input, `alexnet_tf.prepare.workers.WorkerError` if a worker dies, and
     lets KeyboardInterrupt through after recording the finished shards.
     """
     started = time.monotonic()
@@ -226,7 +227,7 @@ def prepare_dataset(config: PrepareConfig) -> PrepareReport:
             f"the files under {config.source} changed since the interrupted run in {output}; "
             "add --overwrite to start again"
         )
-    resume.remove_temporaries(output)
+    files.remove_temporaries(output)
     done = resume.Checkpoint.load(output)
     todo = [task for task in tasks if task.name not in done.shards]
     processed, steady_rate = _convert(config, source, todo, done, output)
@@ -236,7 +237,7 @@ def prepare_dataset(config: PrepareConfig) -> PrepareReport:
         first = metadata.skipped[0]
         raise InputError(
             f"{config.source}: none of the {len(source.splits[TRAIN]):,} training files is a readable "
-            f"image (e.g. {first['path']}: {first['reason']})"
+            f"image (e.g. {first.path}: {first.reason})"
         )
     for name, split in metadata.splits.items():
         empty = [shard.name for shard in split.shards if shard.records == 0]
@@ -267,7 +268,7 @@ def _source_note(source: Source) -> str:
 def _plan(source: Source, config: PrepareConfig) -> tuple[list[ShardTask], str, list[str]]:
     """The shard tasks, a digest of them (to detect a changed file list on resume), and notes."""
     tasks, notes = [], []
-    for stream, split in enumerate(SPLITS):
+    for split in SPLITS:
         items = source.splits.get(split)
         if not items:
             continue
@@ -281,7 +282,7 @@ def _plan(source: Source, config: PrepareConfig) -> tuple[list[ShardTask], str, 
         shard_items = [
             ShardItem(item.path, item.class_index, bool(f)) for item, f in zip(items, for_stats, strict=True)
         ]
-        for index, chunk in enumerate(assign_shards(shard_items, num_shards, config.seed, stream)):
+        for index, chunk in enumerate(assign_shards(shard_items, num_shards, config.seed, Stream.shards(split))):
             tasks.append(ShardTask(split, index, num_shards, tuple(chunk)))
     digest = hashlib.sha256()
     for task in tasks:
@@ -295,7 +296,8 @@ def _stats_selection(count: int, config: PrepareConfig) -> np.ndarray:
     if config.stats_sample is None or config.stats_sample >= count:
         return np.ones(count, bool)
     chosen = np.zeros(count, bool)
-    chosen[np.random.default_rng([config.seed, 4]).choice(count, config.stats_sample, replace=False)] = True
+    rng = np.random.default_rng([config.seed, Stream.STATS_SAMPLE])
+    chosen[rng.choice(count, config.stats_sample, replace=False)] = True
     return chosen
 
 
@@ -377,18 +379,18 @@ def _metadata(
             continue
         per_class = {c.wnid: 0 for c in source.classes}
         for name in names:
-            for wnid, count in done.shards[name]["per_class"].items():
+            for wnid, count in done.shards[name].per_class.items():
                 per_class[wnid] += count
-        shards = [ShardInfo(name=name, records=sum(done.shards[name]["per_class"].values())) for name in names]
+        shards = [ShardInfo(name=name, records=sum(done.shards[name].per_class.values())) for name in names]
         splits[split] = SplitInfo(num_records=sum(s.records for s in shards), per_class=per_class, shards=shards)
-    skipped = source.skipped + [entry for info in done.shards.values() for entry in info["skipped"]]
+    skipped = source.skipped + [entry for shard in done.shards.values() for entry in shard.skipped]
     return DatasetMetadata(
         classes=source.classes,
         splits=splits,
         label_offset=config.label_offset,
         image_size=None if config.keep_geometry else paper.IMAGE_SIZE,
         stats=done.stats.to_dataset_stats() if done.stats.images else None,
-        skipped=sorted(skipped, key=lambda entry: (entry["split"], entry["path"])),
+        skipped=sorted(skipped, key=lambda entry: (entry.split, entry.path)),
         options=options,
     )
 

@@ -1,7 +1,7 @@
 """The paper's data augmentation (§4.1) and test-time views as pure TensorFlow functions.
 
 Every function works on one image (``[height, width, channels]``) or one view's parameters, so it
-can be read, tested and reused on its own; `alexnet_tf.data.pipeline` maps them over records.
+can be read, tested and reused on its own; `alexnet_tf.input.pipeline` maps them over records.
 
 Randomness is stateless: each random function takes a ``seed`` (a shape-[2] integer tensor, as
 the ``tf.random.stateless_*`` ops take) and returns the same value for the same seed. The
@@ -10,7 +10,7 @@ views whatever order its threads run in.
 
 Two implementation choices come from measurements on TF 2.21's CPU kernels (per 224×224×3 image,
 one core): adding a ``[3]`` vector to ``[h, w, 3]`` by broadcasting costs ~400 µs, while adding a
-tiled ``[1, w*3]`` row costs ~40 µs (see `normalise`); and windows are sliced out of the
+tiled ``[1, w*3]`` row costs ~40 µs (see `normalize`); and windows are sliced out of the
 ``[h, w*3]`` view of an image, a plain row copy (see `crop_window`). Functions that reshape need
 images whose shape is known when the graph is built.
 """
@@ -24,7 +24,7 @@ import tensorflow as tf
 from alexnet_tf import paper
 
 # §4.1's lighting statistics decompose the covariance of RGB values scaled to [0, 1]; the
-# pipeline works on the 0–255 scale (see alexnet_tf.data.metadata.DatasetStats).
+# pipeline works on the 0–255 scale (see alexnet_tf.records.metadata.DatasetStats).
 PIXEL_SCALE = 255.0
 
 
@@ -42,9 +42,7 @@ def crop_offset(seed: tf.Tensor, image_size: int, crop_size: int) -> tf.Tensor:
     §4.1 extracts "random 224 × 224 patches" of the 256 × 256 images. Inclusive bounds give
     33 × 33 positions; the paper's factor of 2048 counts 32 × 32 × 2.
     """
-    return tf.random.stateless_uniform(
-        [2], seed, minval=0, maxval=image_size - crop_size + 1, dtype=tf.int32
-    )
+    return tf.random.stateless_uniform([2], seed, minval=0, maxval=image_size - crop_size + 1, dtype=tf.int32)
 
 
 def flip_coin(seed: tf.Tensor, shape: tuple[int, ...] | tf.Tensor = ()) -> tf.Tensor:
@@ -78,9 +76,7 @@ def sample_view(
     )
 
 
-def pca_lighting_offset(
-    alpha: tf.Tensor, eigenvalues: tf.Tensor, eigenvectors: tf.Tensor
-) -> tf.Tensor:
+def pca_lighting_offset(alpha: tf.Tensor, eigenvalues: tf.Tensor, eigenvectors: tf.Tensor) -> tf.Tensor:
     """§4.1's ``[p1 p2 p3][alpha1 lambda1, alpha2 lambda2, alpha3 lambda3]^T`` on the 0–255 scale.
 
     Args:
@@ -96,9 +92,7 @@ def pca_lighting_offset(
     return PIXEL_SCALE * tf.reduce_sum(tf.cast(eigenvectors, tf.float32) * weights[..., tf.newaxis, :], axis=-1)
 
 
-def normalise(
-    image: tf.Tensor, mean: tf.Tensor | None = None, shift: tf.Tensor | None = None
-) -> tf.Tensor:
+def normalize(image: tf.Tensor, mean: tf.Tensor | None = None, shift: tf.Tensor | None = None) -> tf.Tensor:
     """``float32(image) - mean + shift`` for a ``[height, width, channels]`` image.
 
     Args:
@@ -137,7 +131,7 @@ def flip_left_right(image: tf.Tensor, flip: tf.Tensor) -> tf.Tensor:
     return tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
 
 
-def centre_offset(image_size: int, crop_size: int) -> tf.Tensor:
+def center_offset(image_size: int, crop_size: int) -> tf.Tensor:
     """The corner of the central ``crop_size``² window of an ``image_size``² image."""
     margin = (image_size - crop_size) // 2
     return tf.constant([margin, margin], tf.int32)
@@ -172,7 +166,7 @@ def ten_crop(image: tf.Tensor, crop_size: int = paper.CROP_SIZE) -> tf.Tensor:
     return tf.concat([patches, tf.reverse(patches, axis=[2])], axis=0)
 
 
-def resize_and_centre_crop(image: tf.Tensor, size: int = paper.IMAGE_SIZE) -> tf.Tensor:
+def resize_and_center_crop(image: tf.Tensor, size: int = paper.IMAGE_SIZE) -> tf.Tensor:
     """§2: rescale so the shorter side is ``size``, then take the central ``size``² patch.
 
     For records that kept their original geometry. Bilinear with antialiasing (a proper

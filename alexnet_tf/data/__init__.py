@@ -1,1 +1,0 @@
-"""Data: the TFRecord schema, dataset preparation, and the tf.data input pipeline."""

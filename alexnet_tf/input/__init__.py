@@ -1,0 +1,9 @@
+"""The online `tf.data` input pipeline over prepared records (the paper's §2 and §4.1).
+
+* `pipeline`: `InputConfig` and `InputPipeline`, the one object a run holds: train and eval
+  datasets for an input context, and the matching `ViewNormalization` layer;
+* `decode`: `RecordDecoder`, records to labels and uint8 images (or only the crop window);
+* `views`: the float views and the uint8 views for `ViewNormalization` (one interface);
+* `augment`: the paper's augmentation as pure, seedable functions on one image;
+* `visualize`: ``alexnet-tf show-augment``'s picture of what the network sees.
+"""

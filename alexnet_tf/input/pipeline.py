@@ -1,0 +1,339 @@
+"""The `tf.data` input pipeline: the paper's training augmentation and test-time views.
+
+One object, `InputPipeline`, is what a training, evaluation or export run holds. It loads a
+prepared dataset once (``metadata.json`` and ``mean_image.npy``, written by
+``alexnet-tf prepare-data``) and gives:
+
+* `InputPipeline.train_dataset`: random 224×224 crops of the 256×256 images and their mirror
+  images, PCA lighting, mean subtraction (§4.1, §2), shuffled and repeated forever, for one
+  input context of a `tf.distribute` strategy;
+* `InputPipeline.eval_dataset`: one pass of a split as centre crops, or the ten test views
+  (§4.1) with a leading dimension of 10;
+* `InputPipeline.view_normalization`: with ``normalize_in_model=True``, the
+  `alexnet_tf.layers.ViewNormalization` layer that finishes its views, mean already set.
+
+The stages are separate modules, as Model Garden separates decoder and parser:
+`alexnet_tf.input.decode` (parse the record, decode the JPEG or only the crop window),
+`alexnet_tf.input.views` (make the float or uint8 views), `alexnet_tf.input.augment` (pure,
+seedable functions on one image). This module reads files, shuffles, batches and distributes.
+
+Per training record (float views): parse; draw the view (crop corner, mirror bit, lighting
+alpha) from the record's seed; decode only the crop window (256×256 records) or the whole
+record brought to §2's format; mirror the uint8 window; cast, subtract the mean window (mirrored
+with the image) and add the lighting offset; cast to the output dtype. All of it runs per record
+inside the parallel ``map``: doing the float work on whole batches made the pipeline about half
+as fast on CPU (per-record tensors stay in cache, batch tensors do not). With
+``normalize_in_model=True`` the per-record work stops at the decoded uint8 crop and the rest
+happens in the model (see `alexnet_tf.input.views`).
+
+Training randomness is stateless, so ``deterministic=True`` with a seed reproduces every
+batch, and every pass over the data draws fresh views (§4.1: alpha "drawn once per image per
+pass"). An unseeded pipeline draws a seed and logs it (`InputPipeline.seed`), so a run can be
+reproduced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import posixpath
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from alexnet_tf import paper
+from alexnet_tf.errors import InputError, invalid
+from alexnet_tf.input.decode import LABEL, RecordDecoder
+from alexnet_tf.input.views import FloatViews, Statistics, Uint8Views, Views
+from alexnet_tf.layers import MEAN_CHANNEL, MEAN_IMAGE, MEAN_MODES, ViewNormalization
+from alexnet_tf.records import schema
+from alexnet_tf.records.metadata import DatasetMetadata, SplitInfo, load_mean_image, metadata_path
+
+logger = logging.getLogger(__name__)
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+# Files read at once by the parallel interleave: enough shards that records from many of them
+# mix before the shuffle buffer, few enough that read buffers stay small.
+INTERLEAVE_CYCLE = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class InputConfig:
+    """What the input pipeline reads and how it transforms it; defaults are the paper's.
+
+    Attributes:
+      data_dir: directory (local or ``gs://``) with the shards, ``metadata.json`` and
+        ``mean_image.npy`` written by prepare-data.
+      batch_size: global batch size (§5: 128); with an input context each replica gets
+        ``batch_size / num_replicas_in_sync``.
+      shuffle_buffer: records held by the shuffle buffer (not in the paper; 10,000 serialized
+        256×256 records take about 250 MB).
+      label_offset: subtracted from ``image/class/label``. None uses the metadata's offset, giving
+        0-based class indices for either convention; 0 keeps Model Garden's 1..N labels as they
+        are (for a 1001-way model with a background class).
+      mean: `MEAN_IMAGE` (the paper's per-pixel mean image), `MEAN_CHANNEL` or `MEAN_NONE`.
+      lighting_strength: multiplies §4.1's alpha standard deviation (paper.PCA_LIGHTING_STD);
+        1.0 is the paper, 0 turns PCA lighting off.
+      crop_size: side of the training and test patches (§4.1: 224).
+      dtype: output image dtype: "float32", or "bfloat16" / "float16" for mixed precision.
+      normalize_in_model: False (default): the pipeline does everything and yields float
+        images. True: it stops at the uint8 crop and yields ``({"image", "offset", "flip",
+        "lighting"}, labels)``, and the model finishes the views with the `ViewNormalization`
+        layer from `Preprocessor.view_normalization` (mirror, cast, mean, lighting), on the
+        training device. Same distribution of views, 30–35% less host CPU per image and a
+        quarter of the bytes per batch; the views drawn for a given seed differ between the
+        two modes. See `alexnet_tf.layers`.
+      deterministic: keep element order fixed (slower: a slow record holds up the others); with
+        ``seed`` the batches are identical run to run.
+      seed: seed for file and record shuffling and the augmentation; None draws a fresh one.
+    """
+
+    data_dir: str
+    batch_size: int = paper.BATCH_SIZE
+    shuffle_buffer: int = 10_000
+    label_offset: int | None = None
+    mean: str = MEAN_IMAGE
+    lighting_strength: float = 1.0
+    crop_size: int = paper.CROP_SIZE
+    dtype: str = "float32"
+    normalize_in_model: bool = False
+    deterministic: bool = False
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "shuffle_buffer", "crop_size"):
+            if getattr(self, name) < 1:
+                raise invalid(name, getattr(self, name), "a positive integer")
+        if self.lighting_strength < 0:
+            raise invalid("lighting_strength", self.lighting_strength, ">= 0 (0 turns lighting off)")
+        if self.mean not in MEAN_MODES:
+            raise invalid("mean", self.mean, f"one of {', '.join(MEAN_MODES)}")
+        if self.dtype not in DTYPES:
+            raise invalid("dtype", self.dtype, f"one of {', '.join(DTYPES)}")
+        if self.deterministic and self.seed is None:
+            raise invalid("seed", self.seed, "an integer when deterministic=True")
+
+
+class InputPipeline:
+    """A prepared dataset, loaded once, and the datasets and layer a run takes from it.
+
+    Args:
+      config: what to read and how to transform it (`InputConfig`).
+      metadata: the dataset's metadata, if already loaded; else read from ``config.data_dir``.
+
+    Raises:
+      InputError: missing or unreadable metadata or mean image, or statistics the config needs
+        (per-channel mean) that the metadata lacks.
+    """
+
+    def __init__(self, config: InputConfig, metadata: DatasetMetadata | None = None) -> None:
+        self.config = config
+        self.metadata = DatasetMetadata.load(config.data_dir) if metadata is None else metadata
+        stats = self.metadata.stats
+        if config.mean == MEAN_CHANNEL and stats is None:
+            raise InputError(
+                f"{metadata_path(config.data_dir)} has no statistics for mean='channel': re-run prepare-data "
+                "with statistics, or use mean='none'"
+            )
+        mean_image = load_mean_image(config.data_dir) if config.mean == MEAN_IMAGE else None
+        self.seed = secrets.randbits(31) if config.seed is None else config.seed
+        if config.seed is None:
+            logger.info("input pipeline seed %d (set InputConfig.seed to reproduce this run's data order)", self.seed)
+        self.decoder = RecordDecoder(self.metadata, config.label_offset)
+        self.statistics = Statistics(
+            config.mean,
+            self.decoder.image_size,
+            mean_image,
+            stats,
+            lighting_stddev=paper.PCA_LIGHTING_STD * config.lighting_strength,
+        )
+        view_type = Uint8Views if config.normalize_in_model else FloatViews
+        self.views: Views = view_type(self.decoder, self.statistics, config.crop_size, config.dtype)
+
+    def num_records(self, split: str = schema.TRAIN) -> int:
+        """Records in ``split`` (`InputError` if the metadata has no such split)."""
+        return self._split(split).num_records
+
+    def steps_per_epoch(self, split: str = schema.TRAIN) -> int:
+        """Full global batches in one pass over ``split`` (the training dataset drops the rest)."""
+        return self.num_records(split) // self.config.batch_size
+
+    def files(self, split: str) -> list[str]:
+        """Paths of ``split``'s shards as the metadata lists them, after checking they exist."""
+        shards = self._split(split).shards
+        present = set(tf.io.gfile.listdir(self.config.data_dir))
+        missing = [shard.name for shard in shards if shard.name not in present]
+        if missing:
+            raise InputError(
+                f"{len(missing)} shard(s) listed in {metadata_path(self.config.data_dir)} are missing, "
+                f"e.g. {posixpath.join(self.config.data_dir, missing[0])}: re-run prepare-data"
+            )
+        return [posixpath.join(self.config.data_dir, shard.name) for shard in shards]
+
+    def train_dataset(self, input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+        """Batches of training views and int32 labels, repeated forever.
+
+        Float views: ``(images [b, 224, 224, 3], labels [b])``; with ``normalize_in_model``:
+        ``({"image", "offset", "flip", "lighting"}, labels)``. Each pass over this pipeline's
+        share of the training split is a fresh shuffle with fresh views. Batches are full
+        (``drop_remainder``): one epoch is `steps_per_epoch` steps. With ``input_context``
+        (``strategy.distribute_datasets_from_function``), the batch is the per-replica batch and
+        this pipeline reads only its share of the data (`shard_files`).
+        """
+        if self.config.lighting_strength > 0 and self.statistics.eigenvalues is None:
+            raise InputError(
+                f"{metadata_path(self.config.data_dir)} has no statistics for PCA lighting: re-run prepare-data "
+                "with statistics, or set lighting_strength=0"
+            )
+        seeds = _Seeds.derive(self.seed, input_context)
+        records = self._records(schema.TRAIN, input_context, file_shuffle_seed=seeds.file_shuffle)
+        dataset = records.shuffle(self.config.shuffle_buffer, seed=seeds.record_shuffle).repeat().enumerate()
+        key = tf.constant(seeds.augment_key, tf.int64)
+        views = self.views
+
+        def train_view(index: tf.Tensor, serialized: tf.Tensor) -> tuple[Any, tf.Tensor]:
+            features = self.decoder.parse(serialized)
+            return views.train(features, key, index), features[LABEL]
+
+        dataset = dataset.map(train_view, num_parallel_calls=tf.data.AUTOTUNE)
+        per_batch = None
+        if views.PER_BATCH:
+            per_batch = lambda index, batch, labels: (views.finish_batch(batch, key, index), labels)  # noqa: E731
+        return self._batch(dataset, input_context, drop_remainder=True, per_batch=per_batch)
+
+    def eval_dataset(
+        self,
+        split: str = schema.VALIDATION,
+        ten_crop: bool = False,
+        input_context: tf.distribute.InputContext | None = None,
+    ) -> tf.data.Dataset:
+        """One pass over ``split``: centre crops ``[b, 224, 224, 3]``, or with ``ten_crop`` the
+        ten views ``[b, 10, 224, 224, 3]``, so that evaluation can average the ten softmax
+        outputs over axis 1 (§4.1). The last batch may be smaller.
+        """
+        make_view = self.views.ten_crop if ten_crop else self.views.center
+
+        def eval_view(serialized: tf.Tensor) -> tuple[Any, tf.Tensor]:
+            features = self.decoder.parse(serialized)
+            return make_view(features), features[LABEL]
+
+        records = self._records(split, input_context, file_shuffle_seed=None)
+        dataset = records.map(eval_view, num_parallel_calls=tf.data.AUTOTUNE)
+        return self._batch(dataset, input_context, drop_remainder=False)
+
+    def view_normalization(self, **kwargs: Any) -> ViewNormalization:
+        """The layer that finishes this pipeline's uint8 views, with the dataset's mean set.
+
+        Its output dtype is ``config.dtype`` (as a mixed policy for bfloat16 / float16).
+        """
+        return self.statistics.view_normalization(self.config.dtype, **kwargs)
+
+    def _split(self, split: str) -> SplitInfo:
+        if split not in self.metadata.splits or not self.metadata.splits[split].shards:
+            listed = ", ".join(self.metadata.splits) or "none"
+            raise InputError(f"{metadata_path(self.config.data_dir)} lists no '{split}' shards (splits: {listed})")
+        return self.metadata.splits[split]
+
+    def _records(
+        self, split: str, input_context: tf.distribute.InputContext | None, file_shuffle_seed: int | None
+    ) -> tf.data.Dataset:
+        files, shard_records = shard_files(self.files(split), input_context)
+        if not shard_records:
+            return interleave_records(files, shuffle_seed=file_shuffle_seed)
+        # Every pipeline must see the same record order for every-n-th-record sharding to split
+        # the data without overlap: no file shuffle, a deterministic interleave.
+        records = interleave_records(files, deterministic=True)
+        return records.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+
+    def _batch(
+        self,
+        dataset: tf.data.Dataset,
+        input_context: tf.distribute.InputContext | None,
+        drop_remainder: bool,
+        per_batch: Callable[[tf.Tensor, Any, tf.Tensor], tuple[Any, tf.Tensor]] | None = None,
+    ) -> tf.data.Dataset:
+        """Batches, then maps ``per_batch(batch number, views, labels)`` if given, then prefetches."""
+        batch_size = self.config.batch_size
+        if input_context is not None:
+            try:
+                batch_size = input_context.get_per_replica_batch_size(batch_size)
+            except ValueError:
+                raise invalid(
+                    "batch_size",
+                    batch_size,
+                    f"a multiple of the {input_context.num_replicas_in_sync} replicas in sync",
+                ) from None
+        options = tf.data.Options()
+        options.deterministic = self.config.deterministic
+        if input_context is not None:
+            # This pipeline shards by itself; stop tf.distribute from sharding again.
+            options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+        if per_batch is not None:
+            dataset = dataset.enumerate().map(
+                lambda index, batch: per_batch(index, *batch), num_parallel_calls=tf.data.AUTOTUNE
+            )
+        return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def shard_files(files: list[str], input_context: tf.distribute.InputContext | None) -> tuple[list[str], bool]:
+    """This input pipeline's files, and whether its records must be sharded instead.
+
+    With at least as many files as pipelines, pipeline ``k`` of ``n`` reads files ``k, k+n, …``.
+    With fewer (auto-sharding by file then fails or hangs in TF), every pipeline reads every
+    file in the same order and keeps every n-th record, and a warning says so.
+    """
+    pipelines = input_context.num_input_pipelines if input_context else 1
+    if pipelines == 1:
+        return files, False
+    if len(files) >= pipelines:
+        mine = files[input_context.input_pipeline_id :: pipelines]
+        logger.info(
+            "input pipeline %d of %d reads %d of %d files",
+            input_context.input_pipeline_id, pipelines, len(mine), len(files),
+        )  # fmt: skip
+        return mine, False
+    logger.warning(
+        "%d shard files for %d input pipelines: each pipeline reads every file and keeps every "
+        "%d-th record (more I/O per worker). Write at least %d shards to shard by file.",
+        len(files), pipelines, pipelines, pipelines,
+    )  # fmt: skip
+    return files, True
+
+
+def interleave_records(
+    files: list[str], deterministic: bool | None = None, shuffle_seed: int | None = None
+) -> tf.data.Dataset:
+    """Serialized records of ``files``, read by a parallel interleave of `INTERLEAVE_CYCLE` files.
+
+    With ``shuffle_seed`` the file order is shuffled first, afresh on every pass.
+    """
+    names = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle_seed is not None:
+        names = names.shuffle(len(files), seed=shuffle_seed)
+    return names.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(len(files), INTERLEAVE_CYCLE),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=deterministic,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Seeds:
+    """Independent seeds for one input pipeline, all derived from the config's seed."""
+
+    file_shuffle: int
+    record_shuffle: int
+    augment_key: tuple[int, int]
+
+    @classmethod
+    def derive(cls, seed: int, input_context: tf.distribute.InputContext | None) -> _Seeds:
+        pipeline = input_context.input_pipeline_id if input_context else 0
+        # SeedSequence mixes (seed, pipeline) into well-separated words; int64 for TF.
+        words = np.random.SeedSequence([seed, pipeline]).generate_state(4, np.uint32).astype(np.int64)
+        return cls(int(words[0]), int(words[1]), (int(words[2]), int(words[3])))

@@ -1,0 +1,12 @@
+"""The offline converter behind ``alexnet-tf prepare-data``: image folders to TFRecord shards.
+
+Pillow and worker processes, no TensorFlow graph (TF is used for file I/O and record writing).
+
+* `convert`: `prepare_dataset(PrepareConfig)`, the whole job, resumable;
+* `sources`: listing ImageNet's layouts or any folder-per-class set, labels and class names;
+* `images`: decoding any image (CMYK, grayscale, PNG-as-JPEG...) to §2's 256×256 RGB JPEG;
+* `shards`: which files go into which shard, and writing one shard;
+* `stats`: exact training-set pixel statistics (mean image, RGB covariance);
+* `workers`: a small process pool; `resume`: the state that makes a run restartable;
+* `streams`: the named random streams drawn from ``--seed``.
+"""
