@@ -151,3 +151,35 @@ def prepare_data(**options) -> None:
     for note in report.notes:
         click.echo(note)
     click.echo(report.summary())
+
+
+@main.command()
+@click.argument("models", nargs=-1, required=True)
+@click.option("--data-dir", required=True, help="prepare-data output directory (local or gs://).")
+@click.option("--split", default=schema.VALIDATION, show_default=True, help="Split to score.")
+@click.option("--ten-crop", is_flag=True, help="Average the softmax over the paper's ten views (4.1).")
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per batch (x10 views)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--per-class-csv", type=click.Path(dir_okay=False), help="Write per-class top-1 accuracy to this CSV.")
+@click.option("--confusion-matrix", type=click.Path(dir_okay=False), help="Write the confusion matrix as a PNG.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+def evaluate(models: tuple[str, ...], data_dir: str, split: str, ten_crop: bool, batch_size: int, as_json: bool,
+             per_class_csv: str | None, confusion_matrix: str | None, progress: bool) -> None:
+    """Top-1 and top-5 error of MODELS (run directories or .keras files) and of their ensemble.
+
+    Table 2's way: one pass over the split for all models; --ten-crop averages the ten views'
+    softmax outputs; two or more models are also scored as an ensemble (their softmax outputs
+    averaged).
+    """
+    from alexnet_tf.evaluate import EvaluateConfig, report_json
+    from alexnet_tf.evaluate import evaluate as run_evaluation
+
+    report = run_evaluation(
+        EvaluateConfig(
+            data_dir, tuple(models), split=split, ten_crop=ten_crop, batch_size=batch_size,
+            per_class_csv=per_class_csv, confusion_matrix=confusion_matrix, progress=progress and not as_json,
+        )
+    )
+    click.echo(report_json(report) if as_json else report.to_text())

@@ -1,0 +1,302 @@
+"""Top-1 and top-5 error of trained models on prepared records, the paper's way (§4.1, Table 2).
+
+`evaluate(EvaluateConfig)` streams one split once for all the models given (run directories or
+``.keras`` files) and scores:
+
+* each model on the centre 224×224 crop, or with ``ten_crop`` on §4.1's ten views (four corners
+  and the centre, and their mirror images) with the ten softmax outputs averaged;
+* their ensemble, the average of the models' (view-averaged) softmax outputs, as Table 2's
+  "5 CNNs" row averages five networks' predictions.
+
+Models are read as `fit` writes them (``RUN/best.keras``, else ``RUN/last.keras``): the model
+on uint8 views, whose first layer (`ViewNormalization`) carries its dataset's mean. A model that
+takes float images (a bare `AlexNet` saved from Python) gets the views finished by this dataset's
+`ViewNormalization` instead. A model whose last layer is not the softmax ``predictions`` layer
+(``classifier_activation=None``) has the softmax applied here.
+
+Top-k counts an image as correct when its label is among the k classes with the highest
+probability (ties broken by the lower class index, `top_k`); with fewer than k classes, top-k is
+top-(number of classes).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import posixpath
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from alexnet_tf.errors import InputError, invalid
+from alexnet_tf.files import write_atomically
+from alexnet_tf.input.pipeline import InputConfig, InputPipeline
+from alexnet_tf.layers import IMAGE
+from alexnet_tf.records import schema
+
+# What a run directory holds that evaluation reads, best first (`alexnet_tf.train` writes them).
+RUN_MODEL_FILES = ("best.keras", "last.keras")
+TOP_K = (1, 5)
+DEFAULT_BATCH_SIZE = 32  # images per batch; ten views make it 320 network inputs
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    """What to evaluate and how.
+
+    Attributes:
+      data_dir: prepare-data output (local or ``gs://``).
+      models: run directories or ``.keras`` files; two or more are also scored as an ensemble.
+      split: the split to score (default: validation).
+      ten_crop: §4.1's ten views averaged, instead of the centre crop.
+      batch_size: images per batch (each is ten network inputs with ``ten_crop``).
+      per_class_csv: if set, write per-class top-1 accuracy of every model (and the ensemble).
+      confusion_matrix: if set, write a PNG of the row-normalised confusion matrix (the
+        ensemble's, or the one model's).
+      progress: show a progress bar.
+    """
+
+    data_dir: str
+    models: tuple[str, ...]
+    split: str = schema.VALIDATION
+    ten_crop: bool = False
+    batch_size: int = DEFAULT_BATCH_SIZE
+    per_class_csv: str | None = None
+    confusion_matrix: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise invalid("models", self.models, "at least one run directory or .keras file")
+        if self.batch_size < 1:
+            raise invalid("batch_size", self.batch_size, "a positive integer")
+
+
+@dataclasses.dataclass(frozen=True)
+class Scores:
+    """One model's (or the ensemble's) accuracy over the split."""
+
+    name: str
+    images: int
+    top1_accuracy: float
+    top5_accuracy: float
+
+    @property
+    def top1_error(self) -> float:
+        return 1.0 - self.top1_accuracy
+
+    @property
+    def top5_error(self) -> float:
+        return 1.0 - self.top5_accuracy
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.name,
+            "images": self.images,
+            "top1_error": self.top1_error,
+            "top5_error": self.top5_error,
+            "top1_accuracy": self.top1_accuracy,
+            "top5_accuracy": self.top5_accuracy,
+        }
+
+
+@dataclasses.dataclass
+class EvaluationReport:
+    split: str
+    views: str  # "center" or "ten-crop"
+    models: list[Scores]
+    ensemble: Scores | None
+    labels: np.ndarray  # [images] class indices, in stream order
+    predictions: dict[str, np.ndarray]  # name -> [images] top-1 class, models and "ensemble"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "split": self.split,
+            "views": self.views,
+            "models": [scores.to_dict() for scores in self.models],
+            "ensemble": None if self.ensemble is None else self.ensemble.to_dict(),
+        }
+
+    def to_text(self) -> str:
+        rows = self.models + ([self.ensemble] if self.ensemble else [])
+        width = max(24, *(len(row.name) for row in rows))
+        header = (
+            f"{'model':<{width}} {'images':>8} {'top-1 err':>10} {'top-5 err':>10} {'top-1 acc':>10} {'top-5 acc':>10}"
+        )
+        lines = [f"{self.split} split, {self.views} views", header, "-" * len(header)]
+        for row in rows:
+            lines.append(
+                f"{row.name:<{width}} {row.images:>8,} {row.top1_error:>10.2%} {row.top5_error:>10.2%} "
+                f"{row.top1_accuracy:>10.2%} {row.top5_accuracy:>10.2%}"
+            )
+        return "\n".join(lines)
+
+
+def top_k(probabilities: np.ndarray, k: int) -> np.ndarray:
+    """``[n, k]`` class indices by decreasing probability (ties: the lower class index first)."""
+    k = min(k, probabilities.shape[1])
+    return np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+
+
+def resolve_model_path(path: str) -> str:
+    """A ``.keras`` file as given, or a run directory's best (else last) model."""
+    if tf.io.gfile.isdir(path):
+        for name in RUN_MODEL_FILES:
+            candidate = posixpath.join(path, name)
+            if tf.io.gfile.exists(candidate):
+                return candidate
+        raise InputError(f"{path}: a directory without {' or '.join(RUN_MODEL_FILES)}; is it a finished `fit` run?")
+    if not path.endswith(".keras"):
+        raise InputError(f"{path}: not a run directory or a .keras file")
+    if not tf.io.gfile.exists(path):
+        raise InputError(f"{path}: no such file")
+    return path
+
+
+def load_model(path: str) -> keras.Model:
+    """Loads a run's model or a ``.keras`` file (custom layers registered by `alexnet_tf`)."""
+    resolved = resolve_model_path(path)
+    try:
+        return keras.saving.load_model(resolved, compile=False, safe_mode=True)
+    except (ValueError, OSError, TypeError) as error:
+        raise InputError(f"{resolved}: cannot load the model ({error})") from None
+
+
+def evaluate(config: EvaluateConfig) -> EvaluationReport:
+    """Scores every model of ``config`` (and their ensemble) in one pass over the split."""
+    pipeline = InputPipeline(
+        InputConfig(config.data_dir, batch_size=config.batch_size, normalize_in_model=True, lighting_strength=0)
+    )
+    num_classes = pipeline.metadata.num_classes
+    crop_size = pipeline.config.crop_size
+    models = [_Scorer(path, load_model(path), num_classes, crop_size) for path in config.models]
+    normalization = pipeline.view_normalization()
+    dataset = pipeline.eval_dataset(config.split, ten_crop=config.ten_crop)
+    total = math.ceil(pipeline.num_records(config.split) / config.batch_size)
+
+    labels, correct = [], {name: {k: 0 for k in TOP_K} for name in _names(models)}
+    predictions: dict[str, list[np.ndarray]] = {name: [] for name in correct}
+    with tqdm(total=total, unit="batch", desc="evaluate", disable=not config.progress, dynamic_ncols=True) as bar:
+        for views, batch_labels in dataset:
+            batch_labels = batch_labels.numpy()
+            labels.append(batch_labels)
+            flat = _flatten_views(views) if config.ten_crop else views
+            outputs = {scorer.name: scorer.probabilities(flat, normalization, len(batch_labels)) for scorer in models}
+            if len(models) > 1:
+                outputs["ensemble"] = np.mean(list(outputs.values()), axis=0)
+            for name, probabilities in outputs.items():
+                ranked = top_k(probabilities, max(TOP_K))
+                predictions[name].append(ranked[:, 0])
+                for k in TOP_K:
+                    correct[name][k] += int(np.sum(np.any(ranked[:, :k] == batch_labels[:, None], axis=1)))
+            bar.update(1)
+    all_labels = np.concatenate(labels) if labels else np.zeros([0], np.int64)
+    if not len(all_labels):
+        raise InputError(f"{config.data_dir}: the '{config.split}' split has no records to evaluate")
+    scores = {
+        name: Scores(name, len(all_labels), counts[1] / len(all_labels), counts[5] / len(all_labels))
+        for name, counts in correct.items()
+    }
+    report = EvaluationReport(
+        split=config.split,
+        views="ten-crop" if config.ten_crop else "center",
+        models=[scores[scorer.name] for scorer in models],
+        ensemble=scores.get("ensemble"),
+        labels=all_labels,
+        predictions={name: np.concatenate(values) for name, values in predictions.items()},
+    )
+    if config.per_class_csv:
+        write_atomically(config.per_class_csv, per_class_csv(report, pipeline.metadata.classes).encode())
+    if config.confusion_matrix:
+        write_atomically(config.confusion_matrix, confusion_matrix_png(report, num_classes))
+    return report
+
+
+class _Scorer:
+    """One model: its name in the report, and its softmax outputs for a batch of views."""
+
+    def __init__(self, path: str, model: keras.Model, num_classes: int, crop_size: int) -> None:
+        self.name = path
+        self.model = model
+        self.takes_views = isinstance(model.input, dict)
+        self.softmax_inside = _ends_in_softmax(model)
+        outputs = model.output.shape[-1]
+        if outputs != num_classes:
+            raise InputError(f"{path}: the model predicts {outputs} classes, the dataset has {num_classes}")
+        image_input = model.input[IMAGE] if self.takes_views else model.input
+        if tuple(image_input.shape[1:3]) != (crop_size, crop_size):
+            raise InputError(f"{path}: the model takes {image_input.shape[1:3]} images, the views are {crop_size}²")
+
+    def probabilities(self, views: dict[str, tf.Tensor], normalization: keras.layers.Layer, images: int) -> np.ndarray:
+        inputs = views if self.takes_views else normalization(views)
+        outputs = tf.cast(self.model(inputs, training=False), tf.float32)
+        if not self.softmax_inside:
+            outputs = tf.nn.softmax(outputs)
+        # [images · views, classes] -> the mean over each image's views (one view for the centre).
+        return tf.reduce_mean(tf.reshape(outputs, [images, -1, outputs.shape[-1]]), axis=1).numpy()
+
+
+def _ends_in_softmax(model: keras.Model) -> bool:
+    """Whether the model's output is AlexNet's softmax ``predictions`` layer (nested or not)."""
+    last = model.layers[-1]
+    if isinstance(last, keras.Model):
+        return _ends_in_softmax(last)
+    return last.name == "predictions" and getattr(last, "activation", None) is keras.activations.softmax
+
+
+def _flatten_views(views: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """``[b, 10, ...]`` views as ``[b · 10, ...]`` network inputs, image-major."""
+    return {key: tf.reshape(value, [-1, *value.shape[2:]]) for key, value in views.items()}
+
+
+def _names(models: Sequence[_Scorer]) -> list[str]:
+    names = [scorer.name for scorer in models]
+    if len(set(names)) != len(names):
+        raise InputError(f"a model is given twice: {', '.join(names)}")
+    return names + (["ensemble"] if len(models) > 1 else [])
+
+
+def per_class_csv(report: EvaluationReport, classes: Sequence[Any]) -> str:
+    """CSV: class index, wnid, name, images, then the top-1 accuracy of each model (and ensemble)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    names = list(report.predictions)
+    writer.writerow(["class", "wnid", "name", "images", *(f"top1_accuracy {name}" for name in names)])
+    for info in classes:
+        mine = report.labels == info.index
+        count = int(mine.sum())
+        accuracies = [f"{np.mean(report.predictions[name][mine] == info.index):.4f}" if count else "" for name in names]
+        writer.writerow([info.index, info.wnid, info.name, count, *accuracies])
+    return buffer.getvalue()
+
+
+def confusion_matrix_png(report: EvaluationReport, num_classes: int) -> bytes:
+    """The row-normalised confusion matrix (rows: true class, columns: predicted) as a PNG."""
+    from matplotlib.figure import Figure
+
+    name = "ensemble" if "ensemble" in report.predictions else report.models[0].name
+    matrix = np.zeros([num_classes, num_classes])
+    np.add.at(matrix, (report.labels, report.predictions[name]), 1)
+    rows = matrix.sum(axis=1, keepdims=True)
+    matrix = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
+    figure = Figure(figsize=(8, 7), dpi=100)
+    axes = figure.subplots()
+    image = axes.imshow(matrix, cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    axes.set_title(f"{name}: {report.split}, {report.views} views (rows sum to 1)")
+    figure.colorbar(image, ax=axes)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def report_json(report: EvaluationReport) -> str:
+    return json.dumps(report.to_dict(), indent=2)

@@ -1,0 +1,144 @@
+"""`alexnet-tf evaluate` against NumPy: top-k over known logits; centre, ten-crop and ensemble."""
+
+import csv
+import io
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from click.testing import CliRunner
+from PIL import Image
+
+from alexnet_tf import AlexNet, synthetic
+from alexnet_tf.cli import main
+from alexnet_tf.evaluate import EvaluateConfig, evaluate, top_k
+from alexnet_tf.input.pipeline import InputConfig, InputPipeline
+from alexnet_tf.layers import with_view_normalization
+
+CLASSES = 6
+
+
+def correct_by_rank(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Independent top-k: the label's rank is the number of classes scoring higher, or equal with
+    a lower index (the documented tie rule); correct if that rank is below k."""
+    label_scores = logits[np.arange(len(labels)), labels][:, None]
+    lower_index = np.arange(logits.shape[1])[None, :] < labels[:, None]
+    rank = np.sum((logits > label_scores) | ((logits == label_scores) & lower_index), axis=1)
+    return rank < k
+
+
+def test_top_k_matches_ranks_on_known_logits():
+    rng = np.random.default_rng(0)
+    logits = rng.permuted(np.tile(np.arange(10.0), (200, 1)), axis=1)  # distinct scores per row
+    labels = rng.integers(0, 10, 200)
+    for k in (1, 5):
+        ours = np.any(top_k(logits, k) == labels[:, None], axis=1)
+        np.testing.assert_array_equal(ours, correct_by_rank(logits, labels, k))
+    assert top_k(np.array([[0.2, 0.5, 0.3]]), 5).tolist() == [[1, 2, 0]]  # fewer classes than k
+    assert top_k(np.array([[0.5, 0.5, 0.0]]), 1).tolist() == [[0]]  # a tie: the lower index
+    ties = np.array([[0.5, 0.5, 0.0], [0.1, 0.1, 0.1]])
+    for k in (1, 2, 3):
+        ours = np.any(top_k(ties, k) == np.array([1, 2])[:, None], axis=1)
+        np.testing.assert_array_equal(ours, correct_by_rank(ties, np.array([1, 2]), k))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Records with 6 classes; three tiny models: on views (softmax), bare float (softmax), and on
+    views returning logits. Different seeds, so they disagree and the ensemble differs."""
+    root = tmp_path_factory.mktemp("evaluate")
+    records = str(root / "records")
+    synthetic.write_synthetic_dataset(
+        records, num_classes=CLASSES, train_records=6, train_shards=1, validation_records=18, validation_shards=2
+    )
+    pipeline = InputPipeline(InputConfig(records, normalize_in_model=True))
+    paths = {}
+    for name, seed, views, activation in (
+        ("views.keras", 1, True, "softmax"),
+        ("bare.keras", 2, False, "softmax"),
+        ("logits.keras", 3, True, None),
+    ):
+        model = AlexNet(CLASSES, channel_multiplier=0.125, seed=seed, classifier_activation=activation)
+        # He-normal weights make the tiny models' outputs depend visibly on the image; fc8 scaled
+        # so that logits stay O(1) (a saturated float32 softmax would tie at 0 and 1).
+        for layer in model.layers:
+            if hasattr(layer, "kernel"):
+                scale = 0.02 if layer.name == "fc8" else 1.0
+                layer.kernel.assign(scale * keras.initializers.HeNormal(seed=seed)(layer.kernel.shape))
+        if views:
+            model = with_view_normalization(model, pipeline.view_normalization())
+        paths[name] = str(root / name)
+        model.save(paths[name])
+    return records, paths
+
+
+def expected_probabilities(records: str, path: str, ten_crop: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Each image's softmax, averaged over its views, computed here without alexnet_tf.evaluate."""
+    model = keras.saving.load_model(path)
+    pipeline = InputPipeline(InputConfig(records, batch_size=4, normalize_in_model=True, lighting_strength=0))
+    layer = pipeline.view_normalization()
+    probabilities, labels = [], []
+    for views, batch_labels in pipeline.eval_dataset(ten_crop=ten_crop):
+        flat = {key: tf.reshape(value, [-1, *value.shape[(2 if ten_crop else 1) :]]) for key, value in views.items()}
+        inputs = flat if isinstance(model.input, dict) else layer(flat)
+        outputs = model(inputs, training=False).numpy().astype(np.float64)
+        if path.endswith("logits.keras"):
+            outputs = np.exp(outputs - outputs.max(axis=1, keepdims=True))
+            outputs /= outputs.sum(axis=1, keepdims=True)
+        probabilities.append(outputs.reshape(len(batch_labels), -1, CLASSES).mean(axis=1))
+        labels.append(batch_labels.numpy())
+    return np.concatenate(probabilities), np.concatenate(labels)
+
+
+@pytest.mark.parametrize("ten_crop", [False, True])
+def test_scores_and_ensemble_match_numpy(setup, ten_crop):
+    records, paths = setup
+    models = tuple(paths.values())
+    report = evaluate(EvaluateConfig(records, models, ten_crop=ten_crop, batch_size=5, progress=False))
+    expected = {path: expected_probabilities(records, path, ten_crop) for path in models}
+    labels = next(iter(expected.values()))[1]
+    np.testing.assert_array_equal(np.sort(report.labels), np.sort(labels))
+    expected["ensemble"] = (np.mean([p for p, _ in expected.values()], axis=0), labels)
+    scored = {scores.name: scores for scores in [*report.models, report.ensemble]}
+    for name, (probabilities, _) in expected.items():
+        for k, got in ((1, scored[name].top1_accuracy), (5, scored[name].top5_accuracy)):
+            assert got == pytest.approx(np.mean(correct_by_rank(probabilities, labels, k))), (name, k)
+        assert scored[name].images == 18
+    # The models disagree, so the table is not three copies of one number.
+    assert len({round(scored[name].top1_accuracy, 6) for name in expected}) > 1
+
+
+def test_cli_table_json_csv_and_confusion_matrix(setup, tmp_path):
+    records, paths = setup
+    csv_path, png_path = tmp_path / "per_class.csv", tmp_path / "confusion.png"
+    args = ["evaluate", "--data-dir", records, paths["views.keras"], paths["bare.keras"], "--no-progress"]
+    table = CliRunner().invoke(main, [*args, "--per-class-csv", str(csv_path), "--confusion-matrix", str(png_path)])
+    assert table.exit_code == 0, table.output
+    assert "validation split, center views" in table.output and "ensemble" in table.output
+    as_json = CliRunner().invoke(main, [*args, "--json", "--ten-crop"])
+    assert as_json.exit_code == 0, as_json.output
+    data = json.loads(as_json.output)
+    assert data["views"] == "ten-crop" and len(data["models"]) == 2 and data["ensemble"]["images"] == 18
+    rows = list(csv.DictReader(io.StringIO(csv_path.read_text())))
+    assert [int(row["class"]) for row in rows] == list(range(CLASSES))
+    assert sum(int(row["images"]) for row in rows) == 18
+    with Image.open(png_path) as picture:
+        assert picture.format == "PNG" and picture.size == (800, 700)
+
+
+def test_bad_models_are_one_line_errors(setup, tmp_path):
+    records, paths = setup
+    for model, message in (
+        (str(tmp_path), "without best.keras or last.keras"),
+        (str(tmp_path / "missing.keras"), "no such file"),
+        (str(tmp_path / "model.h5"), "not a run directory or a .keras file"),
+    ):
+        result = CliRunner().invoke(main, ["evaluate", "--data-dir", records, model])
+        assert result.exit_code == 1 and result.output.startswith("Error: ") and message in result.output
+        assert result.output.count("\n") == 1
+    wrong = AlexNet(3, channel_multiplier=0.125)
+    wrong.save(str(tmp_path / "three.keras"))
+    result = CliRunner().invoke(main, ["evaluate", "--data-dir", records, str(tmp_path / "three.keras")])
+    assert result.exit_code == 1 and "predicts 3 classes, the dataset has 6" in result.output
