@@ -2,7 +2,10 @@
 
 * `write_image_folder`: a folder-per-class image set, the input of prepare-data;
 * `write_synthetic_dataset`: records, metadata and mean image in prepare-data's output format,
-  with statistics computed from the stored pixels by the same `PixelStats` prepare-data uses.
+  with statistics computed from the stored pixels by the same `PixelStats` prepare-data uses;
+* `write_shapes_folder`: the demo's photo-like classes, an object shape per class drawn at a
+  random position, scale, rotation and colour over a cluttered random background, so that a
+  model must find the object (crops and mirrors matter) and cannot go by colour alone.
 
 The images are photo-like enough for JPEG timings to be realistic (smooth colour fields with
 fine noise, not pure noise, which compresses and decodes unlike photos), and each class has its
@@ -16,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFilter
 
 from alexnet_tf import paper
 from alexnet_tf.files import atomic_path
@@ -60,6 +63,96 @@ def write_image_folder(
             path = posixpath.join(folder, f"class_{c:02d}_{i:04d}.JPEG")
             with tf.io.gfile.GFile(path, "wb") as f:
                 f.write(encoded)
+            paths.append(path)
+    return paths
+
+
+SHAPES = ("disc", "square", "triangle", "ring", "cross", "star", "bar", "crescent", "diamond", "hexagon")
+
+
+def shape_image(rng: np.random.Generator, shape: str, width: int, height: int) -> Image.Image:
+    """A ``width × height`` photo-like image of one ``shape``: random place, size, rotation and
+    colour, over a smooth random background with a few distracting blobs, slightly blurred."""
+    background = synthetic_image(rng, width, height, rng.uniform(0, 255, 3))
+    draw = ImageDraw.Draw(background)
+    for _ in range(rng.integers(2, 6)):  # clutter: soft ellipses of other colours
+        x, y = rng.uniform(0, width), rng.uniform(0, height)
+        rx, ry = rng.uniform(0.03, 0.12) * width, rng.uniform(0.03, 0.12) * height
+        draw.ellipse([x - rx, y - ry, x + rx, y + ry], fill=tuple(int(v) for v in rng.uniform(0, 255, 3)))
+    side = min(width, height)
+    radius = rng.uniform(0.15, 0.3) * side
+    cx = rng.uniform(radius, width - radius)
+    cy = rng.uniform(radius, height - radius)
+    colour = tuple(int(v) for v in rng.uniform(0, 255, 3))
+    angle = rng.uniform(0, 2 * np.pi)
+    if shape == "crescent":  # a disc with an offset disc cut out, pasted through a mask
+        mask = Image.new("L", background.size, 0)
+        cut = ImageDraw.Draw(mask)
+        cut.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=255)
+        dx, dy = 0.45 * radius * np.cos(angle), 0.45 * radius * np.sin(angle)
+        cut.ellipse([cx - radius + dx, cy - radius + dy, cx + radius + dx, cy + radius + dy], fill=0)
+        background.paste(Image.new("RGB", background.size, colour), mask=mask)
+    else:
+        _draw_shape(draw, shape, cx, cy, radius, angle, colour)
+    return background.filter(ImageFilter.GaussianBlur(radius=rng.uniform(0.3, 1.2)))
+
+
+def _polygon(cx: float, cy: float, radii: Sequence[float], angle: float) -> list[tuple[float, float]]:
+    count = len(radii)
+    return [
+        (cx + r * np.cos(angle + 2 * np.pi * i / count), cy + r * np.sin(angle + 2 * np.pi * i / count))
+        for i, r in enumerate(radii)
+    ]
+
+
+def _draw_shape(
+    draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, radius: float, angle: float, colour: tuple[int, ...]
+) -> None:
+    box = [cx - radius, cy - radius, cx + radius, cy + radius]
+    if shape == "disc":
+        draw.ellipse(box, fill=colour)
+    elif shape == "ring":
+        draw.ellipse(box, outline=colour, width=max(2, int(radius * 0.3)))
+    elif shape == "cross":
+        arm = radius * 0.3
+        for a in (angle, angle + np.pi / 2):
+            dx, dy = np.cos(a), np.sin(a)
+            px, py = -dy * arm, dx * arm
+            points = [
+                (cx - dx * radius + px, cy - dy * radius + py),
+                (cx + dx * radius + px, cy + dy * radius + py),
+                (cx + dx * radius - px, cy + dy * radius - py),
+                (cx - dx * radius - px, cy - dy * radius - py),
+            ]
+            draw.polygon(points, fill=colour)
+    elif shape == "bar":
+        draw.polygon(_polygon(cx, cy, [radius, radius * 0.25] * 2, angle), fill=colour)
+    else:
+        radii = {
+            "square": [radius] * 4,
+            "triangle": [radius] * 3,
+            "star": [radius, radius * 0.4] * 5,
+            "diamond": [radius, radius * 0.55] * 2,
+            "hexagon": [radius] * 6,
+        }[shape]
+        draw.polygon(_polygon(cx, cy, radii, angle), fill=colour)
+
+
+def write_shapes_folder(
+    root: str, *, classes: int, per_class: int, size: tuple[int, int] = (320, 256), seed: int = 0
+) -> list[str]:
+    """Writes ``root/train/<shape>/<shape>_NNNN.jpg`` for the first ``classes`` of `SHAPES`."""
+    if not 1 <= classes <= len(SHAPES):
+        raise ValueError(f"`classes` must be in 1..{len(SHAPES)}. Received: classes={classes}")
+    rng = np.random.default_rng(seed)
+    paths = []
+    for shape in SHAPES[:classes]:
+        folder = posixpath.join(root, "train", shape)
+        tf.io.gfile.makedirs(folder)
+        for i in range(per_class):
+            path = posixpath.join(folder, f"{shape}_{i:04d}.jpg")
+            with tf.io.gfile.GFile(path, "wb") as f:
+                f.write(encode_jpeg(shape_image(rng, shape, *size), DEFAULT_JPEG_QUALITY))
             paths.append(path)
     return paths
 
