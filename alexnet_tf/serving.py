@@ -158,13 +158,7 @@ class ServingModel:
             [tf.strings.format("image {} of the request is not a JPEG, PNG, GIF or BMP image", index)],
         )
         with tf.control_dependencies([check]):
-            image = tf.io.decode_image(data, channels=3, expand_animations=False)
-        image = tf.ensure_shape(image, [None, None, 3])
-        size = self.image_size
-        shape = tf.shape(image)
-        fits = (shape[0] == size) & (shape[1] == size)
-        square = tf.cond(fits, lambda: image, lambda: augment.resize_and_centre_crop(image, size))
-        square = tf.ensure_shape(square, [size, size, 3])
+            square = decode_square(data, self.image_size)
         if self.ten_crop:
             patches = augment.five_crop(square, self.crop_size)
             return tf.concat([patches, patches], axis=0)  # mirrored by ViewNormalization (the flips)
@@ -200,6 +194,20 @@ class ServingModel:
             TOP_K_WNIDS: self.wnids.lookup(keys),
             TOP_K_NAMES: self.names.lookup(keys),
         }
+
+
+def decode_square(data: tf.Tensor, size: int) -> tf.Tensor:
+    """Encoded image → RGB uint8 ``[size, size, 3]``: §2's rescale and central crop.
+
+    `tf.io.decode_image` gives RGB for grayscale, palette and alpha PNGs, GIFs (first frame),
+    BMPs, and CMYK JPEGs (TF's JPEG decoder converts CMYK, Adobe-inverted or not, itself).
+    An image already ``size``² is used as it is, as the input pipeline does.
+    """
+    image = tf.ensure_shape(tf.io.decode_image(data, channels=3, expand_animations=False), [None, None, 3])
+    shape = tf.shape(image)
+    fits = (shape[0] == size) & (shape[1] == size)
+    square = tf.cond(fits, lambda: image, lambda: augment.resize_and_centre_crop(image, size))
+    return tf.ensure_shape(square, [size, size, 3])
 
 
 def inference_parts(model: keras.Model, source: str) -> tuple[keras.Model, ViewNormalization]:
