@@ -3,7 +3,7 @@
 Loading is the point: nothing of the exporting process (registered Keras classes, traced
 functions, Python objects) can help the SavedModel here. Each command prints one JSON object.
 
-    python -m tests.serving_checks compare KERAS_FILE CENTRE_EXPORT TEN_CROP_EXPORT RECORDS_DIR IMAGE…
+    python -m tests.serving_checks compare KERAS_FILE CENTRE_EXPORT TEN_CROP_EXPORT RECORDS SQUARE_RECORDS IMAGE…
     python -m tests.serving_checks warmup EXPORT
     python -m tests.serving_checks bad-batch EXPORT IMAGE
 """
@@ -26,11 +26,14 @@ from alexnet_tf.data.pipeline import InputConfig, eval_dataset
 IMAGE_SIZE, CROP = 256, 224
 
 
-def compare(keras_file: str, centre_export: str, ten_export: str, records_dir: str, *images: str) -> dict:
+def compare(
+    keras_file: str, centre_export: str, ten_export: str, records_dir: str, square_records_dir: str, *images: str
+) -> dict:
     """Max |serving - evaluation| of the probabilities, per input and view kind.
 
     Evaluation is the input pipeline's own eval dataset (uint8 views) through the Keras model on
-    views, for the JPEG records of ``records_dir``; for image files it is the same view layout
+    views, for the JPEG records of ``records_dir`` (varied sizes) and ``square_records_dir``
+    (256×256, as prepare-data writes them by default); for image files it is the same view layout
     cut from pixels decoded by Pillow (PNG) or `tf.io.decode_jpeg` (JPEG, as the pipeline
     decodes), since prepare-data stores every image as RGB JPEG.
     """
@@ -39,22 +42,25 @@ def compare(keras_file: str, centre_export: str, ten_export: str, records_dir: s
     import alexnet_tf  # noqa: F401 - registers the custom layers for load_model
 
     model = keras.saving.load_model(keras_file, compile=False)
-    records = [r.numpy() for r in tf.data.TFRecordDataset(sorted(tf.io.gfile.glob(f"{records_dir}/validation-*")))]
-    spec = {schema.ENCODED: tf.io.FixedLenFeature([], tf.string)}
-    encoded = tf.io.parse_example(tf.constant(records), spec)[schema.ENCODED]
     result = {}
     for kind, export in (("centre", centre_export), ("ten", ten_export)):
         ten_crop = kind == "ten"
         loaded = tf.saved_model.load(export)
-        config = InputConfig(records_dir, batch_size=len(records), normalise_in_model=True)
-        ((views, _),) = list(eval_dataset(config, ten_crop=ten_crop))
-        expected = _model_probabilities(model, views)
-        by_bytes = loaded.signatures["serving_default"](image_bytes=encoded)
-        by_example = loaded.signatures["tf_example"](examples=tf.constant(records))
-        result[f"records/{kind}/serving_default"] = _difference(by_bytes["probabilities"], expected)
-        result[f"records/{kind}/tf_example"] = _difference(by_example["probabilities"], expected)
-        result[f"records/{kind}/top_k"] = _top_k_consistent(by_bytes, expected)
-        result[f"records/{kind}/spread"] = float((expected.max(axis=0) - expected.min(axis=0)).max())
+        for name, directory in (("records", records_dir), ("square_records", square_records_dir)):
+            records = [
+                r.numpy() for r in tf.data.TFRecordDataset(sorted(tf.io.gfile.glob(f"{directory}/validation-*")))
+            ]
+            spec = {schema.ENCODED: tf.io.FixedLenFeature([], tf.string)}
+            encoded = tf.io.parse_example(tf.constant(records), spec)[schema.ENCODED]
+            config = InputConfig(directory, batch_size=len(records), normalise_in_model=True)
+            ((views, _),) = list(eval_dataset(config, ten_crop=ten_crop))
+            expected = _model_probabilities(model, views)
+            by_bytes = loaded.signatures["serving_default"](image_bytes=encoded)
+            by_example = loaded.signatures["tf_example"](examples=tf.constant(records))
+            result[f"{name}/{kind}/serving_default"] = _difference(by_bytes["probabilities"], expected)
+            result[f"{name}/{kind}/tf_example"] = _difference(by_example["probabilities"], expected)
+            result[f"{name}/{kind}/top_k"] = _top_k_consistent(by_bytes, expected)
+            result[f"{name}/{kind}/spread"] = float((expected.max(axis=0) - expected.min(axis=0)).max())
         for path in images:
             with tf.io.gfile.GFile(path, "rb") as f:
                 data = f.read()

@@ -119,15 +119,24 @@ def base(workdir, run_dir) -> pathlib.Path:
     return path
 
 
+def write_records(path: pathlib.Path, image_size: int | None) -> pathlib.Path:
+    write_synthetic_dataset(
+        str(path), num_classes=NUM_CLASSES, train_records=3, train_shards=1, validation_records=4,
+        validation_shards=1, image_size=image_size,
+    )  # fmt: skip
+    return path
+
+
 @pytest.fixture(scope="module")
 def records(workdir) -> pathlib.Path:
     """Validation records of varied geometry (kept as is, so §2 runs at evaluation too)."""
-    path = workdir / "records"
-    write_synthetic_dataset(
-        str(path), num_classes=NUM_CLASSES, train_records=3, train_shards=1, validation_records=4,
-        validation_shards=1, image_size=None,
-    )  # fmt: skip
-    return path
+    return write_records(workdir / "records", None)
+
+
+@pytest.fixture(scope="module")
+def square_records(workdir) -> pathlib.Path:
+    """Validation records of 256×256 images, prepare-data's default."""
+    return write_records(workdir / "square_records", 256)
 
 
 def check(*arguments: str) -> dict:
@@ -193,9 +202,10 @@ def test_saved_model_cli_runs_a_jpeg(base, images, workdir):
 
 
 @pytest.fixture(scope="module")
-def comparison(run_dir, base, records, images) -> dict:
+def comparison(run_dir, base, records, square_records, images) -> dict:
     files = [str(images[kind]) for kind in ("jpeg", "png", "gray_png", "gray_jpeg")]
-    return check("compare", str(run_dir / export.BEST_MODEL), str(base / "1"), str(base / "2"), str(records), *files)
+    model = str(run_dir / export.BEST_MODEL)
+    return check("compare", model, str(base / "1"), str(base / "2"), str(records), str(square_records), *files)
 
 
 @pytest.mark.parametrize("kind", ["centre", "ten"])
@@ -206,6 +216,20 @@ def test_serving_equals_the_evaluation_pipeline_on_records(comparison, kind, sig
     assert result["max_abs"] < 1e-5, result
     assert comparison[f"records/{kind}/top_k"]
     assert comparison[f"records/{kind}/spread"] > 0.05  # the images do get different answers
+
+
+@pytest.mark.parametrize("kind", ["centre", "ten"])
+@pytest.mark.parametrize("signature", ["serving_default", "tf_example"])
+def test_serving_and_evaluation_on_256_pixel_records(comparison, kind, signature):
+    """Equal for the ten views; the centre view within 1e-3 (2.3e-4 measured).
+
+    The pipeline's centre view of a 256×256 record decodes only the window
+    (``decode_and_crop_jpeg``), whose edge columns differ by a few levels from the full decode
+    that serving (and the pipeline's ten views) use; see `Preprocessor.decode_window`.
+    """
+    result = comparison[f"square_records/{kind}/{signature}"]
+    assert result["max_abs"] < (1e-5 if kind == "ten" else 1e-3), result
+    assert comparison[f"square_records/{kind}/spread"] > 0.05
 
 
 @pytest.mark.parametrize("kind", ["centre", "ten"])
