@@ -59,7 +59,7 @@ def open_classifier(model: str, top_k: int = 5, classes: str | None = None) -> I
     An export lists a fixed number of classes per image (its ``--top-k``); asking for more is
     an `InputError`. ``classes`` applies to run directories and ``.keras`` files only.
     """
-    version_dir = _saved_model_dir(model)
+    version_dir = saved_model_dir(model)
     if version_dir is None:
         with tempfile.TemporaryDirectory() as assets_dir:
             serving_model = load_serving_model(model, assets_dir, classes, top_k=top_k)
@@ -110,7 +110,7 @@ def _top_classes(outputs: dict[str, tf.Tensor]) -> list[ClassScore]:
     ]
 
 
-def _saved_model_dir(model: str) -> str | None:
+def saved_model_dir(model: str) -> str | None:
     """The SavedModel directory ``model`` names (a version, or a base's newest), else None."""
     if not tf.io.gfile.isdir(model):
         return None

@@ -7,6 +7,7 @@ model and the input pipeline's own evaluation views. Tiny models (3 classes, wid
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -459,3 +460,65 @@ def test_predict_json_matches_the_export(base, images):
     assert prediction["path"] == str(images["png"]) and len(prediction["top"]) == 1
     with pytest.raises(InputError, match="exported with --top-k 2"), open_classifier(str(base), top_k=3):
         pass
+
+
+# --- tools/serving_client.py --------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_tf_serving(base):
+    """A local HTTP server answering TF Serving's REST predict route from the export in-process."""
+    import http.server
+    import threading
+
+    from tools.serving_client import predict_saved_model
+
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append((self.path, body))
+            answer = predict_saved_model(str(base), body)
+            data = json.dumps(answer).encode()
+            self.send_response(400 if "error" in answer else 200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_serving_client_rest_request_and_answer(fake_tf_serving, images):
+    from tools.serving_client import main as client
+
+    url, seen = fake_tf_serving
+    files = [str(images["jpeg"]), str(images["gray_png"])]
+    result = CliRunner().invoke(client, [*files, "--server", url, "--model", "alexnet", "--version", "2"])
+    assert result.exit_code == 0, result.output
+    ((path, body),) = seen
+    assert path == "/v1/models/alexnet/versions/2:predict" and body["signature_name"] == "serving_default"
+    assert [base64.b64decode(i["b64"]) for i in body["instances"]] == [images["jpeg"].read_bytes(),
+                                                                      images["gray_png"].read_bytes()]  # fmt: skip
+    lines = result.output.splitlines()
+    assert lines[0] == files[0] and lines[3] == files[1] and len(lines) == 6
+    assert all(line.split()[2] == "class" for line in lines[1:3] + lines[4:6])
+
+
+def test_serving_client_reports_a_bad_image_as_the_request_error(fake_tf_serving, images):
+    from tools.serving_client import main as client
+
+    url, _ = fake_tf_serving
+    result = CliRunner().invoke(client, [str(images["jpeg"]), str(images["text"]), "--server", url])
+    assert result.exit_code == 1
+    assert (
+        "HTTP 400" in result.output and "image 1 of the request is not a JPEG, PNG, GIF or BMP image" in result.output
+    )
