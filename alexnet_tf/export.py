@@ -97,18 +97,20 @@ def export_model(
     if version is not None and version < 0:
         raise InputError(f"--version {version}: must be a non-negative integer")
     with files.output_errors(export_dir):
-        tf.io.gfile.makedirs(export_dir)
-        existing = existing_versions(export_dir)
+        existing = existing_versions(export_dir) if tf.io.gfile.isdir(export_dir) else []
     version = (max(existing, default=0) + 1) if version is None else version
     version_dir = posixpath.join(export_dir, str(version))
     if version in existing and not overwrite:
         raise InputError(f"{version_dir} exists; pass --overwrite to replace it, or omit --version for the next one")
-    leftovers = [name for name in tf.io.gfile.listdir(export_dir) if files.is_temporary(name)]
-    if leftovers:
-        logger.warning("%s holds unfinished exports (%s): delete them", export_dir, ", ".join(sorted(leftovers)))
 
     with tempfile.TemporaryDirectory() as assets_dir:
+        # Everything that can refuse the input (model, classes) before anything is written.
         model = load_serving_model(source, assets_dir, classes, top_k=top_k, ten_crop=ten_crop)
+        with files.output_errors(export_dir):
+            tf.io.gfile.makedirs(export_dir)
+            leftovers = [name for name in tf.io.gfile.listdir(export_dir) if files.is_temporary(name)]
+        if leftovers:
+            logger.warning("%s holds unfinished exports (%s): delete them", export_dir, ", ".join(sorted(leftovers)))
         replaced = None
         try:
             with files.output_errors(version_dir), files.atomic_path(version_dir) as temp:
