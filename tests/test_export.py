@@ -44,16 +44,17 @@ TOWER_DEVICES = ["/GPU:0", "/GPU:1"]
 pytestmark = pytest.mark.slow
 
 
+def tiny_network(**options) -> keras.Model:
+    return AlexNet(NUM_CLASSES, width=0.125, seed=3, **options)
+
+
 def make_run(directory: pathlib.Path, *, policy: str = "float32", logits: bool = False) -> pathlib.Path:
     """A run directory as `fit` leaves it: ``best.keras`` (the model on views) and ``classes.json``."""
     directory.mkdir(parents=True)
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)
     try:
-        network = AlexNet(
-            NUM_CLASSES, width=0.125, tower_devices=TOWER_DEVICES, classifier_activation=None if logits else "softmax",
-            seed=3,
-        )  # fmt: skip
+        network = tiny_network(tower_devices=TOWER_DEVICES, classifier_activation=None if logits else "softmax")
         normalization = ViewNormalization("image", 256, dtype=policy)
     finally:
         keras.config.set_dtype_policy(previous)
@@ -294,6 +295,21 @@ def function_devices(version_dir: pathlib.Path) -> set[tuple[str, str]]:
 def test_no_training_device_pins_in_the_export(base):
     assert function_devices(base / "1") == set()
     assert b"/device:GPU" not in (base / "1" / "saved_model.pb").read_bytes()
+
+
+def test_no_dropout_or_other_randomness_in_the_export(base):
+    saved_model = saved_model_pb2.SavedModel.FromString((base / "2" / "saved_model.pb").read_bytes())
+    ops = {node.op for function in saved_model.meta_graphs[0].graph_def.library.function for node in function.node_def}
+    assert "Conv2D" in ops and "LRN" in ops  # the network is in there
+    assert not [op for op in ops if "Random" in op or "Dropout" in op]
+
+
+@pytest.mark.parametrize("layout", [{"two_towers": False}, {"grouped_convolutions": True}])
+def test_the_inference_copy_of_other_layouts_computes_the_same(layout):
+    network = tiny_network(**layout)
+    copy = serving.inference_network(network)
+    views = np.random.default_rng(1).normal(0, 50, (2, 224, 224, 3)).astype(np.float32)
+    np.testing.assert_allclose(copy(views, training=False), network(views, training=False), atol=1e-6)
 
 
 def test_the_device_scan_finds_pins_in_a_model_that_was_not_rebuilt(run_dir, tmp_path):
