@@ -54,7 +54,7 @@ WNIDS_ASSET = "wnids.txt"
 NAMES_ASSET = "names.txt"
 
 # First bytes of the formats `tf.io.decode_image` reads.
-_SIGNATURES_OF_FORMATS = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
+_FORMAT_MAGIC_BYTES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
 
 
 class ServingModel:
@@ -151,7 +151,7 @@ class ServingModel:
         """One encoded image → its uint8 views ``[views, crop, crop, 3]``."""
         data, index = item
         known = tf.reduce_any(
-            [tf.equal(tf.strings.substr(data, 0, len(magic)), magic) for magic in _SIGNATURES_OF_FORMATS]
+            [tf.equal(tf.strings.substr(data, 0, len(magic)), magic) for magic in _FORMAT_MAGIC_BYTES]
         )
         check = tf.debugging.Assert(
             known,

@@ -26,6 +26,7 @@ independently built descriptor and runs them against the exported signatures.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import tensorflow as tf
 
@@ -35,8 +36,11 @@ EXTRA_ASSETS_DIR = "assets.extra"
 _LENGTH_DELIMITED = 2
 
 
-def predict_log(model_name: str, signature_name: str, inputs: Mapping[str, tf.Tensor | list]) -> bytes:
-    """One serialized ``PredictionLog`` holding a ``PredictRequest`` for ``signature_name``."""
+def predict_log(model_name: str, signature_name: str, inputs: Mapping[str, Any]) -> bytes:
+    """One serialized ``PredictionLog`` holding a ``PredictRequest`` for ``signature_name``.
+
+    ``inputs`` maps the signature's input keys to values `tf.make_tensor_proto` accepts.
+    """
     model_spec = _field(1, model_name.encode("utf-8")) + _field(3, signature_name.encode("utf-8"))
     entries = b"".join(
         _field(2, _field(1, key.encode("utf-8")) + _field(2, tf.make_tensor_proto(value).SerializeToString()))

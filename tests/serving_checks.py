@@ -104,14 +104,21 @@ def warmup(export: str) -> dict:
 
 
 def bad_batch(export: str, image: str) -> dict:
-    """Serves [image, not-an-image, image]: the error type and message."""
-    data = tf.io.gfile.GFile(image, "rb").read()
+    """Serves [image, not-an-image, image] and [image, half of image]: error type and message of each."""
+    with tf.io.gfile.GFile(image, "rb") as f:
+        data = f.read()
     signature = tf.saved_model.load(export).signatures["serving_default"]
-    try:
-        signature(image_bytes=tf.constant([data, b"this is not an image", data]))
-    except tf.errors.OpError as error:
-        return {"error": type(error).__name__, "message": error.message}
-    return {"error": None}
+    result = {}
+    for name, batch in (
+        ("not_an_image", [data, b"this is not an image", data]),
+        ("truncated", [data, data[: len(data) // 2]]),
+    ):
+        try:
+            signature(image_bytes=tf.constant(batch))
+            result[name] = {"error": None}
+        except tf.errors.OpError as error:
+            result[name] = {"error": type(error).__name__, "message": error.message}
+    return result
 
 
 # --- Helpers ---------------------------------------------------------------------------------

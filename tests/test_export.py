@@ -160,6 +160,11 @@ def test_layout_is_what_tf_serving_loads(base):
     assert (version / "saved_model.pb").is_file() and (version / "variables" / "variables.index").is_file()
     assert sorted(p.name for p in (version / "assets").iterdir()) == [serving.NAMES_ASSET, serving.WNIDS_ASSET]
     assert (version / "assets.extra" / "tf_serving_warmup_requests").is_file()
+    saved_model = saved_model_pb2.SavedModel.FromString((version / "saved_model.pb").read_bytes())
+    (graph,) = saved_model.meta_graphs
+    assert list(graph.meta_info_def.tags) == ["serve"]
+    signatures = {name: set(s.outputs) for name, s in graph.signature_def.items() if not name.startswith("__")}
+    assert signatures == dict.fromkeys(["serving_default", "image_tensor", "tf_example"], set(serving.OUTPUT_KEYS))
 
 
 def test_saved_model_cli_lists_the_three_signatures(base):
@@ -256,8 +261,10 @@ def test_the_outputs_depend_on_the_image(run_dir, images, tmp_path):
 
 def test_a_bad_image_fails_the_request_with_a_readable_message(base, images):
     result = check("bad-batch", str(base / "1"), str(images["jpeg"]))
-    assert result["error"] == "InvalidArgumentError"
-    assert "image 1 of the request is not a JPEG, PNG, GIF or BMP image" in result["message"]
+    assert result["not_an_image"]["error"] == "InvalidArgumentError"
+    assert "image 1 of the request is not a JPEG, PNG, GIF or BMP image" in result["not_an_image"]["message"]
+    assert result["truncated"]["error"] == "InvalidArgumentError"
+    assert "Invalid JPEG data" in result["truncated"]["message"]
 
 
 def test_cmyk_jpeg_decodes_to_rgb_close_to_pillow():
