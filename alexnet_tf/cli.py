@@ -183,3 +183,71 @@ def evaluate(models: tuple[str, ...], data_dir: str, split: str, ten_crop: bool,
         )
     )
     click.echo(report_json(report) if as_json else report.to_text())
+
+
+@main.command("export")
+@click.argument("source")
+@click.option("--export-dir", required=True, help="TF Serving's model base path; the version goes in a subdirectory.")
+@click.option("--version", type=click.IntRange(min=0), help="Version number (default: the next integer).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing version.")
+@click.option("--ten-crop", is_flag=True, help="Average the ten test views (paper section 4.1) instead of the centre.")
+@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Classes listed per image.")
+@click.option("--classes", help="classes.json, metadata.json or a directory with one (default: beside the model).")
+@click.option("--model-name", default="alexnet", show_default=True, help="TF Serving model name in the warm-up file.")
+def export(
+    source: str,
+    export_dir: str,
+    version: int | None,
+    overwrite: bool,
+    ten_crop: bool,
+    top_k: int,
+    classes: str | None,
+    model_name: str,
+) -> None:
+    """Export SOURCE (a run directory or a .keras file) as a SavedModel version for TF Serving."""
+    from alexnet_tf.export import export_model
+
+    path = export_model(
+        source,
+        export_dir,
+        version=version,
+        overwrite=overwrite,
+        ten_crop=ten_crop,
+        top_k=top_k,
+        classes=classes,
+        model_name=model_name,
+    )
+    click.echo(f"exported {path}")
+
+
+@main.command()
+@click.argument("model")
+@click.argument("images", nargs=-1, required=True)
+@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="Classes shown per image.")
+@click.option("--classes", help="For a run or .keras MODEL: classes.json, metadata.json or a directory with one.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.pass_context
+def predict(
+    ctx: click.Context, model: str, images: tuple[str, ...], top: int, classes: str | None, as_json: bool
+) -> None:
+    """Print the top classes of IMAGES by MODEL (an export, a run directory or a .keras file).
+
+    A file that is not an image is reported and skipped; the exit status is then 1.
+    """
+    import dataclasses
+
+    from alexnet_tf.predict import open_classifier, predict_files
+
+    with open_classifier(model, top_k=top, classes=classes) as classifier:
+        predictions, failures = predict_files(classifier, images)
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(p) for p in predictions], indent=2))
+    else:
+        for prediction in predictions:
+            click.echo(prediction.path)
+            for score in prediction.top:
+                click.echo(f"  {score.probability:.4f}  {score.wnid}  {score.name}")
+    for failure in failures:
+        click.echo(f"Error: {failure.path}: {failure.reason}", err=True)
+    if failures:
+        ctx.exit(1)

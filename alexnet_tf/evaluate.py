@@ -26,7 +26,6 @@ import dataclasses
 import io
 import json
 import math
-import posixpath
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,9 +39,8 @@ from alexnet_tf.files import write_atomically
 from alexnet_tf.input.pipeline import InputConfig, InputPipeline
 from alexnet_tf.layers import IMAGE
 from alexnet_tf.records import schema
+from alexnet_tf.runs import resolve_model_file
 
-# What a run directory holds that evaluation reads, best first (`alexnet_tf.train` writes them).
-RUN_MODEL_FILES = ("best.keras", "last.keras")
 TOP_K = (1, 5)
 DEFAULT_BATCH_SIZE = 32  # images per batch; ten views make it 320 network inputs
 
@@ -145,24 +143,9 @@ def top_k(probabilities: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
 
 
-def resolve_model_path(path: str) -> str:
-    """A ``.keras`` file as given, or a run directory's best (else last) model."""
-    if tf.io.gfile.isdir(path):
-        for name in RUN_MODEL_FILES:
-            candidate = posixpath.join(path, name)
-            if tf.io.gfile.exists(candidate):
-                return candidate
-        raise InputError(f"{path}: a directory without {' or '.join(RUN_MODEL_FILES)}; is it a finished `fit` run?")
-    if not path.endswith(".keras"):
-        raise InputError(f"{path}: not a run directory or a .keras file")
-    if not tf.io.gfile.exists(path):
-        raise InputError(f"{path}: no such file")
-    return path
-
-
 def load_model(path: str) -> keras.Model:
     """Loads a run's model or a ``.keras`` file (custom layers registered by `alexnet_tf`)."""
-    resolved = resolve_model_path(path)
+    resolved = resolve_model_file(path)
     try:
         return keras.saving.load_model(resolved, compile=False, safe_mode=True)
     except (ValueError, OSError, TypeError) as error:

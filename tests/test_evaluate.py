@@ -137,9 +137,9 @@ def test_cli_table_json_csv_and_confusion_matrix(setup, tmp_path):
 def test_bad_models_are_one_line_errors(setup, tmp_path):
     records, paths = setup
     for model, message in (
-        (str(tmp_path), "without best.keras or last.keras"),
-        (str(tmp_path / "missing.keras"), "no such file"),
-        (str(tmp_path / "model.h5"), "not a run directory or a .keras file"),
+        (str(tmp_path), "no best.keras or last.keras"),
+        (str(tmp_path / "missing.keras"), "not a .keras file or a run directory"),
+        (str(tmp_path / "model.h5"), "not a .keras file or a run directory"),
     ):
         result = CliRunner().invoke(main, ["evaluate", "--data-dir", records, model])
         assert result.exit_code == 1 and result.output.startswith("Error: ") and message in result.output

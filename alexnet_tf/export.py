@@ -1,0 +1,159 @@
+"""``alexnet-tf export``: a trained model as a SavedModel version that TensorFlow Serving loads.
+
+Layout (TF Serving's): ``BASE/<version>/`` with ``saved_model.pb``, ``variables/``,
+``assets/`` (the class wnids and names, read by lookup tables in the graph) and
+``assets.extra/tf_serving_warmup_requests``; tag ``serve``; three signatures
+(`alexnet_tf.serving`): ``serving_default`` (encoded images), ``image_tensor`` (prepared float
+views) and ``tf_example`` (records in prepare-data's schema).
+
+TF Serving polls BASE and loads every new integer directory it sees, so a version is written
+under a hidden temporary name (`alexnet_tf.files`: ``.tmp-<id>-<version>``, which the version
+scan ignores) and renamed only when complete: an export killed midway leaves at most a
+``.tmp-`` directory, never a half-written version. An existing version is replaced only with
+``overwrite`` (the old one is moved aside to a temporary name first, then deleted).
+
+Written with Keras 3's `keras.export.ExportArchive`, the ecosystem's way: it tracks the
+layers' variables and the lookup tables' assets for us; each signature is registered as an
+endpoint under its final name, so no ``serve`` alias appears.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from alexnet_tf import files, serving, warmup
+from alexnet_tf.classes import load_classes
+from alexnet_tf.errors import InputError
+from alexnet_tf.records import schema
+from alexnet_tf.runs import resolve_model_file
+
+logger = logging.getLogger(__name__)
+
+# What `fit` writes into a run directory (issue 9): the best model by validation top-1, the last.
+DEFAULT_MODEL_NAME = "alexnet"
+
+
+def load_serving_model(
+    source: str, assets_dir: str, classes: str | None = None, top_k: int = 5, ten_crop: bool = False
+) -> serving.ServingModel:
+    """A `serving.ServingModel` for a run directory or ``.keras`` file.
+
+    ``classes`` is a classes.json / metadata.json file or a directory holding one; by default
+    the one beside the model file (``RUN/classes.json``).
+    """
+    path = resolve_model_file(source)
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except (ValueError, TypeError, OSError) as error:
+        raise InputError(f"{path}: cannot load the model ({error}); pass a .keras file saved by alexnet-tf") from None
+    network, normalization = serving.inference_parts(model, path)
+    classes_path = classes or posixpath.dirname(path)
+    class_list = load_classes(classes_path, num_classes=network.output_shape[-1])
+    return serving.ServingModel(network, normalization, class_list, assets_dir, top_k=top_k, ten_crop=ten_crop)
+
+
+def export_model(
+    source: str,
+    export_dir: str,
+    version: int | None = None,
+    overwrite: bool = False,
+    ten_crop: bool = False,
+    top_k: int = 5,
+    classes: str | None = None,
+    model_name: str = DEFAULT_MODEL_NAME,
+) -> str:
+    """Exports a run directory or ``.keras`` file as ``export_dir/<version>``; returns that path.
+
+    Args:
+        source: run directory (``best.keras``, else ``last.keras``) or a ``.keras`` file.
+        export_dir: TF Serving's model base path.
+        version: the version number; None takes the next integer after the existing ones (1
+            for a new base path).
+        overwrite: replace an existing version instead of refusing.
+        ten_crop: ``serving_default`` and ``tf_example`` average §4.1's ten views.
+        top_k: classes listed per image.
+        classes: where the class wnids and names come from (see `load_serving_model`).
+        model_name: the model name in the warm-up requests (TF Serving's ``--model_name``).
+    """
+    if version is not None and version < 0:
+        raise InputError(f"--version {version}: must be a non-negative integer")
+    with files.output_errors(export_dir):
+        existing = existing_versions(export_dir) if tf.io.gfile.isdir(export_dir) else []
+    version = (max(existing, default=0) + 1) if version is None else version
+    version_dir = posixpath.join(export_dir, str(version))
+    if version in existing and not overwrite:
+        raise InputError(f"{version_dir} exists; pass --overwrite to replace it, or omit --version for the next one")
+
+    with tempfile.TemporaryDirectory() as assets_dir:
+        # Everything that can refuse the input (model, classes) before anything is written.
+        model = load_serving_model(source, assets_dir, classes, top_k=top_k, ten_crop=ten_crop)
+        with files.output_errors(export_dir):
+            tf.io.gfile.makedirs(export_dir)
+            leftovers = [name for name in tf.io.gfile.listdir(export_dir) if files.is_temporary(name)]
+        if leftovers:
+            logger.warning("%s holds unfinished exports (%s): delete them", export_dir, ", ".join(sorted(leftovers)))
+        replaced = None
+        try:
+            with files.output_errors(version_dir), files.atomic_path(version_dir) as temp:
+                _write_saved_model(model, temp)
+                _write_warmup_requests(model, temp, model_name)
+                if tf.io.gfile.exists(version_dir):  # only with overwrite: checked above
+                    replaced = files.temporary_path(version_dir)
+                    tf.io.gfile.rename(version_dir, replaced)
+        except BaseException:
+            if replaced is not None and not tf.io.gfile.exists(version_dir):
+                tf.io.gfile.rename(replaced, version_dir)  # the new version failed: keep the old one
+            raise
+    if replaced is not None:
+        tf.io.gfile.rmtree(replaced)
+    return version_dir
+
+
+def existing_versions(export_dir: str) -> list[int]:
+    """The integer version directories under ``export_dir`` (what TF Serving would load)."""
+    names = (name.rstrip("/") for name in tf.io.gfile.listdir(export_dir))
+    return sorted(int(name) for name in names if name.isdigit())
+
+
+def _write_saved_model(model: serving.ServingModel, path: str) -> None:
+    archive = keras.export.ExportArchive()
+    for trackable in model.trackables:
+        archive.track(trackable)
+    for name, (function, input_signature) in model.signatures().items():
+        archive.add_endpoint(name, function, input_signature)
+    archive.write_out(path, verbose=False)
+
+
+def warmup_inputs(model: serving.ServingModel) -> list[tuple[str, dict[str, object]]]:
+    """One small request per signature: ``[(signature name, {input key: value})]``.
+
+    The encoded images are a non-square gradient, so the §2 resize is warmed up too; JPEG and
+    PNG go through different decoders.
+    """
+    rows = np.linspace(0, 255, 240, dtype=np.float32)[:, None, None]
+    columns = np.linspace(0, 255, 320, dtype=np.float32)[None, :, None]
+    image = np.broadcast_to((rows + columns * np.array([0.0, 0.5, 1.0])) / 2, (240, 320, 3)).astype(np.uint8)
+    jpeg = tf.io.encode_jpeg(image).numpy()
+    png = tf.io.encode_png(image).numpy()
+    encoded = tf.train.Feature(bytes_list=tf.train.BytesList(value=[jpeg]))
+    example = tf.train.Example(features=tf.train.Features(feature={schema.ENCODED: encoded}))
+    crop = model.crop_size
+    return [
+        (serving.IMAGE_BYTES_SIGNATURE, {serving.IMAGE_BYTES_INPUT: [jpeg]}),
+        (serving.IMAGE_BYTES_SIGNATURE, {serving.IMAGE_BYTES_INPUT: [png]}),
+        (serving.IMAGE_TENSOR_SIGNATURE, {serving.IMAGE_TENSOR_INPUT: np.zeros((1, crop, crop, 3), np.float32)}),
+        (serving.TF_EXAMPLE_SIGNATURE, {serving.TF_EXAMPLE_INPUT: [example.SerializeToString()]}),
+    ]
+
+
+def _write_warmup_requests(model: serving.ServingModel, path: str, model_name: str) -> None:
+    directory = posixpath.join(path, warmup.EXTRA_ASSETS_DIR)
+    tf.io.gfile.makedirs(directory)
+    records = [warmup.predict_log(model_name, name, inputs) for name, inputs in warmup_inputs(model)]
+    warmup.write_warmup_file(posixpath.join(directory, warmup.WARMUP_FILENAME), records)

@@ -1,0 +1,121 @@
+"""``alexnet-tf predict``: the top classes of image files, from an export, a run or a ``.keras`` file.
+
+An export (a TF Serving base path, whose newest version is used as TF Serving's default
+policy would, or one version directory) is loaded with `tf.saved_model.load` and called
+through its ``serving_default`` signature. A run directory or ``.keras`` file is wrapped in the
+same `serving.ServingModel` the export is made of, in-process. Either way the image goes
+through the serving graph's decoding and evaluation preprocessing, so ``predict`` shows what a
+TF Serving client would get.
+
+Images are predicted one request each: a file that is not an image fails its own request only,
+and is reported by name while the others are still predicted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import posixpath
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from alexnet_tf import serving
+from alexnet_tf.errors import InputError
+from alexnet_tf.export import existing_versions, load_serving_model
+
+SAVED_MODEL_FILENAME = "saved_model.pb"
+
+# A batch of encoded images → the serving outputs (`serving.OUTPUT_KEYS`) as tensors.
+Classifier = Callable[[tf.Tensor], dict[str, tf.Tensor]]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassScore:
+    index: int
+    wnid: str
+    name: str
+    probability: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    path: str
+    top: list[ClassScore]
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    path: str
+    reason: str
+
+
+@contextlib.contextmanager
+def open_classifier(model: str, top_k: int = 5, classes: str | None = None) -> Iterator[Classifier]:
+    """The ``serving_default`` function of an export, or of a run / ``.keras`` file in-process.
+
+    An export lists a fixed number of classes per image (its ``--top-k``); asking for more is
+    an `InputError`. ``classes`` applies to run directories and ``.keras`` files only.
+    """
+    version_dir = saved_model_dir(model)
+    if version_dir is None:
+        with tempfile.TemporaryDirectory() as assets_dir:
+            serving_model = load_serving_model(model, assets_dir, classes, top_k=top_k)
+            function, input_signature = serving_model.signatures()[serving.IMAGE_BYTES_SIGNATURE]
+            yield tf.function(function, input_signature=input_signature)
+        return
+    if classes is not None:
+        raise InputError(f"--classes: {model} is an export, whose class names are inside it; drop --classes")
+    signature = tf.saved_model.load(version_dir).signatures[serving.IMAGE_BYTES_SIGNATURE]
+    available = signature.structured_outputs[serving.TOP_K_INDICES].shape[-1]
+    if top_k > available:
+        raise InputError(f"--top {top_k}: {version_dir} was exported with --top-k {available}; ask for at most that")
+
+    def classify(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        outputs = signature(**{serving.IMAGE_BYTES_INPUT: image_bytes})
+        return {key: value[:, :top_k] if key.startswith("top_k_") else value for key, value in outputs.items()}
+
+    yield classify
+
+
+def predict_files(classifier: Classifier, paths: Sequence[str]) -> tuple[list[Prediction], list[Failure]]:
+    """Each file's top classes; unreadable and non-image files become `Failure` entries."""
+    predictions, failures = [], []
+    for path in paths:
+        try:
+            with tf.io.gfile.GFile(path, "rb") as f:
+                data = f.read()
+        except tf.errors.OpError as error:
+            failures.append(Failure(path, f"cannot read it ({error.message})"))
+            continue
+        try:
+            outputs = classifier(tf.constant([data]))
+        except tf.errors.InvalidArgumentError:
+            failures.append(Failure(path, "not a JPEG, PNG, GIF or BMP image, or a corrupt one"))
+            continue
+        predictions.append(Prediction(path, _top_classes(outputs)))
+    return predictions, failures
+
+
+def _top_classes(outputs: dict[str, tf.Tensor]) -> list[ClassScore]:
+    indices, probabilities, wnids, names = (
+        np.asarray(outputs[key])[0]
+        for key in (serving.TOP_K_INDICES, serving.TOP_K_PROBABILITIES, serving.TOP_K_WNIDS, serving.TOP_K_NAMES)
+    )
+    return [
+        ClassScore(int(i), w.decode("utf-8"), n.decode("utf-8"), float(p))
+        for i, p, w, n in zip(indices, probabilities, wnids, names, strict=True)
+    ]
+
+
+def saved_model_dir(model: str) -> str | None:
+    """The SavedModel directory ``model`` names (a version, or a base's newest), else None."""
+    if not tf.io.gfile.isdir(model):
+        return None
+    if tf.io.gfile.exists(posixpath.join(model, SAVED_MODEL_FILENAME)):
+        return model
+    versions = [posixpath.join(model, str(v)) for v in existing_versions(model)]
+    complete = [path for path in versions if tf.io.gfile.exists(posixpath.join(path, SAVED_MODEL_FILENAME))]
+    return complete[-1] if complete else None

@@ -1,0 +1,45 @@
+"""The run directory: what `alexnet-tf fit` writes and evaluate, export, predict and tune read.
+
+::
+
+    RUN/recipe.yaml        the fully resolved recipe (a resumed run must match it)
+    RUN/classes.json       the classes the model predicts: {"classes": [{index, wnid, name}]}
+    RUN/checkpoints/       tf.train.CheckpointManager checkpoints (model, optimizer, schedule)
+    RUN/best.keras         the model with the best validation top-1 so far
+    RUN/last.keras         the model at the end of the last finished epoch
+    RUN/history.csv        one row per finished epoch
+    RUN/tensorboard/       TensorBoard event files
+
+Both ``.keras`` files are the model on the input pipeline's uint8 views: its first layer is
+`alexnet_tf.layers.ViewNormalization`, carrying the dataset's mean, and its last the softmax
+``predictions`` layer. See `alexnet_tf.train` for how each file is written.
+"""
+
+from __future__ import annotations
+
+import posixpath
+
+import tensorflow as tf
+
+from alexnet_tf.errors import InputError
+
+RECIPE_FILE = "recipe.yaml"
+CLASSES_FILE = "classes.json"
+CHECKPOINTS = "checkpoints"
+BEST_MODEL = "best.keras"
+LAST_MODEL = "last.keras"
+HISTORY = "history.csv"
+TENSORBOARD = "tensorboard"
+
+
+def resolve_model_file(source: str) -> str:
+    """A ``.keras`` file as given, or a run directory's ``best.keras`` (else ``last.keras``)."""
+    if tf.io.gfile.isdir(source):
+        for name in (BEST_MODEL, LAST_MODEL):
+            path = posixpath.join(source, name)
+            if tf.io.gfile.exists(path):
+                return path
+        raise InputError(f"{source}: no {BEST_MODEL} or {LAST_MODEL}; pass a run directory of `alexnet-tf fit`")
+    if not source.endswith(".keras") or not tf.io.gfile.exists(source):
+        raise InputError(f"{source}: not a .keras file or a run directory; pass what `alexnet-tf fit` wrote")
+    return source
