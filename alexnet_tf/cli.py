@@ -144,3 +144,53 @@ def prepare_data(**options) -> None:
     for note in report.notes:
         click.echo(note)
     click.echo(report.summary())
+
+
+@main.command()
+@click.option("--data-dir", required=True, help="prepare-data output directory (local or gs://).")
+@click.option("--model-dir", required=True, help="Run directory: checkpoints, models, history, TensorBoard.")
+@click.option("--pipeline", "recipe_path", help="Recipe YAML file (default: the paper's recipe).")
+@click.option(
+    "--strategy",
+    type=click.Choice(["one-device", "mirrored", "multi-worker", "tpu", "two-tower"]),
+    default="one-device",
+    show_default=True,
+    help="Distribution strategy (multi-worker reads TF_CONFIG).",
+)
+@click.option("--devices", type=int, help="Split the CPU into N logical devices (mirrored/two-tower without GPUs).")
+@click.option("--fc-device", help="two-tower: device of the fully connected layers (default: tower 0's).")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a recipe value.")
+@click.option("--epochs", type=int, help="= --set training.epochs=N")
+@click.option("--batch-size", type=int, help="= --set training.batch_size=N (the global batch)")
+@click.option("--learning-rate", type=float, help="= --set optimizer.learning_rate=X")
+@click.option("--mixed-precision", type=click.Choice(["none", "mixed_bfloat16", "mixed_float16"]), help="= --set ...")
+@click.option("--seed", type=int, help="= --set training.seed=N")
+@click.option("--allow-recipe-change", is_flag=True, help="Resume a run although its recipe differs.")
+@click.option("--overwrite", is_flag=True, help="Delete the run directory's previous outputs and start again.")
+@click.option("--quiet", is_flag=True, help="No progress bar or per-epoch lines.")
+def fit(recipe_path, overrides, epochs, batch_size, learning_rate, mixed_precision, seed, **options) -> None:
+    """Train AlexNet on prepared records; re-run the same command to resume.
+
+    Without --pipeline this is the paper's recipe (section 5). Writes MODEL_DIR/recipe.yaml,
+    checkpoints/, best.keras, last.keras, history.csv and tensorboard/.
+    """
+    from alexnet_tf.recipe import load_recipe
+    from alexnet_tf.train import FitConfig, TrainingDiverged
+    from alexnet_tf.train import fit as run_fit
+
+    named = {
+        "training.epochs": epochs,
+        "training.batch_size": batch_size,
+        "optimizer.learning_rate": learning_rate,
+        "training.mixed_precision": mixed_precision,
+        "training.seed": seed,
+    }
+    overrides = list(overrides) + [f"{key}={value}" for key, value in named.items() if value is not None]
+    recipe = load_recipe(recipe_path, overrides)
+    quiet = options.pop("quiet")
+    try:
+        run_fit(FitConfig(recipe=recipe, verbose=not quiet, **options))
+    except TrainingDiverged as error:
+        raise click.ClickException(str(error)) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
