@@ -7,7 +7,8 @@ Layer names are stable so that checkpoints, export and the tuner can rely on the
   ``lrn2_tower{t}``, ``pool2_tower{t}``; ``conv3_input`` (both towers' pool2 maps),
   ``conv3_tower{t}``, ``conv4_tower{t}``, ``conv5_tower{t}``, ``pool5_tower{t}``; then
   ``pool5``, ``flatten``, ``fc6``, ``dropout6``, ``fc7``, ``dropout7``, ``fc8``, ``predictions``;
-* one tower, or the grouped-convolution layout: the same names without ``_tower{t}``.
+* one tower, or the grouped-convolution layout: the same names without ``_tower{t}``;
+* ``initialization="he"`` adds ``input_scale`` before ``conv1_pad``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ MIN_INPUT_SIZE = 64
 
 # `AlexNet(initialization=...)`: "paper" is §5's; "he" is a named deviation for small data.
 INITIALIZATIONS = ("paper", "he")
+# The spread of ImageNet pixel values (0–255 scale) about their mean, per channel about 58
+# (the familiar 0.229, 0.224, 0.225 × 255); "he" divides the inputs by it.
+PIXEL_STDDEV = 58.0
 
 
 def AlexNet(
@@ -72,10 +76,12 @@ def AlexNet(
     size at full width and 0.01% at ``width=0.25`` (fan-ins shrink with the width), so the net
     starts out predicting the same thing for every image and the gradients reaching the
     convolutions are tiny; it leaves that plateau only after many epochs (see the README).
-    ``initialization="he"`` is the named deviation for small data and narrow copies: conv2 to
-    fc7 get N(0, 2/fan_in) weights and zero biases (He et al., 2015: keeps the variation's scale
-    through ReLU layers at any width); conv1 and fc8 keep §5's N(0, 0.01) and zero biases (conv1
-    sees 0–255 pixels, for which 0.01 suits; fc8's small weights give small initial logits).
+    ``initialization="he"`` is the named deviation for small data and narrow copies: all
+    biases 0, weights N(0, 2/fan_in) (He et al., 2015: keeps the variation's scale through ReLU
+    layers at any width), fc8 §5's N(0, 0.01) (small initial logits), and an ``input_scale``
+    layer before conv1 dividing the 0–255-scale inputs by `PIXEL_STDDEV`: He's rule assumes
+    unit-variance inputs, and with raw pixels conv1's gradients are ~58× larger relative to its
+    weights, which diverges at any learning rate that trains the other layers (measured).
 
     Args:
         num_classes: units of fc8. Paper: 1000.
@@ -129,7 +135,10 @@ def AlexNet(
 
     builder = _Builder(width=width, num_towers=num_towers, seed=seed, initialization=initialization)
     inputs = keras.Input(shape=(height, width_px, 3), name="images")
-    x = keras.layers.ZeroPadding2D(CONV1_PADDING, name="conv1_pad")(inputs)
+    x = inputs
+    if initialization == "he":
+        x = keras.layers.Rescaling(1.0 / PIXEL_STDDEV, name="input_scale")(x)
+    x = keras.layers.ZeroPadding2D(CONV1_PADDING, name="conv1_pad")(x)
 
     if separate_towers:
         devices = list(tower_devices) if tower_devices is not None else [None] * num_towers
@@ -175,7 +184,7 @@ class _Builder:
     def _initializers(self, base_name: str) -> dict:
         seed = None if self.seed is None else self.seed + self._layers_built
         self._layers_built += 1
-        if self.initialization == "he" and base_name not in ("conv1", "fc8"):
+        if self.initialization == "he" and base_name != "fc8":
             kernel = keras.initializers.VarianceScaling(2.0, "fan_in", "untruncated_normal", seed=seed)
             return {"kernel_initializer": kernel, "bias_initializer": "zeros"}
         bias = 1.0 if base_name in paper.BIAS_ONE_LAYERS else 0.0

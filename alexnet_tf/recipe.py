@@ -18,6 +18,7 @@ The resolved recipe (every key, defaults included) is what a run records in ``RU
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -264,7 +265,7 @@ def from_dict(values: Mapping[str, Any], source: str) -> Recipe:
             raise InputError(f"{source}: section '{section}' must be a mapping of key: value")
         cls = _SECTIONS[section]
         hints = typing.get_type_hints(cls)
-        for key, value in entries.items():
+        for key in entries:
             if key not in hints:
                 raise InputError(f"{source}: unknown key '{section}.{key}'; allowed: {', '.join(hints)}")
         try:
@@ -273,7 +274,9 @@ def from_dict(values: Mapping[str, Any], source: str) -> Recipe:
             )
         except _Invalid as invalid:
             value = entries.get(invalid.key, getattr(cls(), invalid.key, None))
-            raise InputError(f"{source}: {section}.{invalid.key}={value!r} is impossible; use {invalid.allowed}") from None
+            raise InputError(
+                f"{source}: {section}.{invalid.key}={value!r} is impossible; use {invalid.allowed}"
+            ) from None
     return Recipe(**sections)
 
 
@@ -290,6 +293,8 @@ def differences(old: Mapping[str, Any], new: Recipe) -> list[str]:
 
 
 _MISSING = object()
+# Exponent notation without a dot, which YAML 1.1 (PyYAML) leaves as a string.
+_FLOAT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
 
 
 def _read_file(path: str) -> dict[str, Any]:
@@ -332,15 +337,17 @@ def _coerce(where: str, value: Any, hint: Any) -> Any:
     if value is None:
         if type(None) in allowed:
             return None
-        raise InputError(f"{where}: null is not allowed; give a {_type_names(allowed)}")
+        raise InputError(f"{where}: null is not allowed; give {_type_names(allowed)}")
     for kind in allowed:
         if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
+        if kind is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+            return float(value)  # PyYAML reads 1e-4 (no dot) as a string
         if kind is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         if kind in (bool, str) and isinstance(value, kind):
             return value
-    raise InputError(f"{where}={value!r}: wrong type; expected a {_type_names(allowed)}")
+    raise InputError(f"{where}={value!r}: wrong type; expected {_type_names(allowed)}")
 
 
 def _type_names(kinds: list[Any]) -> str:

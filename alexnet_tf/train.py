@@ -132,6 +132,7 @@ class FitResult:
     history: list[dict[str, float]]
     model_dir: str
     resumed_from: tuple[int, int] | None
+    model: keras.Model  # the trained model on views (what last.keras holds)
 
     def summary(self) -> str:
         return (
@@ -209,15 +210,15 @@ def configure_devices(devices: int | None) -> None:
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
     """The strategy ``name`` (one of `STRATEGIES`); ``two-tower`` uses the default strategy."""
+    if name == "multi-worker":  # first: collective ops must be configured before anything lists devices
+        _check_tf_config()
+        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     if name == "one-device":
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
     if name == "mirrored":
         devices = [d.name for d in gpus or tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)
-    if name == "multi-worker":
-        _check_tf_config()
-        return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "tpu":
         try:
             resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=os.environ.get("TPU_NAME", ""))
@@ -255,7 +256,9 @@ def _is_chief(strategy: tf.distribute.Strategy) -> bool:
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
         return True
     task_type, task_id = resolver.task_type, resolver.task_id
-    return task_type == "chief" or (task_type == "worker" and task_id == 0 and "chief" not in resolver.cluster_spec().jobs)
+    return task_type == "chief" or (
+        task_type == "worker" and task_id == 0 and "chief" not in resolver.cluster_spec().jobs
+    )
 
 
 def _tower_devices(config: FitConfig) -> tuple[list[str], str]:
@@ -282,8 +285,8 @@ def _check_combination(config: FitConfig, strategy: tf.distribute.Strategy) -> N
     replicas = strategy.num_replicas_in_sync
     if recipe.training.batch_size % replicas:
         raise InputError(
-            f"training.batch_size={recipe.training.batch_size} does not divide over {replicas} replicas: use a multiple "
-            f"of {replicas}"
+            f"training.batch_size={recipe.training.batch_size} does not divide over {replicas} replicas: "
+            f"use a multiple of {replicas}"
         )
 
 
@@ -429,11 +432,11 @@ class _Run:
         latest = tf.train.latest_checkpoint(self._path(CHECKPOINTS))
         if latest is None:
             return None
-        status = self.checkpoint.restore(latest)
         try:
-            status.assert_consumed()
-        except AssertionError as error:
-            first = str(error).splitlines()[0][:200]
+            self.checkpoint.restore(latest).assert_consumed()
+        except (AssertionError, tf.errors.OpError) as error:
+            detail = error.message if isinstance(error, tf.errors.OpError) else str(error)
+            first = detail.strip().splitlines()[0][:200]
             raise InputError(
                 f"{latest}: the checkpoint does not match this run's model and optimizer ({first}); "
                 "was training.mixed_precision, the model or the strategy's model layout changed? "
@@ -467,7 +470,7 @@ class _Run:
         def replica_step(inputs):
             views, labels = inputs
             grads, loss, (top1, top5) = gradients(views, labels)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
             return loss, top1, top5
 
         @tf.function
@@ -518,10 +521,14 @@ class _Run:
                 f"{training.batch_size}: use a smaller batch"
             )
         if resumed is not None:
-            self._say(f"resuming from epoch {epoch} step {step} (global step {step}, epoch step {step - epoch * steps_per_epoch})")
+            done = step - epoch * steps_per_epoch
+            self._say(
+                f"resuming from epoch {epoch} step {step} ({done} of the epoch's {steps_per_epoch} steps done)", True
+            )
         self._say(
             f"training {training.epochs} epochs of {steps_per_epoch} steps, global batch {training.batch_size} over "
-            f"{self.strategy.num_replicas_in_sync} replica(s) ({self.config.strategy}), lr {self.schedule.rate():g}"
+            f"{self.strategy.num_replicas_in_sync} replica(s) ({self.config.strategy}), lr {self.schedule.rate():g}",
+            always=True,
         )
         if self.chief:
             self._writer = tf.summary.create_file_writer(self._path(TENSORBOARD))
@@ -553,7 +560,9 @@ class _Run:
                 self._end_of_epoch(row, history, step, improved)
         except KeyboardInterrupt:
             self.manager.save(checkpoint_number=int(self.state.step.numpy()))
-            self._say(f"\ninterrupted: saved a checkpoint at step {int(self.state.step.numpy())}; re-run to resume")
+            self._say(
+                f"\ninterrupted: saved a checkpoint at step {int(self.state.step.numpy())}; re-run to resume", True
+            )
             raise
         result = FitResult(
             epochs=epoch,
@@ -562,8 +571,9 @@ class _Run:
             history=history,
             model_dir=self.model_dir,
             resumed_from=resumed,
+            model=self.model,
         )
-        self._say(result.summary())
+        self._say(result.summary(), always=True)
         return result
 
     def _train_epoch(self, epoch, step, steps_per_epoch, iterator, train_step, pipeline) -> dict[str, float]:
@@ -675,8 +685,9 @@ class _Run:
     def _verbose(self) -> bool:
         return self.config.verbose and self.chief
 
-    def _say(self, message: str) -> None:
-        if self._verbose():
+    def _say(self, message: str, always: bool = False) -> None:
+        """Prints on the chief: per-epoch lines if verbose; the start, resume and end lines always."""
+        if self.chief and (always or self.config.verbose):
             print(message, flush=True)
 
 
