@@ -42,8 +42,10 @@ are written under a temporary name and renamed (`alexnet_tf.files`); under ``mul
 the chief writes to RUN, the other workers checkpoint to temporary directories they delete.
 
 Resume: re-running the same command restores the latest checkpoint and continues at its epoch
-and step; inside an epoch the data stream skips the batches already trained (the pipeline is
-seeded with the data seed stored in the checkpoint). A checkpoint whose objects do not match
+and step; each epoch's data stream is seeded from the data seed stored in the checkpoint and the
+epoch number, so the resumed epoch's stream is the one the interrupted run had, and the batches
+of it already trained are skipped (they are read and decoded again, not trained on: at most one
+epoch of input work). A checkpoint whose objects do not match
 this run's (e.g. mixed precision changed, which wraps the optimizer) is refused.
 """
 
@@ -533,17 +535,13 @@ class _Run:
         if self.chief:
             self._writer = tf.summary.create_file_writer(self._path(TENSORBOARD))
 
-        skip = step  # batches of the (endless, seeded) stream already trained
-        train_data = self.strategy.distribute_datasets_from_function(
-            lambda context: pipeline.train_dataset(context).skip(skip)
-        )
         eval_data = self.strategy.distribute_datasets_from_function(pipeline.eval_dataset)
-        iterator = iter(train_data)
         train_step, eval_step = self._make_train_step(), self._make_eval_step()
         history = self._read_history(epoch)
 
         try:
             while epoch < training.epochs:
+                iterator = iter(self._epoch_data(epoch, step - epoch * steps_per_epoch))
                 row = self._train_epoch(epoch, step, steps_per_epoch, iterator, train_step, pipeline)
                 step = (epoch + 1) * steps_per_epoch
                 val_loss, val_top1, val_top5 = self._evaluate(eval_data, eval_step)
@@ -575,6 +573,19 @@ class _Run:
         )
         self._say(result.summary(), always=True)
         return result
+
+    def _epoch_data(self, epoch: int, done: int) -> tf.distribute.DistributedDataset:
+        """Epoch ``epoch``'s batches, after the ``done`` already trained.
+
+        Each epoch's stream has its own seed (`_epoch_seed`), so a resumed run starts at the
+        epoch it was in instead of replaying every earlier epoch's stream; within the epoch the
+        batches already trained are skipped (read and decoded, not trained on).
+        """
+        seed = _epoch_seed(int(self.state.data_seed.numpy()), epoch)
+        pipeline = _InputPipeline(self.config.data_dir, self.recipe, seed)
+        return self.strategy.distribute_datasets_from_function(
+            lambda context: pipeline.train_dataset(context).skip(done)
+        )
 
     def _train_epoch(self, epoch, step, steps_per_epoch, iterator, train_step, pipeline) -> dict[str, float]:
         training = self.recipe.training
@@ -735,6 +746,11 @@ def _filter_grid(network: keras.Model) -> tf.Tensor:
     grid = tf.reshape(filters, [rows, columns, size + 2, size + 2, 3])
     grid = tf.reshape(tf.transpose(grid, [0, 2, 1, 3, 4]), [rows * (size + 2), columns * (size + 2), 3])
     return grid[tf.newaxis]
+
+
+def _epoch_seed(data_seed: int, epoch: int) -> int:
+    """The input pipeline's seed for one epoch of a run (independent streams per epoch)."""
+    return int(np.random.SeedSequence([data_seed, epoch]).generate_state(1, np.uint32)[0])
 
 
 def _read_seed(checkpoint_path: str) -> int:
