@@ -51,6 +51,7 @@ this run's (e.g. mixed precision changed, which wraps the optimizer) is refused.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -63,7 +64,7 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
@@ -321,17 +322,56 @@ def fit(config: FitConfig) -> FitResult:
     configure_devices(config.devices)
     strategy = make_strategy(config.strategy)
     _check_combination(config, strategy)
-    chief = _is_chief(strategy)
-    run = _Run(config, strategy, chief)
-    previous_policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(
-        "float32" if recipe.training.mixed_precision == "none" else recipe.training.mixed_precision
-    )
+    run = _Run(config, strategy, _is_chief(strategy))
     try:
-        return run.train()
+        with _precision(recipe):
+            return run.train()
     finally:
-        keras.mixed_precision.set_global_policy(previous_policy)
         run.close()
+
+
+def measure_throughput(config: FitConfig, steps: int, warmup: int, in_memory: bool) -> float:
+    """Training images per second of `fit`'s step on ``config`` (for ``tools/bench_fit.py``).
+
+    ``in_memory``: the same step fed one batch of the pipeline's output cached in memory and
+    repeated (no reading, decoding or augmentation), the rate the input pipeline is compared
+    with. Writes only ``recipe.yaml`` into ``config.model_dir``.
+    """
+    configure_devices(config.devices)
+    strategy = make_strategy(config.strategy)
+    _check_combination(config, strategy)
+    run = _Run(config, strategy, chief=True)
+    try:
+        with _precision(config.recipe):
+            pipeline = _InputPipeline(config.data_dir, config.recipe, int(run.state.data_seed.numpy()))
+            run._build(pipeline)
+
+            def dataset(context: tf.distribute.InputContext) -> tf.data.Dataset:
+                data = pipeline.train_dataset(context)
+                return data.take(1).cache().repeat() if in_memory else data
+
+            iterator = iter(strategy.distribute_datasets_from_function(dataset))
+            train_step = run._make_train_step()
+            for _ in range(warmup):
+                float(train_step(iterator)[0])
+            start = time.perf_counter()
+            for _ in range(steps):
+                float(train_step(iterator)[0])  # synchronise every step, as `fit` does
+            return steps * config.recipe.training.batch_size / (time.perf_counter() - start)
+    finally:
+        run.close()
+
+
+@contextlib.contextmanager
+def _precision(recipe: Recipe) -> Iterator[None]:
+    """The recipe's Keras mixed-precision policy while building and training; restored after."""
+    previous = keras.mixed_precision.global_policy()
+    precision = recipe.training.mixed_precision
+    keras.mixed_precision.set_global_policy("float32" if precision == "none" else precision)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 class _Run:

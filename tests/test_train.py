@@ -152,6 +152,7 @@ RESUME = [*TINY, "training.epochs=6", "training.checkpoint_every_steps=2", "sche
           "schedule.min_delta=0.9", "schedule.max_reductions=2"]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_kill_9_mid_epoch_resumes_with_the_uninterrupted_lr_history(records, tmp_path):
     args = ["--data-dir", records, "--quiet", *[f"--set={o}" for o in RESUME]]
     killed = str(tmp_path / "killed")
@@ -204,6 +205,7 @@ def test_a_different_recipe_or_optimizer_is_refused(records, tmp_path):
     assert resumed.resumed_from == (1, 8) and resumed.epochs == 2
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(records, tmp_path):
     run = str(tmp_path / "run")
     fit(FitConfig(records, run, tiny("training.epochs=1"), verbose=False))
@@ -288,6 +290,7 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
+@pytest.mark.slow
 def test_multi_worker_matches_one_worker_with_the_same_global_batch(tmp_path):
     """Two worker processes (each half of the global batch) end with one worker's weights.
 
@@ -337,6 +340,7 @@ def test_multi_worker_matches_one_worker_with_the_same_global_batch(tmp_path):
 # --- Bad input through the CLI ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_bad_input_is_one_error_line(records, tmp_path):
     cases = [
         (["--data-dir", str(tmp_path / "none"), "--model-dir", str(tmp_path / "a")], {}, "metadata.json"),
