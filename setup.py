@@ -26,6 +26,7 @@ setup(
         "pillow>=10.0",
         "tqdm>=4.66",
         "matplotlib>=3.8",
+        "pyyaml>=6",
     ],
     extras_require={
         "cpu": [f"tensorflow-cpu{TF_VERSION}"],

@@ -50,15 +50,26 @@ def main() -> None:
     help="Multiplier on channels and hidden units.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def summary(num_classes: int, input_size: int, one_tower: bool, grouped: bool, no_lrn: bool,
-            channel_multiplier: float, as_json: bool) -> None:
+def summary(
+    num_classes: int,
+    input_size: int,
+    one_tower: bool,
+    grouped: bool,
+    no_lrn: bool,
+    channel_multiplier: float,
+    as_json: bool,
+) -> None:
     """Print the per-layer table: output shape, units, weights, biases, connections."""
     from alexnet_tf.model import AlexNet
     from alexnet_tf.summary import summarize
 
     model = AlexNet(
-        num_classes, input_size, two_towers=not one_tower, grouped_convolutions=grouped,
-        local_response_normalization=not no_lrn, channel_multiplier=channel_multiplier,
+        num_classes,
+        input_size,
+        two_towers=not one_tower,
+        grouped_convolutions=grouped,
+        local_response_normalization=not no_lrn,
+        channel_multiplier=channel_multiplier,
     )
     counts = summarize(model)
     click.echo(json.dumps(counts.to_dict(), indent=2) if as_json else counts.to_text())
@@ -94,6 +105,8 @@ def show_augment(
         output, data_dir, split=split, images=images, views=views, lighting_strength=lighting_strength, seed=seed
     )
     click.echo(f"wrote {output} ({width}x{height})")
+
+
 @main.command("prepare-data")
 @click.argument("source")
 @click.argument("output")
@@ -165,8 +178,17 @@ def prepare_data(**options) -> None:
 @click.option("--per-class-csv", type=click.Path(dir_okay=False), help="Write per-class top-1 accuracy to this CSV.")
 @click.option("--confusion-matrix", type=click.Path(dir_okay=False), help="Write the confusion matrix as a PNG.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-def evaluate(models: tuple[str, ...], data_dir: str, split: str, ten_crop: bool, batch_size: int, as_json: bool,
-             per_class_csv: str | None, confusion_matrix: str | None, progress: bool) -> None:
+def evaluate(
+    models: tuple[str, ...],
+    data_dir: str,
+    split: str,
+    ten_crop: bool,
+    batch_size: int,
+    as_json: bool,
+    per_class_csv: str | None,
+    confusion_matrix: str | None,
+    progress: bool,
+) -> None:
     """Top-1 and top-5 error of MODELS (run directories or .keras files) and of their ensemble.
 
     Table 2's way: one pass over the split for all models; --ten-crop averages the ten views'
@@ -178,8 +200,14 @@ def evaluate(models: tuple[str, ...], data_dir: str, split: str, ten_crop: bool,
 
     report = run_evaluation(
         EvaluateConfig(
-            data_dir, tuple(models), split=split, ten_crop=ten_crop, batch_size=batch_size,
-            per_class_csv=per_class_csv, confusion_matrix=confusion_matrix, progress=progress and not as_json,
+            data_dir,
+            tuple(models),
+            split=split,
+            ten_crop=ten_crop,
+            batch_size=batch_size,
+            per_class_csv=per_class_csv,
+            confusion_matrix=confusion_matrix,
+            progress=progress and not as_json,
         )
     )
     click.echo(report_json(report) if as_json else report.to_text())
@@ -251,3 +279,53 @@ def predict(
         click.echo(f"Error: {failure.path}: {failure.reason}", err=True)
     if failures:
         ctx.exit(1)
+
+
+@main.command()
+@click.option("--data-dir", required=True, help="prepare-data output directory (local or gs://).")
+@click.option("--model-dir", required=True, help="Run directory: checkpoints, models, history, TensorBoard.")
+@click.option("--pipeline", "recipe_path", help="Recipe YAML file (default: the paper's recipe).")
+@click.option(
+    "--strategy",
+    type=click.Choice(["one-device", "mirrored", "multi-worker", "tpu", "two-tower"]),
+    default="one-device",
+    show_default=True,
+    help="Distribution strategy (multi-worker reads TF_CONFIG).",
+)
+@click.option("--devices", type=int, help="Split the CPU into N logical devices (mirrored/two-tower without GPUs).")
+@click.option("--fc-device", help="two-tower: device of the fully connected layers (default: tower 0's).")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a recipe value.")
+@click.option("--epochs", type=int, help="= --set training.epochs=N")
+@click.option("--batch-size", type=int, help="= --set training.batch_size=N (the global batch)")
+@click.option("--learning-rate", type=float, help="= --set optimizer.learning_rate=X")
+@click.option("--mixed-precision", type=click.Choice(["none", "mixed_bfloat16", "mixed_float16"]), help="= --set ...")
+@click.option("--seed", type=int, help="= --set training.seed=N")
+@click.option("--allow-recipe-change", is_flag=True, help="Resume a run although its recipe differs.")
+@click.option("--overwrite", is_flag=True, help="Delete the run directory's previous outputs and start again.")
+@click.option("--quiet", is_flag=True, help="No progress bar or per-epoch lines.")
+def fit(recipe_path, overrides, epochs, batch_size, learning_rate, mixed_precision, seed, **options) -> None:
+    """Train AlexNet on prepared records; re-run the same command to resume.
+
+    Without --pipeline this is the paper's recipe (section 5). Writes MODEL_DIR/recipe.yaml,
+    checkpoints/, best.keras, last.keras, history.csv and tensorboard/.
+    """
+    from alexnet_tf.recipe import load_recipe
+    from alexnet_tf.train import FitConfig, TrainingDiverged
+    from alexnet_tf.train import fit as run_fit
+
+    named = {
+        "training.epochs": epochs,
+        "training.batch_size": batch_size,
+        "optimizer.learning_rate": learning_rate,
+        "training.mixed_precision": mixed_precision,
+        "training.seed": seed,
+    }
+    overrides = list(overrides) + [f"{key}={value}" for key, value in named.items() if value is not None]
+    recipe = load_recipe(recipe_path, overrides)
+    quiet = options.pop("quiet")
+    try:
+        run_fit(FitConfig(recipe=recipe, verbose=not quiet, **options))
+    except TrainingDiverged as error:
+        raise click.ClickException(str(error)) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None

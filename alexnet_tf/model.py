@@ -7,7 +7,8 @@ Layer names are stable so that checkpoints, export and the tuner can rely on the
   ``lrn2_tower{t}``, ``pool2_tower{t}``; ``conv3_input`` (both towers' pool2 maps),
   ``conv3_tower{t}``, ``conv4_tower{t}``, ``conv5_tower{t}``, ``pool5_tower{t}``; then
   ``pool5``, ``flatten``, ``fc6``, ``dropout6``, ``fc7``, ``dropout7``, ``fc8``, ``predictions``;
-* one tower, or the grouped-convolution layout: the same names without ``_tower{t}``.
+* one tower, or the grouped-convolution layout: the same names without ``_tower{t}``;
+* ``initialization="he"`` adds ``input_scale`` before ``conv1_pad``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ CONV1_PADDING = ((1, 2), (1, 2))
 # The smallest input whose maps survive the three 3×3/2 poolings (pool5 at least 1×1).
 MIN_INPUT_SIZE = 64
 
+# `AlexNet(initialization=...)`: "paper" is §5's; "he" is a named deviation for small data.
+INITIALIZATIONS = ("paper", "he")
+# The spread of ImageNet pixel values (0–255 scale) about their mean, per channel about 58
+# (the familiar 0.229, 0.224, 0.225 × 255); "he" divides the inputs by it.
+PIXEL_STDDEV = 58.0
+
 
 def AlexNet(
     num_classes: int = paper.NUM_CLASSES,
@@ -40,6 +47,7 @@ def AlexNet(
     local_response_normalization: bool = True,
     dropout: float = paper.DROPOUT_RATE,
     channel_multiplier: float = 1.0,
+    initialization: str = "paper",
     classifier_activation: str | None = "softmax",
     seed: int | None = None,
     name: str = "alexnet",
@@ -62,7 +70,18 @@ def AlexNet(
     Inputs are channels-last RGB, already mean-subtracted by the input pipeline.
 
     Initialisation (§5): weights N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6 and fc7, 0
-    elsewhere.
+    elsewhere. With it, each layer passes on its input's variation scaled by about
+    0.01·√fan_in (< 1 below fan-in 10,000) while the biases of 1 add a constant: measured on
+    random inputs of pixel scale, the input-dependent part of the fc8 outputs is 0.35% of their
+    size at full width and 0.01% at ``channel_multiplier=0.25`` (fan-ins shrink with it), so the net
+    starts out predicting the same thing for every image and the gradients reaching the
+    convolutions are tiny; it leaves that plateau only after many epochs (see the README).
+    ``initialization="he"`` is the named deviation for small data and narrow copies: all
+    biases 0, weights N(0, 2/fan_in) (He et al., 2015: keeps the variation's scale through ReLU
+    layers at any width), fc8 §5's N(0, 0.01) (small initial logits), and an ``input_scale``
+    layer before conv1 dividing the 0–255-scale inputs by `PIXEL_STDDEV`: He's rule assumes
+    unit-variance inputs, and with raw pixels conv1's gradients are ~58× larger relative to its
+    weights, which diverges at any learning rate that trains the other layers (measured).
 
     Args:
         num_classes: units of fc8. Paper: 1000.
@@ -79,6 +98,7 @@ def AlexNet(
         dropout: dropout rate after fc6 and fc7. Paper: 0.5 (§4.2).
         channel_multiplier: multiplier on every layer's channels and hidden units (not on
             ``num_classes``), for tiny, fast copies in tests and demos. Paper: 1.
+        initialization: "paper" (§5) or "he" (see above). Paper: "paper".
         classifier_activation: activation of the ``predictions`` layer; None returns logits.
         seed: seed of the weight initialisers, for reproducible initial weights.
         name: model name.
@@ -99,6 +119,8 @@ def AlexNet(
         raise invalid("dropout", dropout, "in [0, 1)")
     if channel_multiplier <= 0:
         raise invalid("channel_multiplier", channel_multiplier, "positive")
+    if initialization not in INITIALIZATIONS:
+        raise invalid("initialization", initialization, f"one of {', '.join(INITIALIZATIONS)}")
     if grouped_convolutions and not two_towers:
         raise invalid("grouped_convolutions", True, "False with two_towers=False (groups=2 is two towers)")
     num_towers = paper.NUM_TOWERS if two_towers else 1
@@ -108,17 +130,23 @@ def AlexNet(
             "tower_devices", tower_devices, f"None, or one device per tower ({paper.NUM_TOWERS}) with separate towers"
         )
 
-    builder = _Builder(channel_multiplier=channel_multiplier, num_towers=num_towers, seed=seed)
+    builder = _Builder(
+        channel_multiplier=channel_multiplier, num_towers=num_towers, seed=seed, initialization=initialization
+    )
     inputs = keras.Input(shape=(height, width, 3), name="images")
-    x = keras.layers.ZeroPadding2D(CONV1_PADDING, name="conv1_pad")(inputs)
+    x = inputs
+    if initialization == "he":
+        x = keras.layers.Rescaling(1.0 / PIXEL_STDDEV, name="input_scale")(x)
+    x = keras.layers.ZeroPadding2D(CONV1_PADDING, name="conv1_pad")(x)
 
     if separate_towers:
         devices = list(tower_devices) if tower_devices is not None else [None] * num_towers
-        towers = [builder.features_to_pool2(x, lrn=local_response_normalization, tower=t, device=d)
-                  for t, d in enumerate(devices)]
+        towers = [
+            builder.features_to_pool2(x, lrn=local_response_normalization, tower=t, device=d)
+            for t, d in enumerate(devices)
+        ]
         conv3_input = keras.layers.Concatenate(name="conv3_input")(towers)
-        towers = [builder.features_conv3_to_pool5(conv3_input, tower=t, device=d)
-                  for t, d in enumerate(devices)]
+        towers = [builder.features_conv3_to_pool5(conv3_input, tower=t, device=d) for t, d in enumerate(devices)]
         x = keras.layers.Concatenate(name="pool5")(towers)
     else:
         groups = num_towers
@@ -140,8 +168,9 @@ def AlexNet(
 class _Builder:
     """Creates AlexNet's layers with the paper's initialisation and the chosen multiplier and towers."""
 
-    def __init__(self, channel_multiplier: float, num_towers: int, seed: int | None) -> None:
+    def __init__(self, channel_multiplier: float, num_towers: int, seed: int | None, initialization: str) -> None:
         self.channel_multiplier = channel_multiplier
+        self.initialization = initialization
         self.num_towers = num_towers
         self.seed = seed
         self._layers_built = 0
@@ -155,6 +184,9 @@ class _Builder:
     def _initializers(self, base_name: str) -> dict:
         seed = None if self.seed is None else self.seed + self._layers_built
         self._layers_built += 1
+        if self.initialization == "he" and base_name != "fc8":
+            kernel = keras.initializers.VarianceScaling(2.0, "fan_in", "untruncated_normal", seed=seed)
+            return {"kernel_initializer": kernel, "bias_initializer": "zeros"}
         bias = 1.0 if base_name in paper.BIAS_ONE_LAYERS else 0.0
         return {
             "kernel_initializer": keras.initializers.RandomNormal(0.0, paper.INIT_STDDEV, seed=seed),
@@ -164,14 +196,30 @@ class _Builder:
     def _suffix(self, tower: int | None) -> str:
         return "" if tower is None else f"_tower{tower}"
 
-    def conv(self, x, base_name: str, spec: tuple[int, int, int], *, tower=None, device=None,
-             groups: int = 1, padding: str = "same"):
+    def conv(
+        self,
+        x,
+        base_name: str,
+        spec: tuple[int, int, int],
+        *,
+        tower=None,
+        device=None,
+        groups: int = 1,
+        padding: str = "same",
+    ):
         filters, kernel_size, strides = spec
         # One tower's share of the filters, or all of them for a single (possibly grouped) conv.
         filters = self._filters_per_tower(filters) * (self.num_towers if tower is None else 1)
         layer = TowerConv2D(
-            filters, kernel_size, strides=strides, padding=padding, groups=groups, activation="relu",
-            device=device, name=base_name + self._suffix(tower), **self._initializers(base_name),
+            filters,
+            kernel_size,
+            strides=strides,
+            padding=padding,
+            groups=groups,
+            activation="relu",
+            device=device,
+            name=base_name + self._suffix(tower),
+            **self._initializers(base_name),
         )
         return layer(x)
 

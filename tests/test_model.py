@@ -78,6 +78,25 @@ def test_paper_initialisation(full_model):
     assert not np.allclose(k0, k1)
 
 
+def test_he_initialisation_is_a_named_deviation():
+    """initialization="he": N(0, 2/fan_in) weights, fc8 N(0, 0.01), zero biases, inputs ÷ PIXEL_STDDEV."""
+    from alexnet_tf.model import PIXEL_STDDEV
+
+    model = AlexNet(10, 112, channel_multiplier=0.5, initialization="he", seed=0)
+    assert model.get_layer("input_scale").scale == pytest.approx(1 / PIXEL_STDDEV)
+    for layer in model.layers:
+        if not hasattr(layer, "kernel"):
+            continue
+        kernel = layer.kernel.numpy()
+        fan_in = np.prod(kernel.shape[:-1])
+        expected = 0.01 if layer.name == "fc8" else np.sqrt(2 / fan_in)
+        assert abs(kernel.std() / expected - 1) < 0.05, layer.name
+        np.testing.assert_array_equal(layer.bias.numpy(), 0.0, err_msg=layer.name)
+    assert AlexNet(10, 112, channel_multiplier=0.5, seed=0).count_params() == model.count_params()
+    with pytest.raises(InputError, match="`initialization` must be one of paper, he"):
+        AlexNet(initialization="xavier")
+
+
 def test_variants_and_options():
     one = AlexNet(two_towers=False)
     # conv2, conv4, conv5 see all maps: 5·5·48·256 + 3·3·192·384 + 3·3·192·256 more weights.

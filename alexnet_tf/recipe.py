@@ -1,0 +1,354 @@
+"""Training recipes: typed, frozen configs loaded from YAML files, with the paper's defaults.
+
+A recipe file (``pipelines/*.yaml``) overrides only what differs from the defaults below, which
+are the paper's (`alexnet_tf.paper`, section cited beside each value). Like Model Garden's
+experiment files, a recipe has one mapping per section::
+
+    model:     {channel_multiplier: 0.25, initialization: he}
+    training:  {epochs: 30, batch_size: 32}
+
+Values are validated on load: an unknown section or key, a wrong type, or an impossible value is
+one `InputError` line naming the file, the key and what is allowed. ``--set section.key=value``
+overrides (`apply_overrides`) are parsed as YAML scalars and validated the same way.
+
+The resolved recipe (every key, defaults included) is what a run records in ``RUN/recipe.yaml``
+(`to_yaml`) and what a resumed run is compared against (`differences`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import yaml
+
+from alexnet_tf import paper
+from alexnet_tf.errors import InputError
+
+# Names of the choices, shared with the code that acts on them.
+INITIALIZATIONS = ("paper", "he")
+DECAYED_VARIABLES = ("kernels", "all")
+POLICIES = ("plateau", "step", "constant")
+BATCH_SCALING = ("linear", "none")
+MIXED_PRECISION = ("none", "mixed_bfloat16", "mixed_float16")
+MEAN_MODES = ("image", "channel", "none")
+
+
+class _Invalid(Exception):
+    """Raised by a section's checks: ``key`` is impossible; ``allowed`` says what is possible."""
+
+    def __init__(self, key: str, allowed: str) -> None:
+        super().__init__(key, allowed)
+        self.key = key
+        self.allowed = allowed
+
+
+def _require(condition: bool, key: str, allowed: str) -> None:
+    if not condition:
+        raise _Invalid(key, allowed)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSection:
+    """`alexnet_tf.model.AlexNet` options.
+
+    Attributes:
+      channel_multiplier: multiplier on every layer's channels and hidden units (paper: 1).
+      two_towers: the paper's two towers (§3.2, Figure 2); False is the single-tower variant.
+      local_response_normalization: LRN after conv1 and conv2 (§3.3).
+      dropout: dropout rate after fc6 and fc7 (§4.2).
+      initialization: "paper" (§5: N(0, 0.01), biases 1 in conv2/4/5, fc6, fc7) or "he" (a named
+        deviation for small data; see `AlexNet`).
+    """
+
+    channel_multiplier: float = 1.0
+    two_towers: bool = True
+    local_response_normalization: bool = True
+    dropout: float = paper.DROPOUT_RATE  # §4.2
+    initialization: str = "paper"  # §5
+
+    def __post_init__(self) -> None:
+        _require(self.channel_multiplier > 0, "channel_multiplier", "a positive number")
+        _require(0 <= self.dropout < 1, "dropout", "a rate in [0, 1)")
+        _require(self.initialization in INITIALIZATIONS, "initialization", f"one of {', '.join(INITIALIZATIONS)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSection:
+    """Input pipeline options (`InputConfig` without ``data_dir``; the batch size and seed are
+    in `TrainingSection`, the image dtype follows ``training.mixed_precision``).
+
+    Attributes:
+      shuffle_buffer: records in the shuffle buffer (not in the paper).
+      label_offset: subtracted from the record labels; None uses the dataset metadata's.
+      mean: "image" (§2: the mean image), "channel" (a per-channel mean) or "none".
+      lighting_strength: multiplies §4.1's PCA lighting (1 = the paper's, 0 = off).
+      crop_size: side of the training and test patches (§4.1: 224).
+      normalize_in_model: uint8 crops from the pipeline, mirrored/mean-subtracted/lit by the
+        model's first layer on the training device (the fast path; same distribution of views).
+      deterministic: keep the pipeline's element order fixed (slower).
+    """
+
+    shuffle_buffer: int = 10_000
+    label_offset: int | None = None
+    mean: str = "image"  # §2
+    lighting_strength: float = 1.0  # §4.1
+    crop_size: int = paper.CROP_SIZE  # §4.1
+    normalize_in_model: bool = True
+    deterministic: bool = False
+
+    def __post_init__(self) -> None:
+        _require(self.shuffle_buffer >= 1, "shuffle_buffer", "a positive integer")
+        _require(self.label_offset is None or self.label_offset >= 0, "label_offset", "null or an integer >= 0")
+        _require(self.mean in MEAN_MODES, "mean", f"one of {', '.join(MEAN_MODES)}")
+        _require(self.lighting_strength >= 0, "lighting_strength", "a number >= 0 (0 turns lighting off)")
+        _require(self.crop_size >= 64, "crop_size", "an integer >= 64 (AlexNet's smallest input)")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSection:
+    """§5's SGD: ``v ← momentum·v − weight_decay·ε·w − ε·∂L/∂w; w ← w + v`` (see `alexnet_tf.optim`).
+
+    Attributes:
+      learning_rate: ε at the reference batch size (§5: 0.01); see ``schedule.batch_scaling``.
+      momentum: §5: 0.9.
+      weight_decay: the L2 coefficient inside the momentum (§5: 0.0005).
+      decayed: which variables decay: "kernels" (weights only, the paper's word) or "all".
+    """
+
+    learning_rate: float = paper.LEARNING_RATE  # §5
+    momentum: float = paper.MOMENTUM  # §5
+    weight_decay: float = paper.WEIGHT_DECAY  # §5
+    decayed: str = "kernels"  # §5 "weight decay"
+
+    def __post_init__(self) -> None:
+        _require(self.learning_rate > 0, "learning_rate", "a positive number")
+        _require(0 <= self.momentum < 1, "momentum", "a number in [0, 1)")
+        _require(self.weight_decay >= 0, "weight_decay", "a number >= 0")
+        _require(self.decayed in DECAYED_VARIABLES, "decayed", f"one of {', '.join(DECAYED_VARIABLES)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleSection:
+    """The learning-rate policy (see `alexnet_tf.schedule`).
+
+    Attributes:
+      policy: "plateau" (§5: ÷10 when the validation error stops improving), "step" (÷10 every
+        ``step_epochs``, the usual fixed-budget reproduction) or "constant".
+      factor: multiplier at each reduction (§5: 0.1).
+      patience: plateau: epochs without improvement before a reduction (not in the paper).
+      min_delta: plateau: a drop of the validation top-1 error smaller than this is no
+        improvement (not in the paper).
+      max_reductions: plateau: reductions in all (§5: three).
+      step_epochs: step: epochs between reductions.
+      batch_scaling: "linear" (ε × batch_size / reference_batch_size, Goyal et al. 2017) or
+        "none". At the paper's batch both give the paper's ε.
+      reference_batch_size: the batch the learning rate is given for (§5: 128).
+    """
+
+    policy: str = "plateau"  # §5
+    factor: float = paper.LR_DECAY_FACTOR  # §5
+    patience: int = 5
+    min_delta: float = 0.001
+    max_reductions: int = paper.LR_DECAYS  # §5
+    step_epochs: int = 30
+    batch_scaling: str = "linear"
+    reference_batch_size: int = paper.BATCH_SIZE  # §5
+
+    def __post_init__(self) -> None:
+        _require(self.policy in POLICIES, "policy", f"one of {', '.join(POLICIES)}")
+        _require(0 < self.factor < 1, "factor", "a number in (0, 1)")
+        _require(self.patience >= 0, "patience", "an integer >= 0")
+        _require(0 <= self.min_delta < 1, "min_delta", "a top-1 error difference in [0, 1)")
+        _require(self.max_reductions >= 0, "max_reductions", "an integer >= 0")
+        _require(self.step_epochs >= 1, "step_epochs", "a positive integer")
+        _require(self.batch_scaling in BATCH_SCALING, "batch_scaling", f"one of {', '.join(BATCH_SCALING)}")
+        _require(self.reference_batch_size >= 1, "reference_batch_size", "a positive integer")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSection:
+    """The loop: length, batch, precision, checkpoints, logging.
+
+    Attributes:
+      epochs: passes over the training set (§5: roughly 90).
+      batch_size: the global batch, split evenly over the replicas (§5: 128).
+      steps_per_epoch: None: training records // batch_size; a number caps an epoch (demos).
+      mixed_precision: "none", "mixed_bfloat16" or "mixed_float16" (with loss scaling).
+      jit_compile: XLA for the forward and backward pass (not with the two-tower strategy).
+      checkpoint_every_steps: a checkpoint every N steps, besides one at each epoch end.
+      keep_checkpoints: step checkpoints kept (the oldest are deleted).
+      log_every_steps: TensorBoard training scalars every N steps.
+      seed: seed of the initial weights, dropout and input pipeline; None draws one at the
+        first start (kept in the checkpoint, so a resumed run continues the same data stream).
+    """
+
+    epochs: int = paper.EPOCHS  # §5
+    batch_size: int = paper.BATCH_SIZE  # §5
+    steps_per_epoch: int | None = None
+    mixed_precision: str = "none"
+    jit_compile: bool = False
+    checkpoint_every_steps: int = 1000
+    keep_checkpoints: int = 3
+    log_every_steps: int = 100
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, "epochs", "a positive integer")
+        _require(self.batch_size >= 1, "batch_size", "a positive integer")
+        _require(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch", "null or >= 1")
+        _require(self.mixed_precision in MIXED_PRECISION, "mixed_precision", f"one of {', '.join(MIXED_PRECISION)}")
+        _require(self.checkpoint_every_steps >= 1, "checkpoint_every_steps", "a positive integer")
+        _require(self.keep_checkpoints >= 1, "keep_checkpoints", "a positive integer")
+        _require(self.log_every_steps >= 1, "log_every_steps", "a positive integer")
+        _require(self.seed is None or self.seed >= 0, "seed", "null or an integer >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A whole training recipe; ``Recipe()`` is the paper's."""
+
+    model: ModelSection = ModelSection()
+    input: InputSection = InputSection()
+    optimizer: OptimizerSection = OptimizerSection()
+    schedule: ScheduleSection = ScheduleSection()
+    training: TrainingSection = TrainingSection()
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def learning_rate(self) -> float:
+        """The initial learning rate at this recipe's batch size (``schedule.batch_scaling``)."""
+        rate = self.optimizer.learning_rate
+        if self.schedule.batch_scaling == "linear":
+            rate *= self.training.batch_size / self.schedule.reference_batch_size
+        return rate
+
+
+_SECTIONS = typing.get_type_hints(Recipe)
+
+
+def load_recipe(path: str | None = None, overrides: Sequence[str] = ()) -> Recipe:
+    """The paper's recipe, updated by the YAML file at ``path`` and then by ``overrides``.
+
+    Args:
+      path: a recipe file (local or ``gs://``); None starts from the paper's defaults.
+      overrides: ``section.key=value`` strings; values are YAML scalars (``0.1``, ``null``, ``true``).
+
+    Raises:
+      InputError: one line naming the file (or ``--set``), the key and what is allowed.
+    """
+    values: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        values = _read_file(path)
+    for override in overrides:
+        section, key, value = _parse_override(override)
+        values.setdefault(section, {})[key] = value
+    source = path if not overrides else f"{path or 'the paper defaults'} with --set {' '.join(overrides)}"
+    return from_dict(values, source)
+
+
+def from_dict(values: Mapping[str, Any], source: str) -> Recipe:
+    """A `Recipe` from ``{section: {key: value}}``, validated; ``source`` names it in errors."""
+    sections = {}
+    for section, entries in values.items():
+        if section not in _SECTIONS:
+            raise InputError(f"{source}: unknown section '{section}'; allowed: {', '.join(_SECTIONS)}")
+        if not isinstance(entries, Mapping):
+            raise InputError(f"{source}: section '{section}' must be a mapping of key: value")
+        cls = _SECTIONS[section]
+        hints = typing.get_type_hints(cls)
+        for key in entries:
+            if key not in hints:
+                raise InputError(f"{source}: unknown key '{section}.{key}'; allowed: {', '.join(hints)}")
+        try:
+            sections[section] = cls(
+                **{key: _coerce(f"{source}: {section}.{key}", value, hints[key]) for key, value in entries.items()}
+            )
+        except _Invalid as invalid:
+            value = entries.get(invalid.key, getattr(cls(), invalid.key, None))
+            raise InputError(
+                f"{source}: {section}.{invalid.key}={value!r} is impossible; use {invalid.allowed}"
+            ) from None
+    return Recipe(**sections)
+
+
+def differences(old: Mapping[str, Any], new: Recipe) -> list[str]:
+    """The ``section.key`` names whose values differ between a recorded recipe dict and ``new``."""
+    new_values = new.to_dict()
+    names = []
+    for section in sorted(set(old) | set(new_values)):
+        before, after = old.get(section) or {}, new_values.get(section) or {}
+        for key in sorted(set(before) | set(after)):
+            if before.get(key, _MISSING) != after.get(key, _MISSING):
+                names.append(f"{section}.{key}")
+    return names
+
+
+_MISSING = object()
+# Exponent notation without a dot, which YAML 1.1 (PyYAML) leaves as a string.
+_FLOAT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    import tensorflow as tf  # gfile, so that gs:// recipes work; imported here to keep this module light.
+
+    if not tf.io.gfile.exists(path):
+        raise InputError(f"{path}: recipe file not found")
+    with tf.io.gfile.GFile(path, "r") as f:
+        text = f.read()
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise InputError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise InputError(f"{path}: a recipe is a mapping of sections ({', '.join(_SECTIONS)})")
+    return values
+
+
+def _parse_override(override: str) -> tuple[str, str, Any]:
+    name, sep, text = override.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not sep or not dot or not section or not key:
+        raise InputError(f"--set {override!r}: expected section.key=value, e.g. --set training.epochs=30")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        raise InputError(f"--set {override!r}: the value is not a YAML scalar") from None
+    return section, key, value
+
+
+def _coerce(where: str, value: Any, hint: Any) -> Any:
+    """``value`` as the field type ``hint`` (int, float, bool, str, or one of them | None)."""
+    allowed = [hint]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        allowed = list(typing.get_args(hint))
+    if value is None:
+        if type(None) in allowed:
+            return None
+        raise InputError(f"{where}: null is not allowed; give {_type_names(allowed)}")
+    for kind in allowed:
+        if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if kind is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+            return float(value)  # PyYAML reads 1e-4 (no dot) as a string
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if kind in (bool, str) and isinstance(value, kind):
+            return value
+    raise InputError(f"{where}={value!r}: wrong type; expected {_type_names(allowed)}")
+
+
+def _type_names(kinds: list[Any]) -> str:
+    return " or ".join("null" if kind is type(None) else kind.__name__ for kind in kinds)

@@ -1,0 +1,789 @@
+"""`fit`: trains AlexNet on prepared records with a recipe, under a `tf.distribute` strategy.
+
+A custom loop rather than ``model.fit``: Keras 3's ``fit`` fails under
+``MultiWorkerMirroredStrategy`` (keras-team/keras#20585), its ``BackupAndRestore`` replays a
+resumed epoch from its first batch and ``ReduceLROnPlateau`` forgets its counters on resume.
+Here, as in Model Garden's trainer: the strategy is made once; the model and optimizer are built
+in its scope; ``strategy.distribute_datasets_from_function`` gives each input pipeline its
+share of the files and each replica ``batch_size / replicas`` of the global batch; one
+`tf.function` step calls ``strategy.run``; the loss is averaged over the global batch
+(`tf.nn.compute_average_loss`) and the L2 term scaled per replica (`alexnet_tf.optim`).
+
+Strategies (``FitConfig.strategy``):
+
+* ``one-device``: the first GPU, else the CPU;
+* ``mirrored``: data parallel over all local GPUs, or over the logical CPUs (``devices``);
+* ``multi-worker``: ``MultiWorkerMirroredStrategy`` from ``TF_CONFIG``;
+* ``tpu``: ``TPUStrategy`` (``TPU_NAME`` or a local TPU); not tested here;
+* ``two-tower``: the paper's model parallelism (§3.2): tower 0's layers and variables on device
+  0, tower 1's on device 1 (GPUs, else logical CPUs), everything else (the fully connected layers,
+  the loss) on ``fc_device``. No data parallelism, and no XLA: XLA ignores ``tf.device``
+  (tensorflow/tensorflow#124880), so ``jit_compile`` is refused with it.
+
+The run directory, read by evaluate, export and tune::
+
+    RUN/recipe.yaml        the fully resolved recipe (a resumed run must match it)
+    RUN/checkpoints/       tf.train.CheckpointManager: ckpt-<global step>.{index,data-*},
+                           `checkpoint`; model, optimizer (with its momentum slots), epoch, step,
+                           data seed, learning-rate schedule state, best validation top-1
+    RUN/best.keras         the model with the best validation top-1 so far
+    RUN/last.keras         the model at the end of the last epoch
+    RUN/history.csv        one row per finished epoch: epoch, lr, loss, top1, top5, val_loss,
+                           val_top1, val_top5, images_per_sec (rows kept across resumes)
+    RUN/tensorboard/       scalars (loss, top-1/5, lr, images/s; train and validation),
+                           a few augmented inputs, the conv1 filters as an image; steps are
+                           global steps, so they continue across resumes
+
+Both ``.keras`` files are the model on the pipeline's views: with ``input.normalize_in_model``
+(the default) the first layer is `ViewNormalization` carrying the dataset's mean and the input is
+the pipeline's dict of uint8 views; the last layer is the softmax (``predictions``). Training
+uses the same layers up to ``fc8`` (logits, for a numerically stable cross-entropy). All files
+are written under a temporary name and renamed (`alexnet_tf.files`); under ``multi-worker`` only
+the chief writes to RUN, the other workers checkpoint to temporary directories they delete.
+
+Resume: re-running the same command restores the latest checkpoint and continues at its epoch
+and step; each epoch's data stream is seeded from the data seed stored in the checkpoint and the
+epoch number, so the resumed epoch's stream is the one the interrupted run had, and the batches
+of it already trained are skipped (they are read and decoded again, not trained on: at most one
+epoch of input work). A checkpoint whose objects do not match
+this run's (e.g. mixed precision changed, which wraps the optimizer) is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import io
+import json
+import logging
+import math
+import os
+import posixpath
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+import yaml
+from tensorflow.core.framework import summary_pb2
+
+from alexnet_tf import files, optim
+from alexnet_tf.errors import InputError
+from alexnet_tf.input.pipeline import InputConfig, InputPipeline
+from alexnet_tf.layers import with_view_normalization
+from alexnet_tf.model import AlexNet
+from alexnet_tf.recipe import Recipe, differences
+from alexnet_tf.runs import BEST_MODEL, CHECKPOINTS, CLASSES_FILE, HISTORY, LAST_MODEL, RECIPE_FILE, TENSORBOARD
+from alexnet_tf.schedule import LearningRateSchedule
+
+logger = logging.getLogger(__name__)
+
+STRATEGIES = ("one-device", "mirrored", "multi-worker", "tpu", "two-tower")
+HISTORY_FIELDS = ("epoch", "lr", "loss", "top1", "top5", "val_loss", "val_top1", "val_top5", "images_per_sec")
+# Augmented inputs drawn to TensorBoard at the start of a run.
+SUMMARY_IMAGES = 4
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names the step and the learning rate."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FitConfig:
+    """One training run.
+
+    Attributes:
+      data_dir: prepare-data output (records, metadata.json, mean_image.npy).
+      model_dir: the run directory (see the module docstring); created if missing.
+      recipe: the resolved recipe (`alexnet_tf.recipe.load_recipe`).
+      strategy: one of `STRATEGIES`.
+      devices: split the CPU into this many logical devices (for ``mirrored`` and ``two-tower``
+        without GPUs); must be set before TensorFlow initialises its devices.
+      fc_device: ``two-tower``: device of the fully connected layers (default: tower 0's).
+      allow_recipe_change: continue a run whose recorded recipe differs (the new one is recorded).
+      overwrite: delete the run directory's previous contents and start again.
+      verbose: print a progress bar and per-epoch lines (chief only).
+    """
+
+    data_dir: str
+    model_dir: str
+    recipe: Recipe = Recipe()
+    strategy: str = "one-device"
+    devices: int | None = None
+    fc_device: str | None = None
+    allow_recipe_change: bool = False
+    overwrite: bool = False
+    verbose: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class FitResult:
+    """What a finished run produced."""
+
+    epochs: int
+    steps: int
+    best_val_top1: float
+    history: list[dict[str, float]]
+    model_dir: str
+    resumed_from: tuple[int, int] | None
+    model: keras.Model  # the trained model on views (what last.keras holds)
+
+    def summary(self) -> str:
+        return (
+            f"trained {self.epochs} epochs ({self.steps} steps); best validation top-1 {self.best_val_top1:.4f}; "
+            f"run directory {self.model_dir}: {BEST_MODEL}, {LAST_MODEL}, {HISTORY}, {CHECKPOINTS}/, {TENSORBOARD}/"
+        )
+
+
+# --- The input pipeline ----------------------------------------------------------------------
+
+
+def _input_pipeline(data_dir: str, recipe: Recipe, seed: int) -> InputPipeline:
+    """The run's `InputPipeline`: the recipe's input section, its global batch and precision."""
+    section = recipe.input
+    precision = recipe.training.mixed_precision
+    return InputPipeline(
+        InputConfig(
+            data_dir,
+            batch_size=recipe.training.batch_size,
+            shuffle_buffer=section.shuffle_buffer,
+            label_offset=section.label_offset,
+            mean=section.mean,
+            lighting_strength=section.lighting_strength,
+            crop_size=section.crop_size,
+            dtype="float32" if precision == "none" else precision.removeprefix("mixed_"),
+            normalize_in_model=section.normalize_in_model,
+            deterministic=section.deterministic,
+            seed=seed,
+        )
+    )
+
+
+def _view_normalization(pipeline: InputPipeline) -> keras.layers.Layer | None:
+    """The layer that finishes the pipeline's uint8 views, or None for float views."""
+    return pipeline.view_normalization() if pipeline.config.normalize_in_model else None
+
+
+# --- Devices and strategies ----------------------------------------------------------------------
+
+
+def configure_devices(devices: int | None) -> None:
+    """Splits the first CPU into ``devices`` logical devices (before TensorFlow initialises them)."""
+    if devices is None:
+        return
+    if devices < 1:
+        raise InputError(f"--devices {devices}: must be a positive integer")
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    current = tf.config.get_logical_device_configuration(cpu)
+    if current is not None and len(current) == devices:
+        return
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
+    except RuntimeError:
+        have = len(tf.config.list_logical_devices("CPU"))
+        raise InputError(
+            f"--devices {devices}: TensorFlow already initialised {have} CPU device(s) in this process; "
+            "set the devices before anything else runs TensorFlow"
+        ) from None
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """The strategy ``name`` (one of `STRATEGIES`); ``two-tower`` uses the default strategy."""
+    if name == "multi-worker":  # first: collective ops must be configured before anything lists devices
+        _check_tf_config()
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "one-device":
+        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    if name == "mirrored":
+        devices = [d.name for d in gpus or tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
+    if name == "tpu":
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=os.environ.get("TPU_NAME", ""))
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+        except (ValueError, tf.errors.OpError) as error:
+            raise InputError(f"--strategy tpu: no TPU reachable ({error}); set TPU_NAME or run on a TPU VM") from None
+        return tf.distribute.TPUStrategy(resolver)
+    if name == "two-tower":
+        return tf.distribute.get_strategy()
+    raise InputError(f"--strategy {name!r}: choose one of {', '.join(STRATEGIES)}")
+
+
+def _check_tf_config() -> None:
+    text = os.environ.get("TF_CONFIG")
+    if not text:
+        raise InputError("--strategy multi-worker needs TF_CONFIG (a JSON cluster spec and this worker's task)")
+    try:
+        spec = json.loads(text)
+        cluster, task = spec["cluster"], spec["task"]
+        workers = len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+        if not isinstance(task["type"], str) or not 0 <= int(task["index"]) < len(cluster[task["type"]]):
+            raise ValueError("task index out of range")
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise InputError(
+            f"TF_CONFIG does not parse ({error!r}): expected "
+            '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}'
+        ) from None
+    if workers < 1:
+        raise InputError("TF_CONFIG lists no workers: add a cluster.worker list")
+
+
+def _is_chief(strategy: tf.distribute.Strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    return task_type == "chief" or (
+        task_type == "worker" and task_id == 0 and "chief" not in resolver.cluster_spec().jobs
+    )
+
+
+def _tower_devices(config: FitConfig) -> tuple[list[str], str]:
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+    devices = gpus if len(gpus) >= 2 else cpus
+    if len(devices) < 2:
+        raise InputError(
+            "--strategy two-tower needs two devices: two GPUs, or --devices 2 to split the CPU into two logical devices"
+        )
+    return devices[:2], config.fc_device or devices[0]
+
+
+def _check_combination(config: FitConfig, strategy: tf.distribute.Strategy) -> None:
+    recipe = config.recipe
+    if config.strategy == "two-tower":
+        if not recipe.model.two_towers:
+            raise InputError("--strategy two-tower needs model.two_towers=true (one device per tower)")
+        if recipe.training.jit_compile:
+            raise InputError(
+                "--strategy two-tower with training.jit_compile=true: XLA ignores tf.device placement "
+                "(tensorflow/tensorflow#124880); set training.jit_compile=false"
+            )
+    replicas = strategy.num_replicas_in_sync
+    if recipe.training.batch_size % replicas:
+        raise InputError(
+            f"training.batch_size={recipe.training.batch_size} does not divide over {replicas} replicas: "
+            f"use a multiple of {replicas}"
+        )
+
+
+# --- The run ---------------------------------------------------------------------------------------
+
+
+class _RunState(tf.Module):
+    """The counters a checkpoint carries besides the model and optimizer."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(name="run_state")
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")  # epochs finished
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")  # global steps done
+        self.data_seed = tf.Variable(seed, dtype=tf.int64, trainable=False, name="data_seed")
+        self.best_val_top1 = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_val_top1")
+
+
+def fit(config: FitConfig) -> FitResult:
+    """Trains (or resumes) the run in ``config.model_dir``; see the module docstring.
+
+    Raises:
+      InputError: bad data directory, recipe, strategy combination, TF_CONFIG, or a checkpoint
+        that does not match this run.
+      TrainingDiverged: the loss became NaN or infinite (the last good checkpoint is kept).
+      KeyboardInterrupt: after saving a checkpoint.
+    """
+    recipe = config.recipe
+    if config.strategy not in STRATEGIES:
+        raise InputError(f"--strategy {config.strategy!r}: choose one of {', '.join(STRATEGIES)}")
+    configure_devices(config.devices)
+    strategy = make_strategy(config.strategy)
+    _check_combination(config, strategy)
+    run = _Run(config, strategy, _is_chief(strategy))
+    try:
+        with _precision(recipe):
+            return run.train()
+    finally:
+        run.close()
+
+
+def measure_throughput(config: FitConfig, steps: int, warmup: int, in_memory: bool) -> float:
+    """Training images per second of `fit`'s step on ``config`` (for ``tools/bench_fit.py``).
+
+    ``in_memory``: the same step fed one batch of the pipeline's output cached in memory and
+    repeated (no reading, decoding or augmentation), the rate the input pipeline is compared
+    with. Writes only ``recipe.yaml`` into ``config.model_dir``.
+    """
+    configure_devices(config.devices)
+    strategy = make_strategy(config.strategy)
+    _check_combination(config, strategy)
+    run = _Run(config, strategy, chief=True)
+    try:
+        with _precision(config.recipe):
+            pipeline = _input_pipeline(config.data_dir, config.recipe, int(run.state.data_seed.numpy()))
+            run._build(pipeline)
+
+            def dataset(context: tf.distribute.InputContext) -> tf.data.Dataset:
+                data = pipeline.train_dataset(context)
+                return data.take(1).cache().repeat() if in_memory else data
+
+            iterator = iter(strategy.distribute_datasets_from_function(dataset))
+            train_step = run._make_train_step()
+            for _ in range(warmup):
+                float(train_step(iterator)[0])
+            start = time.perf_counter()
+            for _ in range(steps):
+                float(train_step(iterator)[0])  # synchronise every step, as `fit` does
+            return steps * config.recipe.training.batch_size / (time.perf_counter() - start)
+    finally:
+        run.close()
+
+
+@contextlib.contextmanager
+def _precision(recipe: Recipe) -> Iterator[None]:
+    """The recipe's Keras mixed-precision policy while building and training; restored after."""
+    previous = keras.mixed_precision.global_policy()
+    precision = recipe.training.mixed_precision
+    keras.mixed_precision.set_global_policy("float32" if precision == "none" else precision)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+class _Run:
+    """One call of `fit`: the objects it builds and the loop over epochs and steps."""
+
+    def __init__(self, config: FitConfig, strategy: tf.distribute.Strategy, chief: bool) -> None:
+        self.config = config
+        self.recipe = config.recipe
+        self.strategy = strategy
+        self.chief = chief
+        self.model_dir = config.model_dir
+        self._temp_dir = None if chief else tempfile.mkdtemp(prefix="alexnet-tf-worker-")
+        self._prepare_model_dir()
+        seed = self.recipe.training.seed
+        self.state = _RunState(secrets.randbits(31) if seed is None else seed)
+        self._writer = None
+
+    # -- Run directory and recipe
+
+    def _path(self, name: str) -> str:
+        return posixpath.join(self.model_dir, name)
+
+    def _prepare_model_dir(self) -> None:
+        config = self.config
+        recorded = self._path(RECIPE_FILE)
+        if config.overwrite and self.chief and tf.io.gfile.exists(self.model_dir):
+            with files.output_errors(self.model_dir):
+                for name in (CHECKPOINTS, TENSORBOARD, BEST_MODEL, LAST_MODEL, HISTORY, RECIPE_FILE, CLASSES_FILE):
+                    path = self._path(name)
+                    if tf.io.gfile.isdir(path):
+                        tf.io.gfile.rmtree(path)
+                    elif tf.io.gfile.exists(path):
+                        tf.io.gfile.remove(path)
+        if tf.io.gfile.exists(recorded) and not config.overwrite:
+            with tf.io.gfile.GFile(recorded) as f:
+                old = yaml.safe_load(f.read()) or {}
+            changed = differences(old, self.recipe)
+            if changed and not config.allow_recipe_change:
+                raise InputError(
+                    f"{recorded}: this run was started with a different recipe ({', '.join(changed)} differ); "
+                    "re-run with the same recipe, --allow-recipe-change to continue with the new one, "
+                    "or --overwrite to start again"
+                )
+        if self.chief:
+            with files.output_errors(self.model_dir):
+                tf.io.gfile.makedirs(self.model_dir)
+                files.remove_temporaries(self.model_dir)
+            files.write_atomically(recorded, self.recipe.to_yaml().encode())
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self._temp_dir is not None:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+
+    # -- Building
+
+    def _build(self, pipeline: InputPipeline) -> None:
+        recipe = self.recipe
+        section = recipe.model
+        tower_devices = fc_device = None
+        if self.config.strategy == "two-tower":
+            tower_devices, fc_device = _tower_devices(self.config)
+        self.fc_device = fc_device
+        with self.strategy.scope(), tf.device(fc_device):
+            network = AlexNet(
+                num_classes=pipeline.metadata.num_classes,
+                input_size=recipe.input.crop_size,
+                two_towers=section.two_towers,
+                tower_devices=tower_devices,
+                local_response_normalization=section.local_response_normalization,
+                dropout=section.dropout,
+                channel_multiplier=section.channel_multiplier,
+                initialization=section.initialization,
+                seed=int(self.state.data_seed.numpy()),
+            )
+            self.network = network
+            if self.chief:  # what export and predict name the outputs with (`alexnet_tf.classes`)
+                classes = {"classes": [dataclasses.asdict(info) for info in pipeline.metadata.classes]}
+                files.write_atomically(self._path(CLASSES_FILE), json.dumps(classes, indent=2).encode())
+            logits = keras.Model(network.input, network.get_layer("fc8").output, name=f"{network.name}_logits")
+            normalization = _view_normalization(pipeline)
+            if normalization is None:
+                self.model, self.train_model = network, logits
+            else:
+                self.model = with_view_normalization(network, normalization)
+                self.train_model = with_view_normalization(logits, normalization)
+            self.schedule = LearningRateSchedule(recipe.schedule, recipe.learning_rate())
+            self.optimizer = optim.make_optimizer(
+                recipe.optimizer, self.schedule.rate(), recipe.training.mixed_precision == "mixed_float16"
+            )
+            self.optimizer.build(self.train_model.trainable_variables)
+        self.checkpoint = tf.train.Checkpoint(
+            model=self.train_model, optimizer=self.optimizer, state=self.state, schedule=self.schedule
+        )
+        directory = self._path(CHECKPOINTS) if self.chief else self._temp_dir
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, directory, max_to_keep=self.recipe.training.keep_checkpoints, step_counter=self.state.step
+        )
+
+    def _restore(self) -> tuple[int, int] | None:
+        """Restores the latest checkpoint of the run (all workers read the chief's)."""
+        latest = tf.train.latest_checkpoint(self._path(CHECKPOINTS))
+        if latest is None:
+            return None
+        try:
+            self.checkpoint.restore(latest).assert_consumed()
+        except (AssertionError, tf.errors.OpError) as error:
+            detail = error.message if isinstance(error, tf.errors.OpError) else str(error)
+            first = detail.strip().splitlines()[0][:200]
+            raise InputError(
+                f"{latest}: the checkpoint does not match this run's model and optimizer ({first}); "
+                "was training.mixed_precision, the model or the strategy's model layout changed? "
+                "Use the recipe the run was started with, or --overwrite to start again"
+            ) from None
+        self.optimizer.learning_rate.assign(self.schedule.rate())
+        return int(self.state.epoch.numpy()), int(self.state.step.numpy())
+
+    # -- Steps
+
+    def _make_train_step(self) -> Callable[[Any], tuple[tf.Tensor, ...]]:
+        recipe = self.recipe
+        global_batch = recipe.training.batch_size
+        model, optimizer = self.train_model, self.optimizer
+        decayed = optim.decayed_variables(model, recipe.optimizer)
+        weight_decay = recipe.optimizer.weight_decay
+
+        def gradients(views, labels):
+            with tf.GradientTape() as tape:
+                logits = tf.cast(model(views, training=True), tf.float32)
+                per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+                loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+                total = loss + optim.l2_loss(decayed, weight_decay) if weight_decay else loss
+                scaled = optimizer.scale_loss(total)
+            grads = tape.gradient(scaled, model.trainable_variables)
+            return grads, loss, _correct(logits, labels)
+
+        if recipe.training.jit_compile:
+            gradients = tf.function(gradients, jit_compile=True)
+
+        def replica_step(inputs):
+            views, labels = inputs
+            grads, loss, (top1, top5) = gradients(views, labels)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+            return loss, top1, top5
+
+        @tf.function
+        def train_step(iterator):
+            with tf.device(self.fc_device):
+                results = self.strategy.run(replica_step, args=(next(iterator),))
+            return tuple(self.strategy.reduce(tf.distribute.ReduceOp.SUM, r, axis=None) for r in results)
+
+        return train_step
+
+    def _make_eval_step(self) -> Callable[[Any], tuple[tf.Tensor, ...]]:
+        model = self.train_model
+
+        def replica_step(inputs):
+            views, labels = inputs
+            logits = tf.cast(model(views, training=False), tf.float32)
+            per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+            top1, top5 = _correct(logits, labels)
+            return tf.reduce_sum(per_example), top1, top5, tf.cast(tf.size(labels), tf.float32)
+
+        @tf.function
+        def eval_step(inputs):
+            with tf.device(self.fc_device):
+                results = self.strategy.run(replica_step, args=(inputs,))
+            return tuple(self.strategy.reduce(tf.distribute.ReduceOp.SUM, r, axis=None) for r in results)
+
+        return eval_step
+
+    # -- The loop
+
+    def train(self) -> FitResult:
+        recipe, training = self.recipe, self.recipe.training
+        # The pipeline needs the data seed before the checkpoint is restored: read it first.
+        latest = tf.train.latest_checkpoint(self._path(CHECKPOINTS))
+        if latest is not None and training.seed is None:
+            self.state.data_seed.assign(_read_seed(latest))
+        if training.seed is not None:
+            keras.utils.set_random_seed(training.seed)
+        pipeline = _input_pipeline(self.config.data_dir, recipe, int(self.state.data_seed.numpy()))
+        self._build(pipeline)
+        resumed = self._restore()
+        epoch, step = (0, 0) if resumed is None else resumed
+        train_records = pipeline.metadata.splits["train"].num_records
+        steps_per_epoch = training.steps_per_epoch or train_records // training.batch_size
+        if steps_per_epoch < 1:
+            raise InputError(
+                f"{self.config.data_dir}: {train_records} training records are fewer than training.batch_size="
+                f"{training.batch_size}: use a smaller batch"
+            )
+        if resumed is not None:
+            done = step - epoch * steps_per_epoch
+            self._say(
+                f"resuming from epoch {epoch} step {step} ({done} of the epoch's {steps_per_epoch} steps done)", True
+            )
+        self._say(
+            f"training {training.epochs} epochs of {steps_per_epoch} steps, global batch {training.batch_size} over "
+            f"{self.strategy.num_replicas_in_sync} replica(s) ({self.config.strategy}), lr {self.schedule.rate():g}",
+            always=True,
+        )
+        if self.chief:
+            self._writer = tf.summary.create_file_writer(self._path(TENSORBOARD))
+
+        eval_data = self.strategy.distribute_datasets_from_function(
+            lambda context: pipeline.eval_dataset(input_context=context)
+        )
+        train_step, eval_step = self._make_train_step(), self._make_eval_step()
+        history = self._read_history(epoch)
+
+        try:
+            while epoch < training.epochs:
+                iterator = iter(self._epoch_data(epoch, step - epoch * steps_per_epoch))
+                row = self._train_epoch(epoch, step, steps_per_epoch, iterator, train_step, pipeline)
+                step = (epoch + 1) * steps_per_epoch
+                val_loss, val_top1, val_top5 = self._evaluate(eval_data, eval_step)
+                rate = float(self.optimizer.learning_rate.numpy())
+                row.update(epoch=epoch, lr=rate, val_loss=val_loss, val_top1=val_top1, val_top5=val_top5)
+                history.append(row)
+                next_rate = self.schedule.end_of_epoch(epoch, 1.0 - val_top1)
+                self.optimizer.learning_rate.assign(next_rate)
+                epoch += 1
+                self.state.epoch.assign(epoch)
+                improved = val_top1 > float(self.state.best_val_top1.numpy())
+                if improved:
+                    self.state.best_val_top1.assign(val_top1)
+                self._end_of_epoch(row, history, step, improved)
+        except KeyboardInterrupt:
+            self.manager.save(checkpoint_number=int(self.state.step.numpy()))
+            self._say(
+                f"\ninterrupted: saved a checkpoint at step {int(self.state.step.numpy())}; re-run to resume", True
+            )
+            raise
+        result = FitResult(
+            epochs=epoch,
+            steps=int(self.state.step.numpy()),
+            best_val_top1=float(self.state.best_val_top1.numpy()),
+            history=history,
+            model_dir=self.model_dir,
+            resumed_from=resumed,
+            model=self.model,
+        )
+        self._say(result.summary(), always=True)
+        return result
+
+    def _epoch_data(self, epoch: int, done: int) -> tf.distribute.DistributedDataset:
+        """Epoch ``epoch``'s batches, after the ``done`` already trained.
+
+        Each epoch's stream has its own seed (`_epoch_seed`), so a resumed run starts at the
+        epoch it was in instead of replaying every earlier epoch's stream; within the epoch the
+        batches already trained are skipped (read and decoded, not trained on).
+        """
+        seed = _epoch_seed(int(self.state.data_seed.numpy()), epoch)
+        pipeline = _input_pipeline(self.config.data_dir, self.recipe, seed)
+        return self.strategy.distribute_datasets_from_function(
+            lambda context: pipeline.train_dataset(context).skip(done)
+        )
+
+    def _train_epoch(self, epoch, step, steps_per_epoch, iterator, train_step, pipeline) -> dict[str, float]:
+        training = self.recipe.training
+        first = step - epoch * steps_per_epoch
+        progress = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["lr"]) if self._verbose() else None
+        if progress is not None:
+            print(f"epoch {epoch + 1}/{training.epochs}")
+            progress.update(first)
+        totals = np.zeros(3)
+        images = 0
+        start = time.perf_counter()
+        rate = float(self.optimizer.learning_rate.numpy())
+        for index in range(first, steps_per_epoch):
+            loss, top1, top5 = (float(t) for t in train_step(iterator))
+            step += 1
+            if not math.isfinite(loss):
+                raise TrainingDiverged(
+                    f"loss is {loss} at step {step} (epoch {epoch + 1}) with learning rate {rate:g}; training stopped, "
+                    f"the last good checkpoint is kept in {self._path(CHECKPOINTS)}: lower optimizer.learning_rate"
+                )
+            self.state.step.assign(step)
+            batch = training.batch_size
+            totals += (loss * batch, top1, top5)
+            images += batch
+            if progress is not None:
+                progress.update(index + 1, [("loss", loss), ("top1", top1 / batch), ("lr", rate)])
+            if self._writer is not None and step % training.log_every_steps == 0:
+                with self._writer.as_default(step=step):
+                    _scalar("train/loss", loss)
+                    _scalar("train/top1", top1 / batch)
+                    _scalar("learning_rate", rate)
+            if step % training.checkpoint_every_steps == 0 and index + 1 < steps_per_epoch:
+                self.manager.save(checkpoint_number=step)
+            if index == first and self._writer is not None and epoch == 0 and first == 0:
+                self._write_inputs(pipeline, step)
+        seconds = time.perf_counter() - start
+        count = max(images, 1)
+        return {
+            "loss": totals[0] / count,
+            "top1": totals[1] / count,
+            "top5": totals[2] / count,
+            "images_per_sec": images / seconds if seconds > 0 else 0.0,
+        }
+
+    def _evaluate(self, eval_data, eval_step) -> tuple[float, float, float]:
+        totals = np.zeros(4)
+        for inputs in eval_data:
+            totals += [float(t) for t in eval_step(inputs)]
+        count = max(totals[3], 1.0)
+        return totals[0] / count, totals[1] / count, totals[2] / count
+
+    def _end_of_epoch(self, row: dict[str, float], history: list[dict[str, float]], step: int, improved: bool) -> None:
+        """History row, then the checkpoint (so a resumed run never lacks a row), then the models."""
+        if self.chief:
+            self._write_history(history)
+            with self._writer.as_default(step=step):
+                for key in ("loss", "top1", "top5"):
+                    _scalar(f"epoch/{key}", row[key])
+                    _scalar(f"validation/{key}", row[f"val_{key}"])
+                _scalar("epoch/learning_rate", row["lr"])
+                _scalar("epoch/images_per_sec", row["images_per_sec"])
+                _image("conv1_filters", _filter_grid(self.network))
+            self._writer.flush()
+        self.manager.save(checkpoint_number=step)
+        if self.chief:
+            self._save_model(LAST_MODEL)
+            if improved:
+                self._save_model(BEST_MODEL)
+        self._say(
+            f"epoch {int(row['epoch']) + 1}: loss {row['loss']:.4f} top1 {row['top1']:.4f} val_loss "
+            f"{row['val_loss']:.4f} val_top1 {row['val_top1']:.4f} val_top5 {row['val_top5']:.4f} lr {row['lr']:g} "
+            f"{row['images_per_sec']:.1f} img/s"
+        )
+
+    def _save_model(self, name: str) -> None:
+        path = self._path(name)
+        with files.output_errors(path), files.atomic_path(path) as temp:
+            self.model.save(temp)
+
+    def _read_history(self, epoch: int) -> list[dict[str, float]]:
+        """Rows of the epochs before ``epoch`` (later ones, from after the checkpoint, are dropped)."""
+        path = self._path(HISTORY)
+        if not tf.io.gfile.exists(path):
+            return []
+        with tf.io.gfile.GFile(path) as f:
+            rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [row for row in rows if row["epoch"] < epoch]
+
+    def _write_history(self, history: list[dict[str, float]]) -> None:
+        text = io.StringIO()
+        writer = csv.DictWriter(text, HISTORY_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        for row in history:
+            writer.writerow({key: int(row[key]) if key == "epoch" else row[key] for key in HISTORY_FIELDS})
+        files.write_atomically(self._path(HISTORY), text.getvalue().encode())
+
+    def _write_inputs(self, pipeline: InputPipeline, step: int) -> None:
+        """A few augmented training inputs as the network sees them (after `ViewNormalization`)."""
+        views, _ = next(iter(pipeline.train_dataset().take(1)))
+        normalization = _view_normalization(pipeline)
+        images = normalization(views) if normalization is not None else views
+        images = tf.cast(images[:SUMMARY_IMAGES], tf.float32)
+        low = tf.reduce_min(images, axis=[1, 2, 3], keepdims=True)
+        high = tf.reduce_max(images, axis=[1, 2, 3], keepdims=True)
+        with self._writer.as_default(step=step):
+            _image("train/inputs", (images - low) / tf.maximum(high - low, 1e-6))
+
+    def _verbose(self) -> bool:
+        return self.config.verbose and self.chief
+
+    def _say(self, message: str, always: bool = False) -> None:
+        """Prints on the chief: per-epoch lines if verbose; the start, resume and end lines always."""
+        if self.chief and (always or self.config.verbose):
+            print(message, flush=True)
+
+
+def _correct(logits: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Numbers of top-1 and top-5 hits in the batch (float32)."""
+    labels = tf.cast(labels, tf.int32)
+    top1 = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32))
+    k = min(5, logits.shape[-1])
+    top5 = tf.reduce_sum(tf.cast(tf.nn.in_top_k(labels, logits, k), tf.float32))
+    return top1, top5
+
+
+def _scalar(name: str, value: float) -> None:
+    """A TensorBoard scalar, written with TF's own summary op (the ``tensorboard`` package's
+    ``tf.summary.scalar`` is not a dependency)."""
+    tf.summary.write(name, tf.constant(value, tf.float32), metadata=_plugin("scalars"))
+
+
+def _image(name: str, images: tf.Tensor) -> None:
+    """TensorBoard images from float ``[n, h, w, 3]`` in [0, 1], as the images plugin stores them."""
+    height, width = images.shape[1], images.shape[2]
+    encoded = [tf.io.encode_png(tf.cast(tf.round(image * 255), tf.uint8)) for image in images]
+    tensor = tf.stack([tf.as_string(width), tf.as_string(height), *encoded])
+    tf.summary.write(name, tensor, metadata=_plugin("images"))
+
+
+def _plugin(name: str) -> bytes:
+    metadata = summary_pb2.SummaryMetadata()
+    metadata.plugin_data.plugin_name = name
+    return metadata.SerializeToString()
+
+
+def _filter_grid(network: keras.Model) -> tf.Tensor:
+    """conv1's kernels (both towers) as one ``[1, H, W, 3]`` image, each kernel scaled to [0, 1]."""
+    kernels = [layer.kernel for layer in network.layers if layer.name.startswith("conv1") and hasattr(layer, "kernel")]
+    kernel = tf.concat([tf.cast(k.value, tf.float32) for k in kernels], axis=-1)  # [h, w, 3, n]
+    filters = tf.transpose(kernel, [3, 0, 1, 2])
+    low = tf.reduce_min(filters, axis=[1, 2, 3], keepdims=True)
+    high = tf.reduce_max(filters, axis=[1, 2, 3], keepdims=True)
+    filters = (filters - low) / tf.maximum(high - low, 1e-6)
+    count, size = filters.shape[0], filters.shape[1]
+    columns = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    filters = tf.pad(filters, [[0, rows * columns - count], [1, 1], [1, 1], [0, 0]])
+    grid = tf.reshape(filters, [rows, columns, size + 2, size + 2, 3])
+    grid = tf.reshape(tf.transpose(grid, [0, 2, 1, 3, 4]), [rows * (size + 2), columns * (size + 2), 3])
+    return grid[tf.newaxis]
+
+
+def _epoch_seed(data_seed: int, epoch: int) -> int:
+    """The input pipeline's seed for one epoch of a run (independent streams per epoch)."""
+    return int(np.random.SeedSequence([data_seed, epoch]).generate_state(1, np.uint32)[0])
+
+
+def _read_seed(checkpoint_path: str) -> int:
+    """The data seed stored in a checkpoint, read without building the model."""
+    reader = tf.train.load_checkpoint(checkpoint_path)
+    for name in reader.get_variable_to_shape_map():
+        if name.startswith("state/data_seed"):
+            return int(reader.get_tensor(name))
+    raise InputError(f"{checkpoint_path}: no data seed in the checkpoint; is it an alexnet-tf fit checkpoint?")

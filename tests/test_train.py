@@ -1,0 +1,357 @@
+"""`alexnet-tf fit`: learning, the paper's update rule, resume after kill -9, strategies, faults.
+
+Tiny models (channel_multiplier 0.125, 64×64 crops) on generated records. The CPU is split into
+two logical devices before TensorFlow initialises (for the mirrored and two-tower tests); run
+this file on its own or before other TensorFlow tests initialise the runtime.
+"""
+
+import csv
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from alexnet_tf import AlexNet, optim, train
+from alexnet_tf.errors import InputError
+from alexnet_tf.recipe import OptimizerSection, load_recipe
+from alexnet_tf.records import schema
+from alexnet_tf.synthetic import write_synthetic_dataset
+from alexnet_tf.train import FitConfig, TrainingDiverged, fit
+
+train.configure_devices(2)
+
+TINY = [
+    "model.channel_multiplier=0.125",
+    "model.initialization=he",
+    "input.crop_size=64",
+    "input.shuffle_buffer=256",
+    "optimizer.learning_rate=0.01",
+    "schedule.batch_scaling=none",
+    "training.batch_size=16",
+    "training.seed=0",
+    "training.log_every_steps=2",
+]
+ENV = {
+    **os.environ,
+    "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+}
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    """4 tinted classes, 128 training and 32 validation records of 72×72."""
+    directory = str(tmp_path_factory.mktemp("records"))
+    write_synthetic_dataset(
+        directory, num_classes=4, train_records=128, train_shards=4, validation_records=32, image_size=72
+    )
+    return directory
+
+
+def tiny(*overrides: str):
+    return load_recipe(None, [*TINY, *overrides])
+
+
+def run_cli(*args: str, env=None, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "alexnet_tf", "fit", *args], env=env or ENV, capture_output=True, text=True, **kwargs
+    )
+
+
+def read_history(model_dir) -> list[dict]:
+    with open(os.path.join(model_dir, "history.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+# --- Learning and the run directory ----------------------------------------------------------
+
+
+def test_fit_learns_and_writes_the_run_directory(records, tmp_path):
+    run = str(tmp_path / "run")
+    result = fit(FitConfig(records, run, tiny("training.epochs=5"), verbose=False))
+    losses = [row["loss"] for row in result.history]
+    assert losses[1] < losses[0]  # one epoch lowers the loss
+    assert result.best_val_top1 >= 0.6  # chance is 0.25
+    assert result.best_val_top1 == max(row["val_top1"] for row in result.history)
+    assert [int(row["epoch"]) for row in read_history(run)] == [0, 1, 2, 3, 4]
+    assert sorted(os.listdir(run)) == [
+        "best.keras",
+        "checkpoints",
+        "classes.json",
+        "history.csv",
+        "last.keras",
+        "recipe.yaml",
+        "tensorboard",
+    ]
+    assert load_recipe(os.path.join(run, "recipe.yaml")) == tiny("training.epochs=5")
+    # The saved model is on the pipeline's views: ViewNormalization (with the mean) first, softmax last.
+    saved = keras.saving.load_model(os.path.join(run, "last.keras"), safe_mode=True)
+    normalization = next(layer for layer in saved.layers if layer.name.startswith("view_normalization"))
+    assert float(tf.reduce_mean(normalization.mean_values)) > 1.0
+    views = {name: tf.zeros([2, *spec.shape[1:]], spec.dtype) for name, spec in saved.input.items()}
+    np.testing.assert_allclose(np.sum(saved(views), axis=-1), 1.0, rtol=1e-5)
+    events = os.listdir(os.path.join(run, "tensorboard"))
+    assert events and all(name.startswith("events.out.tfevents") for name in events)
+    tags = {
+        value.tag
+        for name in events
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(run, "tensorboard", name))
+        for value in event.summary.value
+    }
+    assert {
+        "train/loss",
+        "learning_rate",
+        "validation/top1",
+        "epoch/images_per_sec",
+        "conv1_filters",
+        "train/inputs",
+    } <= tags
+
+
+def test_one_update_is_the_papers_rule_by_hand():
+    """v ← 0.9·v − 0.0005·ε·w − ε·∂L/∂w; w ← w + v, for kernels; biases without the decay."""
+    section = OptimizerSection()
+    lr, mu, wd = 0.05, section.momentum, section.weight_decay
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, bias_initializer="ones", name="fc")])
+    optimizer = optim.make_optimizer(section, lr, mixed_float16=False)
+    decayed = optim.decayed_variables(model, section)
+    assert [v.path.split("/")[-2:] for v in decayed] == [["fc", "kernel"]]
+    x = np.array([[1.0, -2.0, 0.5], [0.3, 0.1, -1.0]], np.float32)
+    y = np.array([[1.0, 0.0], [0.0, 2.0]], np.float32)
+    w, b = (v.numpy().astype(np.float64) for v in model.trainable_variables)
+    v_w, v_b = np.zeros_like(w), np.zeros_like(b)
+    for _ in range(2):  # the second step has a non-zero momentum
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.reduce_sum((model(x) - y) ** 2, axis=-1)) + optim.l2_loss(decayed, wd)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        # By hand: ∂L/∂W of the mean squared error (without the decay), then the paper's rule.
+        error = x @ w + b - y
+        grad_w, grad_b = 2 * x.T @ error / len(x), 2 * error.mean(axis=0)
+        v_w = mu * v_w - wd * lr * w - lr * grad_w
+        v_b = mu * v_b - lr * grad_b
+        w, b = w + v_w, b + v_b
+        np.testing.assert_allclose(model.trainable_variables[0].numpy(), w, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(model.trainable_variables[1].numpy(), b, rtol=1e-5, atol=1e-7)
+
+
+# --- Resume -----------------------------------------------------------------------------------
+
+# Plateau with min_delta 0.9: every epoch after the first is "no improvement", so the lr history
+# depends only on the plateau counters (patience 2, at most 2 reductions), which must survive a kill.
+RESUME = [*TINY, "training.epochs=6", "training.checkpoint_every_steps=2", "schedule.patience=2",
+          "schedule.min_delta=0.9", "schedule.max_reductions=2"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_kill_9_mid_epoch_resumes_with_the_uninterrupted_lr_history(records, tmp_path):
+    args = ["--data-dir", records, "--quiet", *[f"--set={o}" for o in RESUME]]
+    killed = str(tmp_path / "killed")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "alexnet_tf", "fit", "--model-dir", killed, *args], env=ENV,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    # Kill as soon as a checkpoint inside epoch 3 (steps 17-23 of 8 per epoch) exists.
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        latest = tf.train.latest_checkpoint(os.path.join(killed, "checkpoints"))
+        if latest and 16 < int(latest.rsplit("-", 1)[1]) < 24:
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    latest = tf.train.latest_checkpoint(os.path.join(killed, "checkpoints"))
+    killed_at = int(latest.rsplit("-", 1)[1])
+    assert 16 < killed_at < 32, latest
+    rows_before = len(read_history(killed))
+
+    resumed = run_cli("--model-dir", killed, *args)
+    assert resumed.returncode == 0, resumed.stderr
+    resumed_step = int(resumed.stdout.split("resuming from epoch ")[1].split(" step ")[1].split()[0])
+    assert resumed_step >= killed_at and resumed_step % 8 != 0  # mid-epoch
+    assert rows_before <= 3
+
+    straight = run_cli("--model-dir", str(tmp_path / "straight"), *args)
+    assert straight.returncode == 0, straight.stderr
+    history, expected = read_history(killed), read_history(str(tmp_path / "straight"))
+    assert [row["epoch"] for row in history] == [str(e) for e in range(6)]
+    assert [row["lr"] for row in history] == [row["lr"] for row in expected]
+    assert len({row["lr"] for row in expected}) == 3  # two reductions happened
+    # The resumed run trained (epoch, step, momentum restored): it ends with the same total steps.
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(os.path.join(killed, "checkpoints")))
+    assert reader.get_tensor("state/step/.ATTRIBUTES/VARIABLE_VALUE") == 48
+    assert reader.get_tensor("schedule/reductions/.ATTRIBUTES/VARIABLE_VALUE") == 2
+
+
+def test_a_different_recipe_or_optimizer_is_refused(records, tmp_path):
+    run = str(tmp_path / "run")
+    fit(FitConfig(records, run, tiny("training.epochs=1"), verbose=False))
+    with pytest.raises(InputError, match=r"recipe.yaml: .*\(training.epochs differ\).*--allow-recipe-change"):
+        fit(FitConfig(records, run, tiny("training.epochs=2"), verbose=False))
+    # mixed_float16 wraps the optimizer in a LossScaleOptimizer: restoring would drop the momentum.
+    changed = tiny("training.epochs=2", "training.mixed_precision=mixed_float16")
+    with pytest.raises(InputError, match=r"ckpt-8: the checkpoint does not match this run's model and optimizer"):
+        fit(FitConfig(records, run, changed, allow_recipe_change=True, verbose=False))
+    resumed = fit(FitConfig(records, run, tiny("training.epochs=2"), allow_recipe_change=True, verbose=False))
+    assert resumed.resumed_from == (1, 8) and resumed.epochs == 2
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(records, tmp_path):
+    run = str(tmp_path / "run")
+    fit(FitConfig(records, run, tiny("training.epochs=1"), verbose=False))
+    good = tf.train.latest_checkpoint(os.path.join(run, "checkpoints"))
+    absurd = tiny("training.epochs=2", "optimizer.learning_rate=1e9")
+    with pytest.raises(TrainingDiverged, match=r"loss is (nan|inf) at step \d+ \(epoch 2\) with learning rate 1e\+09"):
+        fit(FitConfig(records, run, absurd, allow_recipe_change=True, verbose=False))
+    assert tf.train.latest_checkpoint(os.path.join(run, "checkpoints")) == good
+    # Through the CLI: one Error line, status 1.
+    options = [f"--set={o}" for o in TINY]
+    cli = run_cli("--data-dir", records, "--model-dir", run, "--allow-recipe-change", "--quiet", *options,
+                  "--epochs", "2", "--learning-rate", "1e9")  # fmt: skip
+    assert cli.returncode == 1 and cli.stderr.strip().splitlines()[-1].startswith("Error: loss is")
+    assert "Traceback" not in cli.stderr
+
+
+# --- Strategies -------------------------------------------------------------------------------
+
+
+def test_mirrored_on_two_logical_cpus(records, tmp_path, capsys):
+    result = fit(FitConfig(records, str(tmp_path / "run"), tiny("training.epochs=1"), strategy="mirrored", devices=2))
+    assert "over 2 replica(s) (mirrored)" in capsys.readouterr().out
+    assert np.isfinite(result.history[0]["loss"])
+    with pytest.raises(InputError, match="training.batch_size=15 does not divide over 2 replicas"):
+        fit(FitConfig(records, str(tmp_path / "odd"), tiny("training.batch_size=15"), strategy="mirrored", devices=2))
+
+
+def test_two_tower_places_each_tower_on_its_own_device(records, tmp_path):
+    result = fit(FitConfig(records, str(tmp_path / "run"), tiny("training.epochs=1"), strategy="two-tower", devices=2,
+                           verbose=False))  # fmt: skip
+    network = result.model.get_layer("alexnet")
+    for tower in (0, 1):
+        for layer in ("conv1", "conv2", "conv3", "conv4", "conv5"):
+            for variable in network.get_layer(f"{layer}_tower{tower}").weights:
+                assert variable.value.device.endswith(f"CPU:{tower}"), (variable.path, variable.value.device)
+    assert network.get_layer("fc6").kernel.value.device.endswith("CPU:0")
+    # The ops: trace the model and read the devices the graph asks for.
+    graph = (
+        tf.function(lambda x: network(x, training=True))
+        .get_concrete_function(tf.TensorSpec([2, 64, 64, 3], tf.float32))
+        .graph
+    )
+    convs = [op for op in graph.get_operations() if op.type == "Conv2D"]
+    assert len(convs) == 10
+    for op in convs:
+        tower = 1 if "tower1" in op.name else 0
+        assert op.device.endswith(f"CPU:{tower}"), (op.name, op.device)
+    with pytest.raises(InputError, match="XLA ignores tf.device"):
+        fit(FitConfig(records, str(tmp_path / "x"), tiny("training.jit_compile=true"), strategy="two-tower", devices=2))
+    with pytest.raises(InputError, match="needs model.two_towers=true"):
+        fit(FitConfig(records, str(tmp_path / "y"), tiny("model.two_towers=false"), strategy="two-tower", devices=2))
+
+
+def mirror_invariant_records(directory: str) -> None:
+    """Rewrites every record's image with each row set to its mean colour: constant along x, so
+    the decoded image equals its mirror image exactly (JPEG rounding included; checked)."""
+    for name in tf.io.gfile.listdir(directory):
+        if not name.startswith(("train-", "validation-")):
+            continue
+        path = os.path.join(directory, name)
+        examples = [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(path)]
+        with tf.io.TFRecordWriter(path) as writer:
+            for example in examples:
+                feature = example.features.feature[schema.ENCODED].bytes_list
+                image = np.asarray(Image.open(io.BytesIO(feature.value[0])), np.float32)
+                rows = np.broadcast_to(image.mean(axis=1, keepdims=True), image.shape).round().astype(np.uint8)
+                buffer = io.BytesIO()
+                Image.fromarray(rows).save(buffer, "JPEG", quality=95, subsampling=0)  # 4:4:4
+                feature.value[0] = buffer.getvalue()
+                decoded = tf.io.decode_jpeg(feature.value[0]).numpy()
+                assert np.array_equal(decoded, decoded[:, ::-1])
+                writer.write(example.SerializeToString())
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_multi_worker_matches_one_worker_with_the_same_global_batch(tmp_path):
+    """Two worker processes (each half of the global batch) end with one worker's weights.
+
+    The global batch is the whole training set, crops are the whole image, images are
+    mirror-invariant, no lighting, no dropout: the data of every step is the same set of
+    images whoever reads them, so only the summation order may differ.
+    """
+    records = str(tmp_path / "records")
+    write_synthetic_dataset(records, num_classes=2, train_records=8, train_shards=4, validation_records=4,
+                            image_size=64)  # fmt: skip
+    mirror_invariant_records(records)
+    options = [*TINY, "training.batch_size=8", "training.epochs=3", "input.crop_size=64", "input.mean=channel",
+               "input.lighting_strength=0", "model.dropout=0"]  # fmt: skip
+    args = ["--data-dir", records, "--quiet", *[f"--set={o}" for o in options]]
+    ports = free_ports(2)
+    cluster = {"worker": [f"localhost:{port}" for port in ports]}
+    workers = []
+    for index in range(2):
+        scratch = tmp_path / f"tmp{index}"
+        scratch.mkdir()
+        env = {**ENV, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+               "TMPDIR": str(scratch)}  # fmt: skip
+        workers.append(subprocess.Popen(
+            [sys.executable, "-m", "alexnet_tf", "fit", "--strategy", "multi-worker", "--model-dir",
+             str(tmp_path / "multi"), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        ))  # fmt: skip
+    single = run_cli("--model-dir", str(tmp_path / "single"), *args)
+    outputs = [worker.communicate(timeout=300) for worker in workers]
+    for worker, (_, stderr) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, stderr[-3000:]
+    assert single.returncode == 0, single.stderr
+    assert "over 2 replica(s) (multi-worker)" in outputs[0][0]
+    assert os.listdir(tmp_path / "tmp1") == []  # the other worker removed its temporary checkpoints
+    multi = keras.saving.load_model(str(tmp_path / "multi" / "last.keras")).get_layer("alexnet")
+    one = keras.saving.load_model(str(tmp_path / "single" / "last.keras")).get_layer("alexnet")
+    # The same initial weights (seeded by training.seed=0), to measure how far training moved them.
+    initial = AlexNet(2, 64, channel_multiplier=0.125, initialization="he", dropout=0.0, seed=0)
+    for a, b, c in zip(multi.weights, one.weights, initial.weights, strict=True):
+        moved = np.linalg.norm(b.numpy() - c.numpy())
+        assert moved > 0, b.path
+        assert np.linalg.norm(a.numpy() - b.numpy()) < 0.01 * moved, b.path
+    assert float(read_history(str(tmp_path / "multi"))[-1]["loss"]) == pytest.approx(
+        float(read_history(str(tmp_path / "single"))[-1]["loss"]), rel=1e-3
+    )
+
+
+# --- Bad input through the CLI ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_cli_bad_input_is_one_error_line(records, tmp_path):
+    cases = [
+        (["--data-dir", str(tmp_path / "none"), "--model-dir", str(tmp_path / "a")], {}, "metadata.json"),
+        (["--data-dir", records, "--model-dir", str(tmp_path / "b"), "--set", "training.epochs=zero"], {},
+         "training.epochs='zero': wrong type"),
+        (["--data-dir", records, "--model-dir", str(tmp_path / "c"), "--strategy", "multi-worker"],
+         {"TF_CONFIG": "{not json"}, "TF_CONFIG does not parse"),
+    ]  # fmt: skip
+    for args, extra, expected in cases:
+        result = run_cli(*args, env={**ENV, **extra})
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and lines[-1].startswith("Error: ") and expected in lines[-1], result.stderr
+        assert "Traceback" not in result.stderr
