@@ -259,6 +259,8 @@ def _tower_devices(config: FitConfig) -> tuple[list[str], str]:
 
 def _check_combination(config: FitConfig, strategy: tf.distribute.Strategy) -> None:
     recipe = config.recipe
+    if config.fc_device is not None and config.strategy != "two-tower":
+        raise InputError(f"--fc-device {config.fc_device} is for --strategy two-tower only")
     if config.strategy == "two-tower":
         if not recipe.model.two_towers:
             raise InputError("--strategy two-tower needs model.two_towers=true (one device per tower)")

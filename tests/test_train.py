@@ -256,6 +256,8 @@ def test_two_tower_places_each_tower_on_its_own_device(records, tmp_path):
         assert op.device.endswith(f"CPU:{tower}"), (op.name, op.device)
     with pytest.raises(InputError, match="XLA ignores tf.device"):
         fit(FitConfig(records, str(tmp_path / "x"), tiny("training.jit_compile=true"), strategy="two-tower", devices=2))
+    with pytest.raises(InputError, match="--fc-device /CPU:1 is for --strategy two-tower only"):
+        fit(FitConfig(records, str(tmp_path / "z"), tiny(), strategy="mirrored", devices=2, fc_device="/CPU:1"))
     with pytest.raises(InputError, match="needs model.two_towers=true"):
         fit(FitConfig(records, str(tmp_path / "y"), tiny("model.two_towers=false"), strategy="two-tower", devices=2))
 
