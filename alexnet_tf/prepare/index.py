@@ -38,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from alexnet_tf import paper
+from alexnet_tf import files, paper
 from alexnet_tf.errors import InputError
 from alexnet_tf.files import output_errors, write_atomically
 from alexnet_tf.prepare import layout, resume
@@ -170,6 +170,8 @@ def index_records(config: IndexConfig) -> IndexReport:
     else:
         resume.check_options(output, done.options, options)
 
+    for name in (METADATA_FILENAME, MEAN_IMAGE_FILENAME):  # ours only: the directory may be the user's
+        files.remove_temporaries(output, name)
     tasks = _tasks(shards, config.stats_sample)
     todo = [task for task in tasks if task.name not in done.results]
     context = ScanContext(records_dir, record_schema)
