@@ -9,6 +9,10 @@ import hashlib
 import io
 import json
 import os
+import signal
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -232,6 +236,35 @@ def test_resume_after_an_interruption_gives_identical_metadata(model_garden, ind
     assert sorted(os.listdir(output)) == ["mean_image.npy", "metadata.json"]
 
 
+@pytest.mark.slow
+def test_resume_after_kill_9(model_garden, indexed, tmp_path):
+    directory, _ = model_garden
+    reference = str(tmp_path / "reference")
+    index_records(_config(directory, output=reference))
+    output = str(tmp_path / "killed")
+    harness = textwrap.dedent(
+        f"""
+        import os, signal
+        from alexnet_tf.prepare import index
+        index.CHECKPOINT_SECONDS = 0  # checkpoint after every shard
+        original, calls = index.scan_shard, []
+        def dying(*args):
+            calls.append(1)
+            if len(calls) == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return original(*args)
+        index.scan_shard = dying
+        index.index_records(index.IndexConfig({directory!r}, output={output!r}, workers=1, progress=False))
+        """
+    )
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    killed = subprocess.run([sys.executable, "-c", harness], check=False, cwd=repo, capture_output=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
+    report = index_records(_config(directory, output=output))
+    assert report.resumed_shards == 2 and report.scanned_shards == 2
+    assert report.metadata.to_json() == DatasetMetadata.load(reference).to_json()
+
+
 # --- TFDS records --------------------------------------------------------------------------------
 
 
@@ -332,3 +365,16 @@ def test_our_records_read_with_model_garden_feature_spec_and_patterns(tmp_path):
             assert tf.io.decode_jpeg(parsed["image/encoded"], channels=3).shape == (256, 256, 3)
             labels.append(int(parsed["image/class/label"]))
         assert sorted(labels) == sorted(i % 3 + 1 for i in range(meta.splits[split].num_records))  # 1..N
+
+
+def test_a_truncated_shard_or_a_bad_flag_is_one_clear_error(model_garden, tmp_path):
+    directory, _ = model_garden
+    copy = tmp_path / "truncated"
+    copy.mkdir()
+    with open(os.path.join(directory, "train-00000-of-00003.tfrecord"), "rb") as f:
+        data = f.read()
+    (copy / "train-00000-of-00001").write_bytes(data[: len(data) - 100])
+    with pytest.raises(InputError, match=r"train-00000-of-00001: truncated or corrupt after record 1"):
+        index_records(_config(str(copy), output=str(tmp_path / "meta")))
+    result = CliRunner().invoke(main, ["index-records", directory, "--stats-sample", "0"])
+    assert result.exit_code == 1 and result.output.strip() == "Error: --stats-sample 0: must be at least 1"
