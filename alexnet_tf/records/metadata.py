@@ -141,7 +141,10 @@ class DatasetMetadata:
         """Reads ``directory/metadata.json``; `InputError` naming the file if it is missing or bad."""
         path = metadata_path(directory)
         if not tf.io.gfile.exists(path):
-            raise InputError(f"{path}: no dataset metadata; run `alexnet-tf prepare-data` first")
+            raise InputError(
+                f"{path}: no dataset metadata; run `alexnet-tf prepare-data` first (image folders), or "
+                "`alexnet-tf index-records` on TFRecords that other tools wrote"
+            )
         try:
             with tf.io.gfile.GFile(path, "r") as f:
                 return cls.from_json(f.read())
