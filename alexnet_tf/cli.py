@@ -16,6 +16,7 @@ from alexnet_tf.prepare.convert import (
     prepare_dataset,
 )
 from alexnet_tf.prepare.images import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_PIXELS
+from alexnet_tf.prepare.index import IndexConfig, index_records
 from alexnet_tf.prepare.workers import WorkerError
 from alexnet_tf.records import schema
 
@@ -329,3 +330,36 @@ def fit(recipe_path, overrides, epochs, batch_size, learning_rate, mixed_precisi
         raise click.ClickException(str(error)) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+
+
+@main.command("index-records")
+@click.argument("records_dir")
+@click.option("--output", help="Write metadata.json and mean_image.npy here instead of RECORDS_DIR (e.g. read-only).")
+@click.option("--stats-sample", type=int, help="Statistics over about N training records (default: all).")
+@click.option(
+    "--label-offset",
+    type=click.Choice(["auto", "0", "1"]),
+    default="auto",
+    show_default=True,
+    help="0: labels 0..N-1 (TFDS, ours); 1: Model Garden / TF-Slim's 1..N with 0 for background; auto infers it.",
+)
+@click.option("--workers", type=int, help="Worker processes, one shard each at a time (default: all available CPUs).")
+@click.option("--overwrite", is_flag=True, help="Replace metadata already in the output (never the records).")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+def index_records_command(label_offset: str, **options) -> None:
+    """Index existing TFRecords (Model Garden, TF-Slim, TFDS) in RECORDS_DIR so alexnet-tf reads them.
+
+    Finds the train/validation shards, recognises the schema, infers the label offset, counts
+    records per class and computes the training statistics (mean image, mean RGB, RGB PCA), then
+    writes metadata.json and mean_image.npy. The records are only read, never rewritten or moved.
+    Re-run the same command to resume after an interruption. See docs/interoperability.md.
+    """
+    offset = None if label_offset == "auto" else int(label_offset)
+    try:
+        report = index_records(IndexConfig(label_offset=offset, **options))
+    except KeyboardInterrupt:
+        click.echo("\nInterrupted: the shards already read are kept; re-run the same command to resume.", err=True)
+        raise SystemExit(130) from None
+    for note in report.notes:
+        click.echo(note)
+    click.echo(report.summary())

@@ -61,11 +61,13 @@ def write_atomically(path: str, data: bytes) -> None:
             f.write(data)
 
 
-def remove_temporaries(directory: str) -> list[str]:
-    """Removes the temporary files and directories left in ``directory`` by interrupted runs."""
+def remove_temporaries(directory: str, name: str | None = None) -> list[str]:
+    """Removes the temporary files and directories left in ``directory`` by interrupted runs
+    (only those of final name ``name`` if given)."""
     removed = []
+    pattern = TEMP_PREFIX + ("*" if name is None else f"*-{name}")
     with output_errors(directory):
-        for path in tf.io.gfile.glob(posixpath.join(directory, TEMP_PREFIX + "*")):
+        for path in tf.io.gfile.glob(posixpath.join(directory, pattern)):
             _remove_quietly(path)
             removed.append(path)
     return removed

@@ -1,4 +1,4 @@
-"""`RecordDecoder`: prepare-data records (the Model Garden schema) to labels and uint8 images.
+"""`RecordDecoder`: records (Model Garden or TFDS schema, as the metadata says) to labels and uint8 images.
 
 The decoding half of the input pipeline, as Model Garden separates its Decoder from its Parser:
 it knows the schema, the label offset and the stored geometry, and nothing about augmentation.
@@ -21,7 +21,7 @@ class RecordDecoder:
     """Parses records and decodes their JPEGs to §2's square images.
 
     Args:
-      metadata: the dataset's metadata (its ``image_size`` and ``label_offset``).
+      metadata: the dataset's metadata (its ``schema``, ``image_size`` and ``label_offset``).
       label_offset: subtracted from ``image/class/label``; None takes the metadata's, giving
         0-based class indices whatever convention the records were written with.
     """
@@ -32,10 +32,12 @@ class RecordDecoder:
         self.image_size = metadata.image_size or paper.IMAGE_SIZE
         self.resize_records = metadata.image_size is None
         self.label_offset = metadata.label_offset if label_offset is None else label_offset
+        self.schema = metadata.schema
 
     def parse(self, serialized: tf.Tensor) -> dict[str, tf.Tensor]:
-        """The record's features, with `LABEL` as an int32 class index (offset subtracted)."""
-        features = schema.parse_example(serialized)
+        """The record's features under the Model Garden keys, with `LABEL` as an int32 class index
+        (offset subtracted)."""
+        features = schema.parse_example(serialized, record_schema=self.schema)
         features[LABEL] = tf.cast(features[schema.LABEL], tf.int32) - self.label_offset
         return features
 

@@ -163,16 +163,18 @@ class InputPipeline:
         return self.num_records(split) // self.config.batch_size
 
     def files(self, split: str) -> list[str]:
-        """Paths of ``split``'s shards as the metadata lists them, after checking they exist."""
+        """Paths of ``split``'s shards as the metadata lists them (in its ``records_dir`` if it
+        names one), after checking they exist."""
         shards = self._split(split).shards
-        present = set(tf.io.gfile.listdir(self.config.data_dir))
+        directory = self.metadata.shards_dir(self.config.data_dir)
+        present = set(tf.io.gfile.listdir(directory)) if tf.io.gfile.isdir(directory) else set()
         missing = [shard.name for shard in shards if shard.name not in present]
         if missing:
             raise InputError(
                 f"{len(missing)} shard(s) listed in {metadata_path(self.config.data_dir)} are missing, "
-                f"e.g. {posixpath.join(self.config.data_dir, missing[0])}: re-run prepare-data"
+                f"e.g. {posixpath.join(directory, missing[0])}: re-run prepare-data (or index-records)"
             )
-        return [posixpath.join(self.config.data_dir, shard.name) for shard in shards]
+        return [posixpath.join(directory, shard.name) for shard in shards]
 
     def train_dataset(self, input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
         """Batches of training views and int32 labels, repeated forever.

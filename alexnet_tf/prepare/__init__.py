@@ -1,4 +1,5 @@
-"""The offline converter behind ``alexnet-tf prepare-data``: image folders to TFRecord shards.
+"""The offline jobs: ``alexnet-tf prepare-data`` (image folders to TFRecord shards) and
+``alexnet-tf index-records`` (metadata for records other tools wrote, read in place).
 
 Pillow and worker processes, no TensorFlow graph (TF is used for file I/O and record writing).
 
@@ -8,5 +9,7 @@ Pillow and worker processes, no TensorFlow graph (TF is used for file I/O and re
 * `shards`: which files go into which shard, and writing one shard;
 * `stats`: exact training-set pixel statistics (mean image, RGB covariance);
 * `workers`: a small process pool; `resume`: the state that makes a run restartable;
-* `streams`: the named random streams drawn from ``--seed``.
+* `streams`: the named random streams drawn from ``--seed``;
+* `index`: `index_records(IndexConfig)`, the whole index job, resumable; `layout`: finding the
+  shards, schema and class names of an existing directory; `scan`: reading one shard.
 """

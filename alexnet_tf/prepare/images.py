@@ -120,11 +120,22 @@ def prepare_image(data: bytes, options: ImageOptions, *, for_stats: bool = False
         encoded = data if keep else encode_jpeg(rgb, options.jpeg_quality)
         stats_image = center_crop(rgb, options.image_size) if for_stats else None
         return PreparedImage(encoded, rgb.height, rgb.width, stats_image)
-    rgb, covered = _decode_rgb(image, draft_to=options.image_size)
-    rgb = center_crop(rgb, options.image_size, covered)
+    rgb = _square(image, options.image_size)
     return PreparedImage(
         encode_jpeg(rgb, options.jpeg_quality), options.image_size, options.image_size, rgb if for_stats else None
     )
+
+
+def square_image(data: bytes, options: ImageOptions) -> Image.Image:
+    """§2's ``image_size``² RGB crop of an image's bytes, as `prepare_image` stores it; raises
+    `BadImage` with the reason. What index-records computes the statistics of existing records over.
+    """
+    return _square(_open(data, options.max_pixels), options.image_size)
+
+
+def _square(image: Image.Image, size: int) -> Image.Image:
+    rgb, covered = _decode_rgb(image, draft_to=size)
+    return center_crop(rgb, size, covered)
 
 
 def center_crop(image: Image.Image, size: int, covered: tuple[float, float] | None = None) -> Image.Image:

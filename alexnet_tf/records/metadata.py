@@ -3,7 +3,11 @@
 ``metadata.json`` holds the classes, per-split counts and shards, skipped files, the options
 that produced the records, and the training set's statistics (§2 mean activity, §4.1 RGB PCA).
 The mean image (``image_size × image_size × 3`` float32, 0–255 scale) lives beside it in
-``mean_image.npy``. All I/O goes through `tf.io.gfile`, so ``gs://`` directories work.
+``mean_image.npy``. The shards are beside both, unless ``records_dir`` names their directory
+(``alexnet-tf index-records --output`` for a read-only records directory); ``schema`` says
+which `alexnet_tf.records.schema` the records use. Both fields are optional in the file, so
+metadata written before they existed reads as before (our own schema, shards beside it).
+All I/O goes through `tf.io.gfile`, so ``gs://`` directories work.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import tensorflow as tf
 
 from alexnet_tf.errors import InputError
 from alexnet_tf.files import write_atomically
+from alexnet_tf.records.schema import MODEL_GARDEN
 
 METADATA_FILENAME = "metadata.json"
 MEAN_IMAGE_FILENAME = "mean_image.npy"
@@ -82,6 +87,8 @@ class DatasetMetadata:
     stats: DatasetStats | None = None
     skipped: list[SkippedFile] = dataclasses.field(default_factory=list)
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    schema: str = MODEL_GARDEN  # alexnet_tf.records.schema.SCHEMAS
+    records_dir: str | None = None  # the shards' directory; None: beside metadata.json
     format_version: int = FORMAT_VERSION
 
     @property
@@ -116,8 +123,14 @@ class DatasetMetadata:
             stats=stats,
             skipped=[SkippedFile(**entry) for entry in raw["skipped"]],
             options=dict(raw["options"]),
+            schema=raw.get("schema", MODEL_GARDEN),
+            records_dir=raw.get("records_dir"),
             format_version=raw["format_version"],
         )
+
+    def shards_dir(self, directory: str) -> str:
+        """Where the shards are, for metadata loaded from ``directory``."""
+        return self.records_dir or directory
 
     def save(self, directory: str) -> None:
         """Writes ``metadata.json`` atomically (`alexnet_tf.files.write_atomically`)."""
@@ -128,7 +141,10 @@ class DatasetMetadata:
         """Reads ``directory/metadata.json``; `InputError` naming the file if it is missing or bad."""
         path = metadata_path(directory)
         if not tf.io.gfile.exists(path):
-            raise InputError(f"{path}: no dataset metadata; run `alexnet-tf prepare-data` first")
+            raise InputError(
+                f"{path}: no dataset metadata; run `alexnet-tf prepare-data` first (image folders), or "
+                "`alexnet-tf index-records` on TFRecords that other tools wrote"
+            )
         try:
             with tf.io.gfile.GFile(path, "r") as f:
                 return cls.from_json(f.read())

@@ -4,6 +4,11 @@ Records are `tf.train.Example` protos with the TF Model Garden / TF-Slim ImageNe
 records written here are read by those tools and theirs by ours. Shards are named as Model
 Garden names them: ``train-00000-of-01024``, ``validation-00000-of-00128``.
 
+Two schemas are read (the metadata's ``schema`` says which; ``alexnet-tf index-records`` detects
+it): `MODEL_GARDEN` (the keys below; what prepare-data writes) and `TFDS` (TensorFlow Datasets'
+``image`` + ``label``, e.g. ``imagenet2012``). `parse_example` returns both under the Model
+Garden keys, so everything after parsing is schema-agnostic.
+
 Label convention: ``image/class/label`` holds ``class_index + label_offset``. alexnet-tf writes
 ``label_offset=0`` by default (sorted wnids 0..N-1, as Caffe, TFDS, torchvision and Keras do);
 Model Garden and TF-Slim write ``label_offset=1`` (1..N, 0 reserved for "background"). The
@@ -29,6 +34,12 @@ SYNSET = "image/class/synset"
 TEXT = "image/class/text"
 FILENAME = "image/filename"
 
+MODEL_GARDEN = "model_garden"  # also TF-Slim's build_imagenet_data.py
+TFDS = "tfds"
+SCHEMAS = (MODEL_GARDEN, TFDS)
+TFDS_IMAGE = "image"  # TFDS `Image` feature: the encoded bytes
+TFDS_LABEL = "label"  # TFDS `ClassLabel` feature: 0-based int64
+
 # Everything the reader needs; the rest of the record is informational and parsed on demand.
 FEATURE_SPEC = {
     ENCODED: tf.io.FixedLenFeature([], tf.string),
@@ -44,6 +55,10 @@ FULL_FEATURE_SPEC = {
     SYNSET: tf.io.FixedLenFeature([], tf.string, default_value=""),
     TEXT: tf.io.FixedLenFeature([], tf.string, default_value=""),
     FILENAME: tf.io.FixedLenFeature([], tf.string, default_value=""),
+}
+TFDS_FEATURE_SPEC = {
+    TFDS_IMAGE: tf.io.FixedLenFeature([], tf.string),
+    TFDS_LABEL: tf.io.FixedLenFeature([], tf.int64),
 }
 
 
@@ -84,9 +99,25 @@ def serialize_example(
     return example.SerializeToString(deterministic=True)
 
 
-def parse_example(serialized: tf.Tensor, full: bool = False) -> dict[str, tf.Tensor]:
-    """Parses one serialized record; ``full=True`` also returns the informational keys."""
+def parse_example(serialized: tf.Tensor, full: bool = False, record_schema: str = MODEL_GARDEN) -> dict[str, tf.Tensor]:
+    """Parses one serialized record; ``full=True`` also returns the informational keys.
+
+    Whatever ``record_schema``, the image bytes and label come back under `ENCODED` and `LABEL`
+    (a TFDS record has no informational keys).
+    """
+    if record_schema == TFDS:
+        parsed = tf.io.parse_single_example(serialized, TFDS_FEATURE_SPEC)
+        return {ENCODED: parsed[TFDS_IMAGE], LABEL: parsed[TFDS_LABEL]}
     return tf.io.parse_single_example(serialized, FULL_FEATURE_SPEC if full else FEATURE_SPEC)
+
+
+def detect_schema(keys: set[str]) -> str | None:
+    """The schema whose image and label keys a record with feature ``keys`` has (None: unknown)."""
+    if {ENCODED, LABEL} <= keys:
+        return MODEL_GARDEN
+    if {TFDS_IMAGE, TFDS_LABEL} <= keys:
+        return TFDS
+    return None
 
 
 def shard_name(split: str, index: int, num_shards: int) -> str:
