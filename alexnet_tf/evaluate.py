@@ -38,8 +38,9 @@ from alexnet_tf.errors import InputError, invalid
 from alexnet_tf.files import write_atomically
 from alexnet_tf.input.pipeline import InputConfig, InputPipeline
 from alexnet_tf.layers import IMAGE
+from alexnet_tf.model import outputs_logits
 from alexnet_tf.records import schema
-from alexnet_tf.runs import resolve_model_file
+from alexnet_tf.runs import load_model
 
 TOP_K = (1, 5)
 DEFAULT_BATCH_SIZE = 32  # images per batch; ten views make it 320 network inputs
@@ -143,15 +144,6 @@ def top_k(probabilities: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
 
 
-def load_model(path: str) -> keras.Model:
-    """Loads a run's model or a ``.keras`` file (custom layers registered by `alexnet_tf`)."""
-    resolved = resolve_model_file(path)
-    try:
-        return keras.saving.load_model(resolved, compile=False, safe_mode=True)
-    except (ValueError, OSError, TypeError) as error:
-        raise InputError(f"{resolved}: cannot load the model ({error})") from None
-
-
 def evaluate(config: EvaluateConfig) -> EvaluationReport:
     """Scores every model of ``config`` (and their ensemble) in one pass over the split."""
     pipeline = InputPipeline(
@@ -159,7 +151,7 @@ def evaluate(config: EvaluateConfig) -> EvaluationReport:
     )
     num_classes = pipeline.metadata.num_classes
     crop_size = pipeline.config.crop_size
-    models = [_Scorer(path, load_model(path), num_classes, crop_size) for path in config.models]
+    models = [_Scorer(path, load_model(path)[1], num_classes, crop_size) for path in config.models]
     normalization = pipeline.view_normalization()
     dataset = pipeline.eval_dataset(config.split, ten_crop=config.ten_crop)
     total = math.ceil(pipeline.num_records(config.split) / config.batch_size)
@@ -209,7 +201,9 @@ class _Scorer:
         self.name = path
         self.model = model
         self.takes_views = isinstance(model.input, dict)
-        self.softmax_inside = _ends_in_softmax(model)
+        # A model on views nests the network as its last layer.
+        network = model.layers[-1] if isinstance(model.layers[-1], keras.Model) else model
+        self.outputs_logits = outputs_logits(network)
         outputs = model.output.shape[-1]
         if outputs != num_classes:
             raise InputError(f"{path}: the model predicts {outputs} classes, the dataset has {num_classes}")
@@ -220,18 +214,10 @@ class _Scorer:
     def probabilities(self, views: dict[str, tf.Tensor], normalization: keras.layers.Layer, images: int) -> np.ndarray:
         inputs = views if self.takes_views else normalization(views)
         outputs = tf.cast(self.model(inputs, training=False), tf.float32)
-        if not self.softmax_inside:
+        if self.outputs_logits:
             outputs = tf.nn.softmax(outputs)
         # [images · views, classes] -> the mean over each image's views (one view for the centre).
         return tf.reduce_mean(tf.reshape(outputs, [images, -1, outputs.shape[-1]]), axis=1).numpy()
-
-
-def _ends_in_softmax(model: keras.Model) -> bool:
-    """Whether the model's output is AlexNet's softmax ``predictions`` layer (nested or not)."""
-    last = model.layers[-1]
-    if isinstance(last, keras.Model):
-        return _ends_in_softmax(last)
-    return last.name == "predictions" and getattr(last, "activation", None) is keras.activations.softmax
 
 
 def _flatten_views(views: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:

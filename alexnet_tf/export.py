@@ -31,7 +31,7 @@ from alexnet_tf import files, serving, warmup
 from alexnet_tf.classes import load_classes
 from alexnet_tf.errors import InputError
 from alexnet_tf.records import schema
-from alexnet_tf.runs import resolve_model_file
+from alexnet_tf.runs import load_model
 
 logger = logging.getLogger(__name__)
 
@@ -47,11 +47,7 @@ def load_serving_model(
     ``classes`` is a classes.json / metadata.json file or a directory holding one; by default
     the one beside the model file (``RUN/classes.json``).
     """
-    path = resolve_model_file(source)
-    try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
-    except (ValueError, TypeError, OSError) as error:
-        raise InputError(f"{path}: cannot load the model ({error}); pass a .keras file saved by alexnet-tf") from None
+    path, model = load_model(source)
     network, normalization = serving.inference_parts(model, path)
     classes_path = classes or posixpath.dirname(path)
     class_list = load_classes(classes_path, num_classes=network.output_shape[-1])

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import keras
 
 from alexnet_tf import paper
-from alexnet_tf.errors import invalid
+from alexnet_tf.errors import InputError, invalid
 from alexnet_tf.layers import LocalResponseNormalization, TowerConv2D, TowerMaxPooling2D
 
 # conv1 pads 1 pixel before and 2 after (top/left, bottom/right) so that a 224×224 input gives
@@ -253,3 +253,16 @@ class _Builder:
 
     def dense(self, x, name: str, units: int, activation: str | None):
         return keras.layers.Dense(units, activation=activation, name=name, **self._initializers(name))(x)
+
+
+def outputs_logits(network: keras.Model) -> bool:
+    """Whether the last layer gives logits (True) or softmax probabilities (False)."""
+    activation = getattr(network.layers[-1], "activation", None)
+    if activation is keras.activations.softmax:
+        return False
+    if activation in (None, keras.activations.linear):
+        return True
+    raise InputError(
+        f"the network's last layer {network.layers[-1].name!r} has activation {activation.__name__!r}; "
+        "expected softmax probabilities or logits"
+    )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import posixpath
 
+import keras
 import tensorflow as tf
 
 from alexnet_tf.errors import InputError
@@ -43,3 +44,13 @@ def resolve_model_file(source: str) -> str:
     if not source.endswith(".keras") or not tf.io.gfile.exists(source):
         raise InputError(f"{source}: not a .keras file or a run directory; pass what `alexnet-tf fit` wrote")
     return source
+
+
+def load_model(source: str) -> tuple[str, keras.Model]:
+    """The resolved ``.keras`` path of ``source`` (`resolve_model_file`) and its model, uncompiled
+    (custom layers are registered by importing `alexnet_tf`)."""
+    path = resolve_model_file(source)
+    try:
+        return path, keras.saving.load_model(path, compile=False, safe_mode=True)
+    except (ValueError, TypeError, OSError) as error:
+        raise InputError(f"{path}: cannot load the model ({error}); pass a .keras file saved by alexnet-tf") from None

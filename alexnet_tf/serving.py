@@ -33,6 +33,7 @@ import tensorflow as tf
 from alexnet_tf.errors import InputError
 from alexnet_tf.input import augment
 from alexnet_tf.layers import FLIP, IMAGE, LIGHTING, OFFSET, ViewNormalization
+from alexnet_tf.model import outputs_logits
 from alexnet_tf.records import schema
 from alexnet_tf.records.metadata import ClassInfo
 
@@ -93,7 +94,7 @@ class ServingModel:
         self.ten_crop = ten_crop
         self.image_size = normalization.image_size
         self.crop_size = network.input_shape[1]
-        self.outputs_logits = _outputs_logits(network)
+        self.outputs_logits = outputs_logits(network)
         self.wnids = _lookup_table(posixpath.join(assets_dir, WNIDS_ASSET), [c.wnid for c in classes])
         self.names = _lookup_table(posixpath.join(assets_dir, NAMES_ASSET), [c.name for c in classes])
         # The evaluation views, laid out as the input pipeline lays them out for ViewNormalization.
@@ -250,19 +251,6 @@ def _float32_normalization(layer: ViewNormalization) -> ViewNormalization:
     if layer.mean_values is not None:
         copy.set_mean(layer.mean_values.numpy())
     return copy
-
-
-def _outputs_logits(network: keras.Model) -> bool:
-    """Whether the last layer gives logits (True) or softmax probabilities (False)."""
-    activation = getattr(network.layers[-1], "activation", None)
-    if activation is keras.activations.softmax:
-        return False
-    if activation in (None, keras.activations.linear):
-        return True
-    raise InputError(
-        f"the network's last layer {network.layers[-1].name!r} has activation {activation.__name__!r}; "
-        "export needs softmax probabilities or logits"
-    )
 
 
 def _lookup_table(path: str, values: Sequence[str]) -> tf.lookup.StaticHashTable:

@@ -44,8 +44,8 @@ the chief writes to RUN, the other workers checkpoint to temporary directories t
 Resume: re-running the same command restores the latest checkpoint and continues at its epoch
 and step; each epoch's data stream is seeded from the data seed stored in the checkpoint and the
 epoch number, so the resumed epoch's stream is the one the interrupted run had, and the batches
-of it already trained are skipped (they are read and decoded again, not trained on: at most one
-epoch of input work). A checkpoint whose objects do not match
+of it already trained are skipped before decoding (`InputPipeline.train_dataset`'s
+``skip_batches``: the records are read, not decoded). A checkpoint whose objects do not match
 this run's (e.g. mixed precision changed, which wraps the optimizer) is refused.
 """
 
@@ -608,12 +608,15 @@ class _Run:
 
         Each epoch's stream has its own seed (`_epoch_seed`), so a resumed run starts at the
         epoch it was in instead of replaying every earlier epoch's stream; within the epoch the
-        batches already trained are skipped (read and decoded, not trained on).
+        batches already trained are skipped before they are decoded.
         """
         seed = _epoch_seed(int(self.state.data_seed.numpy()), epoch)
         pipeline = _input_pipeline(self.config.data_dir, self.recipe, seed)
         return self.strategy.distribute_datasets_from_function(
-            lambda context: pipeline.train_dataset(context).skip(done)
+            # A step takes one batch per replica; an input pipeline feeds replicas / pipelines of them.
+            lambda context: pipeline.train_dataset(
+                context, skip_batches=done * context.num_replicas_in_sync // context.num_input_pipelines
+            )
         )
 
     def _train_epoch(self, epoch, step, steps_per_epoch, iterator, train_step, pipeline) -> dict[str, float]:

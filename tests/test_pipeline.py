@@ -192,6 +192,17 @@ def test_original_geometry_records_are_resized_as_in_section_2(model_garden_dir)
     assert images.shape == (4, CROP, CROP, 3)
 
 
+@pytest.mark.parametrize("normalize_in_model", [False, True])
+def test_skipped_batches_are_not_decoded_and_the_rest_is_unchanged(data_dir, normalize_in_model):
+    """A resumed run's stream: ``skip_batches=k`` gives what ``.skip(k)`` gives, same views."""
+    pipe = input_pipeline(data_dir, batch_size=4, deterministic=True, seed=9, normalize_in_model=normalize_in_model)
+    expected = list(pipe.train_dataset().skip(3).take(3))
+    got = list(pipe.train_dataset(skip_batches=3).take(3))
+    for (a_views, a_labels), (b_views, b_labels) in zip(expected, got, strict=True):
+        tf.nest.map_structure(np.testing.assert_array_equal, a_views, b_views)
+        np.testing.assert_array_equal(a_labels, b_labels)
+
+
 # --- uint8 views for ViewNormalization (normalize_in_model) ---------------------------------------
 
 

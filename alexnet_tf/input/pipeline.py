@@ -176,7 +176,9 @@ class InputPipeline:
             )
         return [posixpath.join(directory, shard.name) for shard in shards]
 
-    def train_dataset(self, input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+    def train_dataset(
+        self, input_context: tf.distribute.InputContext | None = None, skip_batches: int = 0
+    ) -> tf.data.Dataset:
         """Batches of training views and int32 labels, repeated forever.
 
         Float views: ``(images [b, 224, 224, 3], labels [b])``; with ``normalize_in_model``:
@@ -185,6 +187,10 @@ class InputPipeline:
         (``drop_remainder``): one epoch is `steps_per_epoch` steps. With ``input_context``
         (``strategy.distribute_datasets_from_function``), the batch is the per-replica batch and
         this pipeline reads only its share of the data (`shard_files`).
+
+        ``skip_batches`` drops this pipeline's first batches before anything is decoded, with
+        the same views afterwards as without it (records and batches keep the numbers that seed
+        their views): how a resumed run continues mid-epoch without redoing the input work.
         """
         if self.config.lighting_strength > 0 and self.statistics.eigenvalues is None:
             raise InputError(
@@ -194,6 +200,7 @@ class InputPipeline:
         seeds = _Seeds.derive(self.seed, input_context)
         records = self._records(schema.TRAIN, input_context, file_shuffle_seed=seeds.file_shuffle)
         dataset = records.shuffle(self.config.shuffle_buffer, seed=seeds.record_shuffle).repeat().enumerate()
+        dataset = dataset.skip(skip_batches * self._batch_size(input_context))
         key = tf.constant(seeds.augment_key, tf.int64)
         views = self.views
 
@@ -205,7 +212,7 @@ class InputPipeline:
         per_batch = None
         if views.PER_BATCH:
             per_batch = lambda index, batch, labels: (views.finish_batch(batch, key, index), labels)  # noqa: E731
-        return self._batch(dataset, input_context, drop_remainder=True, per_batch=per_batch)
+        return self._batch(dataset, input_context, drop_remainder=True, per_batch=per_batch, first_batch=skip_batches)
 
     def eval_dataset(
         self,
@@ -234,6 +241,19 @@ class InputPipeline:
         """
         return self.statistics.view_normalization(self.config.dtype, **kwargs)
 
+    def _batch_size(self, input_context: tf.distribute.InputContext | None) -> int:
+        """This pipeline's batch: the global batch, or one replica's share of it."""
+        if input_context is None:
+            return self.config.batch_size
+        try:
+            return input_context.get_per_replica_batch_size(self.config.batch_size)
+        except ValueError:
+            raise invalid(
+                "batch_size",
+                self.config.batch_size,
+                f"a multiple of the {input_context.num_replicas_in_sync} replicas in sync",
+            ) from None
+
     def _split(self, split: str) -> SplitInfo:
         if split not in self.metadata.splits or not self.metadata.splits[split].shards:
             listed = ", ".join(self.metadata.splits) or "none"
@@ -257,18 +277,11 @@ class InputPipeline:
         input_context: tf.distribute.InputContext | None,
         drop_remainder: bool,
         per_batch: Callable[[tf.Tensor, Any, tf.Tensor], tuple[Any, tf.Tensor]] | None = None,
+        first_batch: int = 0,
     ) -> tf.data.Dataset:
-        """Batches, then maps ``per_batch(batch number, views, labels)`` if given, then prefetches."""
-        batch_size = self.config.batch_size
-        if input_context is not None:
-            try:
-                batch_size = input_context.get_per_replica_batch_size(batch_size)
-            except ValueError:
-                raise invalid(
-                    "batch_size",
-                    batch_size,
-                    f"a multiple of the {input_context.num_replicas_in_sync} replicas in sync",
-                ) from None
+        """Batches, then maps ``per_batch(batch number, views, labels)`` if given (batches numbered
+        from ``first_batch``), then prefetches."""
+        batch_size = self._batch_size(input_context)
         options = tf.data.Options()
         options.deterministic = self.config.deterministic
         if input_context is not None:
@@ -276,7 +289,7 @@ class InputPipeline:
             options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
         if per_batch is not None:
-            dataset = dataset.enumerate().map(
+            dataset = dataset.enumerate(start=first_batch).map(
                 lambda index, batch: per_batch(index, *batch), num_parallel_calls=tf.data.AUTOTUNE
             )
         return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)

@@ -27,20 +27,17 @@ import contextlib
 import dataclasses
 import datetime
 import hashlib
-import io
-import json
 import os
 import posixpath
 import time
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
 from alexnet_tf import files, paper
 from alexnet_tf.errors import InputError
-from alexnet_tf.files import output_errors, write_atomically
+from alexnet_tf.files import output_errors
 from alexnet_tf.prepare import layout, resume
 from alexnet_tf.prepare.convert import CHECKPOINT_SECONDS, default_workers
 from alexnet_tf.prepare.scan import ScanContext, ScanResult, ScanTask, scan_shard
@@ -245,22 +242,18 @@ class _Checkpoint:
 
     def save(self, output: str) -> None:
         state = {"options": self.options, "results": [r.to_dict() for r in self.results.values()]}
-        buffer = io.BytesIO()
-        blob = np.frombuffer(json.dumps(state, separators=(",", ":")).encode(), np.uint8)
-        np.savez_compressed(buffer, state=blob, **self.stats.to_arrays())
         with output_errors(output):
             tf.io.gfile.makedirs(posixpath.join(output, STATE_DIR))
-        write_atomically(_checkpoint_path(output), buffer.getvalue())
+        resume.save_state(_checkpoint_path(output), state, self.stats)
 
     @classmethod
     def load(cls, output: str) -> _Checkpoint | None:
         path = _checkpoint_path(output)
         if not tf.io.gfile.exists(path):
             return None
-        with tf.io.gfile.GFile(path, "rb") as f, np.load(io.BytesIO(f.read())) as arrays:
-            state = json.loads(arrays["state"].tobytes())
-            done = cls(state["options"])
-            done.stats = PixelStats.from_arrays(arrays)
+        state, stats = resume.load_state(path)
+        done = cls(state["options"])
+        done.stats = stats
         done.results = {raw["name"]: ScanResult.from_dict(raw) for raw in state["results"]}
         return done
 

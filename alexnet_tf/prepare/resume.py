@@ -63,12 +63,8 @@ class Checkpoint:
             self.stats.merge(result.stats)
 
     def save(self, output: str) -> None:
-        buffer = io.BytesIO()
-        # ImageNet's per-shard class counts make ~15 MB of JSON: stored as compressed bytes.
         table = {name: dataclasses.asdict(shard) for name, shard in self.shards.items()}
-        shards = np.frombuffer(json.dumps(table, separators=(",", ":")).encode(), np.uint8)
-        np.savez_compressed(buffer, shards=shards, **self.stats.to_arrays())
-        write_atomically(posixpath.join(output, STATE_DIR, CHECKPOINT_FILE), buffer.getvalue())
+        save_state(posixpath.join(output, STATE_DIR, CHECKPOINT_FILE), table, self.stats)
 
     @classmethod
     def load(cls, output: str) -> Checkpoint:
@@ -77,10 +73,8 @@ class Checkpoint:
         path = posixpath.join(output, STATE_DIR, CHECKPOINT_FILE)
         if not tf.io.gfile.exists(path):
             return done
-        with tf.io.gfile.GFile(path, "rb") as f, np.load(io.BytesIO(f.read())) as arrays:
-            table = json.loads(arrays["shards"].tobytes())
-            done.shards = {name: FinishedShard.from_dict(raw) for name, raw in table.items()}
-            done.stats = PixelStats.from_arrays(arrays)
+        table, done.stats = load_state(path)
+        done.shards = {name: FinishedShard.from_dict(raw) for name, raw in table.items()}
         for name in sorted(done.shards):
             if not tf.io.gfile.exists(posixpath.join(output, name)):
                 raise InputError(
@@ -88,6 +82,24 @@ class Checkpoint:
                     "add --overwrite to start again"
                 )
         return done
+
+
+def save_state(path: str, state: Any, stats: PixelStats) -> None:
+    """Writes a JSON-able ``state`` and exact statistic sums to one ``.npz`` file, atomically.
+
+    The state of an interrupted prepare-data or index-records run. The JSON is stored as
+    compressed bytes: ImageNet's per-shard class counts make ~15 MB of it.
+    """
+    buffer = io.BytesIO()
+    blob = np.frombuffer(json.dumps(state, separators=(",", ":")).encode(), np.uint8)
+    np.savez_compressed(buffer, state=blob, **stats.to_arrays())
+    write_atomically(path, buffer.getvalue())
+
+
+def load_state(path: str) -> tuple[Any, PixelStats]:
+    """What `save_state` wrote to ``path``."""
+    with tf.io.gfile.GFile(path, "rb") as f, np.load(io.BytesIO(f.read())) as arrays:
+        return json.loads(arrays["state"].tobytes()), PixelStats.from_arrays(arrays)
 
 
 def make_directory(output: str) -> None:
