@@ -16,7 +16,11 @@ setup(
     description="A faithful, fast TensorFlow/Keras 3 reproduction of AlexNet (Krizhevsky et al., 2012).",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=find_packages(include=["alexnet_tf", "alexnet_tf.*"]),
+    # pipelines/ (the experiment recipes) is installed as alexnet_tf.pipelines, so that the
+    # built-in recipes (`--pipeline demo`) exist after a plain `pip install .`.
+    packages=[*find_packages(include=["alexnet_tf", "alexnet_tf.*"]), "alexnet_tf.pipelines"],
+    package_dir={"alexnet_tf.pipelines": "pipelines"},
+    package_data={"alexnet_tf.pipelines": ["*.yaml"]},
     python_requires=">=3.10",
     install_requires=[
         "keras>=3.10,<4",

@@ -146,25 +146,40 @@ def top_k(probabilities: np.ndarray, k: int) -> np.ndarray:
 
 def evaluate(config: EvaluateConfig) -> EvaluationReport:
     """Scores every model of ``config`` (and their ensemble) in one pass over the split."""
+    if len(set(config.models)) != len(config.models):
+        raise InputError(f"a model is given twice: {', '.join(config.models)}")
+    models = {path: load_model(path)[1] for path in config.models}
+    # The views are cut at the models' input size (§4.1's 224 for the paper's network).
+    sizes = {path: _image_side(path, model) for path, model in models.items()}
+    if len(set(sizes.values())) > 1:
+        listed = ", ".join(f"{path}: {side}" for path, side in sizes.items())
+        raise InputError(f"the models take different input sizes ({listed}); evaluate them separately")
+    crop_size = next(iter(sizes.values()))
     pipeline = InputPipeline(
-        InputConfig(config.data_dir, batch_size=config.batch_size, normalize_in_model=True, lighting_strength=0)
+        InputConfig(
+            config.data_dir,
+            batch_size=config.batch_size,
+            crop_size=crop_size,
+            normalize_in_model=True,
+            lighting_strength=0,
+        )
     )
     num_classes = pipeline.metadata.num_classes
-    crop_size = pipeline.config.crop_size
-    models = [_Scorer(path, load_model(path)[1], num_classes, crop_size) for path in config.models]
+    scorers = [_Scorer(path, model, num_classes) for path, model in models.items()]
     normalization = pipeline.view_normalization()
     dataset = pipeline.eval_dataset(config.split, ten_crop=config.ten_crop)
     total = math.ceil(pipeline.num_records(config.split) / config.batch_size)
 
-    labels, correct = [], {name: {k: 0 for k in TOP_K} for name in _names(models)}
+    names = [*models, *(["ensemble"] if len(models) > 1 else [])]
+    labels, correct = [], {name: {k: 0 for k in TOP_K} for name in names}
     predictions: dict[str, list[np.ndarray]] = {name: [] for name in correct}
     with tqdm(total=total, unit="batch", desc="evaluate", disable=not config.progress, dynamic_ncols=True) as bar:
         for views, batch_labels in dataset:
             batch_labels = batch_labels.numpy()
             labels.append(batch_labels)
             flat = _flatten_views(views) if config.ten_crop else views
-            outputs = {scorer.name: scorer.probabilities(flat, normalization, len(batch_labels)) for scorer in models}
-            if len(models) > 1:
+            outputs = {scorer.name: scorer.probabilities(flat, normalization, len(batch_labels)) for scorer in scorers}
+            if len(scorers) > 1:
                 outputs["ensemble"] = np.mean(list(outputs.values()), axis=0)
             for name, probabilities in outputs.items():
                 ranked = top_k(probabilities, max(TOP_K))
@@ -182,7 +197,7 @@ def evaluate(config: EvaluateConfig) -> EvaluationReport:
     report = EvaluationReport(
         split=config.split,
         views="ten-crop" if config.ten_crop else "center",
-        models=[scores[scorer.name] for scorer in models],
+        models=[scores[scorer.name] for scorer in scorers],
         ensemble=scores.get("ensemble"),
         labels=all_labels,
         predictions={name: np.concatenate(values) for name, values in predictions.items()},
@@ -197,7 +212,7 @@ def evaluate(config: EvaluateConfig) -> EvaluationReport:
 class _Scorer:
     """One model: its name in the report, and its softmax outputs for a batch of views."""
 
-    def __init__(self, path: str, model: keras.Model, num_classes: int, crop_size: int) -> None:
+    def __init__(self, path: str, model: keras.Model, num_classes: int) -> None:
         self.name = path
         self.model = model
         self.takes_views = isinstance(model.input, dict)
@@ -207,9 +222,6 @@ class _Scorer:
         outputs = model.output.shape[-1]
         if outputs != num_classes:
             raise InputError(f"{path}: the model predicts {outputs} classes, the dataset has {num_classes}")
-        image_input = model.input[IMAGE] if self.takes_views else model.input
-        if tuple(image_input.shape[1:3]) != (crop_size, crop_size):
-            raise InputError(f"{path}: the model takes {image_input.shape[1:3]} images, the views are {crop_size}²")
 
     def probabilities(self, views: dict[str, tf.Tensor], normalization: keras.layers.Layer, images: int) -> np.ndarray:
         inputs = views if self.takes_views else normalization(views)
@@ -220,16 +232,18 @@ class _Scorer:
         return tf.reduce_mean(tf.reshape(outputs, [images, -1, outputs.shape[-1]]), axis=1).numpy()
 
 
+def _image_side(path: str, model: keras.Model) -> int:
+    """The side of the square images ``model`` takes (on views or not)."""
+    image = model.input[IMAGE] if isinstance(model.input, dict) else model.input
+    height, width = image.shape[1:3]
+    if height != width:
+        raise InputError(f"{path}: the model takes {height}×{width} images; evaluation views are square")
+    return height
+
+
 def _flatten_views(views: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     """``[b, 10, ...]`` views as ``[b · 10, ...]`` network inputs, image-major."""
     return {key: tf.reshape(value, [-1, *value.shape[2:]]) for key, value in views.items()}
-
-
-def _names(models: Sequence[_Scorer]) -> list[str]:
-    names = [scorer.name for scorer in models]
-    if len(set(names)) != len(names):
-        raise InputError(f"a model is given twice: {', '.join(names)}")
-    return names + (["ensemble"] if len(models) > 1 else [])
 
 
 def per_class_csv(report: EvaluationReport, classes: Sequence[Any]) -> str:

@@ -75,7 +75,7 @@ def AlexNet(
     random inputs of pixel scale, the input-dependent part of the fc8 outputs is 0.35% of their
     size at full width and 0.01% at ``channel_multiplier=0.25`` (fan-ins shrink with it), so the net
     starts out predicting the same thing for every image and the gradients reaching the
-    convolutions are tiny; it leaves that plateau only after many epochs (see the README).
+    convolutions are tiny; it leaves that plateau only after many epochs (docs/training.md).
     ``initialization="he"`` is the named deviation for small data and narrow copies: all
     biases 0, weights N(0, 2/fan_in) (He et al., 2015: keeps the variation's scale through ReLU
     layers at any width), fc8 §5's N(0, 0.01) (small initial logits), and an ``input_scale``

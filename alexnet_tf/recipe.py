@@ -18,6 +18,7 @@ The resolved recipe (every key, defaults included) is what a run records in ``RU
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import re
 import types
 import typing
@@ -239,7 +240,8 @@ def load_recipe(path: str | None = None, overrides: Sequence[str] = ()) -> Recip
     """The paper's recipe, updated by the YAML file at ``path`` and then by ``overrides``.
 
     Args:
-      path: a recipe file (local or ``gs://``); None starts from the paper's defaults.
+      path: a recipe file (local or ``gs://``), or the name of a built-in one (`builtin_recipes`:
+        "paper", "demo"); None starts from the paper's defaults.
       overrides: ``section.key=value`` strings; values are YAML scalars (``0.1``, ``null``, ``true``).
 
     Raises:
@@ -247,12 +249,19 @@ def load_recipe(path: str | None = None, overrides: Sequence[str] = ()) -> Recip
     """
     values: dict[str, dict[str, Any]] = {}
     if path is not None:
+        path = builtin_recipes().get(path, path)
         values = _read_file(path)
     for override in overrides:
         section, key, value = _parse_override(override)
         values.setdefault(section, {})[key] = value
     source = path if not overrides else f"{path or 'the paper defaults'} with --set {' '.join(overrides)}"
     return from_dict(values, source)
+
+
+def builtin_recipes() -> dict[str, str]:
+    """The recipes installed with the package (``pipelines/*.yaml``), by name: ``{"demo": path}``."""
+    folder = importlib.resources.files("alexnet_tf.pipelines")
+    return {entry.name.removesuffix(".yaml"): str(entry) for entry in folder.iterdir() if entry.name.endswith(".yaml")}
 
 
 def from_dict(values: Mapping[str, Any], source: str) -> Recipe:

@@ -67,23 +67,36 @@ def write_image_folder(
     return paths
 
 
-SHAPES = ("disc", "square", "triangle", "ring", "cross", "star", "bar", "crescent", "diamond", "hexagon")
+# Most distinct first (per-class accuracy of the demo's ten-class run), so that `classes=N`
+# takes the N easiest to tell apart: a small test set learns in fewer steps.
+SHAPES = ("ring", "cross", "bar", "crescent", "star", "diamond", "disc", "square", "triangle", "hexagon")
 
 
 def shape_image(rng: np.random.Generator, shape: str, width: int, height: int) -> Image.Image:
     """A ``width × height`` photo-like image of one ``shape``: random place, size, rotation and
-    colour, over a smooth random background with a few distracting blobs, slightly blurred."""
-    background = synthetic_image(rng, width, height, rng.uniform(0, 255, 3))
+    colour, over a smooth random background with a few small distracting blobs, slightly blurred.
+
+    The background is a muted version of `synthetic_image` (mixed halfway with its own grey) and
+    the object a saturated colour a third to two thirds of the image across, so that the object
+    stands out the way a photograph's subject does; the blobs are smaller than any object.
+    """
+    field = np.asarray(synthetic_image(rng, width, height, rng.uniform(0, 255, 3)), np.float32)
+    muted = 0.5 * field + 0.5 * field.mean(axis=2, keepdims=True)
+    background = Image.fromarray(muted.astype(np.uint8))
     draw = ImageDraw.Draw(background)
-    for _ in range(rng.integers(2, 6)):  # clutter: soft ellipses of other colours
-        x, y = rng.uniform(0, width), rng.uniform(0, height)
-        rx, ry = rng.uniform(0.03, 0.12) * width, rng.uniform(0.03, 0.12) * height
-        draw.ellipse([x - rx, y - ry, x + rx, y + ry], fill=tuple(int(v) for v in rng.uniform(0, 255, 3)))
     side = min(width, height)
-    radius = rng.uniform(0.15, 0.3) * side
+    for _ in range(rng.integers(0, 4)):  # clutter: small ellipses of other colours
+        x, y = rng.uniform(0, width), rng.uniform(0, height)
+        rx, ry = rng.uniform(0.02, 0.07) * side, rng.uniform(0.02, 0.07) * side
+        draw.ellipse([x - rx, y - ry, x + rx, y + ry], fill=tuple(int(v) for v in rng.uniform(0, 255, 3)))
+    radius = rng.uniform(0.17, 0.33) * side
     cx = rng.uniform(radius, width - radius)
     cy = rng.uniform(radius, height - radius)
-    colour = tuple(int(v) for v in rng.uniform(0, 255, 3))
+    # A saturated colour: one channel high, one low, the third anywhere.
+    channels = rng.permutation(3)
+    levels = np.empty(3)
+    levels[channels] = [rng.uniform(200, 255), rng.uniform(0, 60), rng.uniform(0, 255)]
+    colour = tuple(int(v) for v in levels)
     angle = rng.uniform(0, 2 * np.pi)
     if shape == "crescent":  # a disc with an offset disc cut out, pasted through a mask
         mask = Image.new("L", background.size, 0)

@@ -79,6 +79,7 @@ from alexnet_tf.input.pipeline import InputConfig, InputPipeline
 from alexnet_tf.layers import with_view_normalization
 from alexnet_tf.model import AlexNet
 from alexnet_tf.recipe import Recipe, differences
+from alexnet_tf.records.metadata import DatasetMetadata
 from alexnet_tf.runs import BEST_MODEL, CHECKPOINTS, CLASSES_FILE, HISTORY, LAST_MODEL, RECIPE_FILE, TENSORBOARD
 from alexnet_tf.schedule import LearningRateSchedule
 
@@ -306,6 +307,7 @@ def fit(config: FitConfig) -> FitResult:
     configure_devices(config.devices)
     strategy = make_strategy(config.strategy)
     _check_combination(config, strategy)
+    DatasetMetadata.load(config.data_dir)  # refuse a missing or foreign data directory before writing the run's
     run = _Run(config, strategy, _is_chief(strategy))
     try:
         with _precision(recipe):

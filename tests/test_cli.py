@@ -1,6 +1,7 @@
 """The command line as a new user meets it: quiet start-up, one-line errors for bad input."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -61,3 +62,127 @@ def test_show_augment_from_records_without_metadata(tmp_path):
     result = invoke(["show-augment", "--data-dir", str(tmp_path), "-o", str(tmp_path / "grid.png")])
     assert_one_line_error(result, "metadata.json")
     assert not (tmp_path / "grid.png").exists()
+
+
+# --- Every command's bad inputs: one table ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, records) -> dict[str, str]:
+    """Paths the bad-input table refers to: good records, a run, a plain file, records another tool
+    wrote (shards, no metadata), records with a truncated shard, a missing path."""
+    import keras
+
+    from alexnet_tf import AlexNet
+    from alexnet_tf.input.pipeline import InputConfig, InputPipeline
+    from alexnet_tf.layers import with_view_normalization
+
+    root = tmp_path_factory.mktemp("world")
+    run = root / "run"
+    run.mkdir()
+    pipeline = InputPipeline(InputConfig(records, normalize_in_model=True))
+    model = with_view_normalization(AlexNet(4, channel_multiplier=0.125, seed=0), pipeline.view_normalization())
+    model.save(str(run / "best.keras"))
+    keras.backend.clear_session()
+    plain = root / "file.txt"
+    plain.write_text("not a directory, not an image, not a model")
+    foreign = root / "foreign"
+    foreign.mkdir()
+    for name in sorted(os.listdir(records)):
+        if name.startswith("train-"):
+            (foreign / name).write_bytes((root.parent / records / name).read_bytes())
+    truncated = root / "truncated"
+    synthetic.write_synthetic_dataset(str(truncated), train_records=4, train_shards=1, validation_records=2)
+    shard = next(path for path in truncated.iterdir() if path.name.startswith("train-"))
+    shard.write_bytes(shard.read_bytes()[:-100])
+    return {
+        "RECORDS": records,
+        "RUN": str(run),
+        "FILE": str(plain),
+        "FOREIGN": str(foreign),
+        "TRUNCATED": str(truncated),
+        "MISSING": str(root / "missing"),
+        "NOPARENT": str(root / "no" / "such" / "dir"),
+    }
+
+
+def _final_outputs(directory: str) -> list[str]:
+    """Files under ``directory`` other than temporaries and the resume state of a run that failed
+    midway (a truncated shard is found while reading: the state is what lets the re-run resume)."""
+    state = ("_prepare", "_index", "checkpoints", "tensorboard", "recipe.yaml", "classes.json")
+    found = []
+    for folder, _, names in os.walk(directory):
+        for name in names:
+            parts = os.path.relpath(os.path.join(folder, name), directory).split(os.sep)
+            if not any(part.startswith(".tmp-") or part in state for part in parts):
+                found.append(os.path.join(folder, name))
+    return found
+
+
+BAD_INPUTS = [
+    # (command line with placeholders, a fragment the error must contain)
+    ("summary --input-size 32", "input_size"),
+    ("summary --channel-multiplier 0", "--channel-multiplier"),
+    ("show-augment --data-dir MISSING -o NOPARENT/grid.png", "metadata.json"),
+    ("show-augment --data-dir FILE -o NOPARENT/grid.png", "metadata.json"),
+    ("show-augment --data-dir FOREIGN -o NOPARENT/grid.png", "index-records"),
+    ("show-augment --data-dir RECORDS -o NOPARENT/grid.png", "cannot write"),
+    ("show-augment --data-dir TRUNCATED -o NOPARENT/grid.png", "truncated"),
+    ("show-augment --data-dir RECORDS -o NOPARENT/grid.png --images 0", "--images"),
+    ("prepare-data MISSING NOPARENT/out", "missing"),
+    ("prepare-data FILE NOPARENT/out", "file.txt"),
+    ("prepare-data RECORDS NOPARENT/out --jpeg-quality 0", "--jpeg-quality"),
+    ("index-records MISSING --no-progress", "missing"),
+    ("index-records FILE --no-progress", "file.txt"),
+    ("index-records TRUNCATED --output NOPARENT/index --no-progress", "truncated"),
+    ("fit --data-dir MISSING --model-dir NOPARENT/run --quiet", "metadata.json"),
+    ("fit --data-dir FOREIGN --model-dir NOPARENT/run --quiet", "index-records"),
+    ("fit --data-dir RECORDS --model-dir NOPARENT/run --pipeline MISSING --quiet", "missing"),
+    ("fit --data-dir RECORDS --model-dir NOPARENT/run --set training.batch_size=0 --quiet", "batch_size"),
+    (
+        "fit --data-dir RECORDS --model-dir NOPARENT/run --set training.epochs=1 --set input.crop_size=64 "
+        "--set model.channel_multiplier=0.125 --set training.batch_size=2 --quiet --set input.shuffle_buffer=-1",
+        "shuffle_buffer",
+    ),
+    (
+        "fit --data-dir TRUNCATED --model-dir NOPARENT/run --set input.crop_size=64 --set training.batch_size=2 "
+        "--set model.channel_multiplier=0.125 --set training.epochs=1 --quiet",
+        "truncated",
+    ),
+    ("evaluate --data-dir RECORDS MISSING --no-progress", "missing"),
+    ("evaluate --data-dir RECORDS FILE --no-progress", "file.txt"),
+    ("evaluate --data-dir MISSING RUN --no-progress", "metadata.json"),
+    ("evaluate --data-dir RECORDS RUN --batch-size 0", "--batch-size"),
+    ("evaluate --data-dir RECORDS RUN --split test --no-progress", "test"),
+    ("evaluate --data-dir TRUNCATED RUN --split train --no-progress", "truncated"),
+    ("export MISSING --export-dir NOPARENT/export", "missing"),
+    ("export RUN --export-dir FILE --classes RECORDS", "file.txt"),
+    ("export RUN --export-dir NOPARENT/export --classes RECORDS --version -1", "--version"),
+    ("predict MISSING FILE", "missing"),
+    ("demo --data MISSING --workdir NOPARENT/demo --quiet", "missing"),
+    ("demo --data FILE --workdir NOPARENT/demo --quiet", "file.txt"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("line, fragment", BAD_INPUTS, ids=[line.split(" --")[0] for line, _ in BAD_INPUTS])
+def test_bad_input_is_one_error_line_and_writes_nothing(world, line, fragment):
+    args = []
+    for word in line.split():
+        for name, path in world.items():
+            word = word.replace(name, path) if word.startswith(name) else word
+        args.append(word)
+    written = os.path.dirname(world["NOPARENT"])
+    try:
+        result = CliRunner().invoke(main, args)
+        created = _final_outputs(written)
+    finally:
+        shutil.rmtree(written, ignore_errors=True)  # one case's leftovers must not fail the next
+    output = result.output
+    assert result.exit_code not in (0, None), output
+    # An uncaught exception would be a traceback in a terminal; click exits with SystemExit instead.
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    errors = [text for text in output.splitlines() if text.startswith("Error:")]
+    assert len(errors) == 1, output
+    assert fragment in errors[0], output
+    assert not created, f"final outputs were written: {created}"

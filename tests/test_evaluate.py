@@ -148,3 +148,18 @@ def test_bad_models_are_one_line_errors(setup, tmp_path):
     wrong.save(str(tmp_path / "three.keras"))
     result = CliRunner().invoke(main, ["evaluate", "--data-dir", records, str(tmp_path / "three.keras")])
     assert result.exit_code == 1 and "predicts 3 classes, the dataset has 6" in result.output
+    AlexNet(CLASSES, 112, channel_multiplier=0.125).save(str(tmp_path / "small.keras"))
+    result = CliRunner().invoke(
+        main, ["evaluate", "--data-dir", records, paths["bare.keras"], str(tmp_path / "small.keras")]
+    )
+    assert result.exit_code == 1 and "different input sizes" in result.output
+
+
+def test_views_are_cut_at_the_models_input_size(setup, tmp_path):
+    """A model on 112×112 inputs is scored on 112×112 centre and ten-crop views."""
+    records, _ = setup
+    small = str(tmp_path / "small.keras")
+    AlexNet(CLASSES, 112, channel_multiplier=0.125, seed=4).save(small)
+    for ten_crop in (False, True):
+        report = evaluate(EvaluateConfig(records, (small,), ten_crop=ten_crop, progress=False))
+        assert report.models[0].images == 18

@@ -335,3 +335,23 @@ def test_parallel_workers_write_the_same_shards(reference, tmp_path):
     output = str(tmp_path / "records")
     prepare_dataset(config(data.root, output, train_shards=8, workers=2))
     _same_output(output, expected)
+
+
+def test_a_smaller_image_size_is_stored_and_recorded(reference, tmp_path):
+    """``image_size`` (a named deviation from §2's 256): every record, the mean image and the
+    metadata have the chosen side, and the input pipeline reads it."""
+    from alexnet_tf.input.pipeline import InputConfig, InputPipeline
+
+    data, _ = reference
+    output = str(tmp_path / "small")
+    report = prepare_dataset(config(data.root, output, image_size=72))
+    assert report.metadata.image_size == 72
+    assert metadata_lib.load_mean_image(output).shape == (72, 72, 3)
+    for path in tf.io.gfile.glob(os.path.join(output, "train-*")):
+        for record in tf.data.TFRecordDataset(path):
+            features = schema.parse_example(record)
+            assert tf.io.decode_jpeg(features[schema.ENCODED]).shape == (72, 72, 3)
+    views, _ = next(iter(InputPipeline(InputConfig(output, batch_size=2, crop_size=64)).train_dataset()))
+    assert views.shape == (2, 64, 64, 3)
+    with pytest.raises(InputError, match="--image-size 32"):
+        config(data.root, output, image_size=32)

@@ -1,7 +1,7 @@
 """End-to-end training throughput of `alexnet-tf fit`'s step, measured in one run.
 
     python tools/bench_fit.py                        # synthesises 256×256 records in a temp dir
-    python tools/bench_fit.py --data-dir D --width 1 --batch-size 32 --steps 20 --rounds 3
+    python tools/bench_fit.py --data-dir D --channel-multiplier 1 --batch-size 32 --steps 20 --rounds 3
 
 For float32 and ``mixed_bfloat16``, and for ``one-device`` and ``two-tower`` (the towers on two
 logical CPU devices), the training step of `alexnet_tf.train` (forward, backward, the paper's
@@ -38,13 +38,13 @@ SOURCES = ("pipeline", "in-memory")
 @click.command()
 @click.option("--data-dir", help="prepare-data output (default: synthetic records in a temp dir).")
 @click.option("--records", default=512, show_default=True, help="Synthetic training records to write.")
-@click.option("--width", default=1.0, show_default=True, help="model.channel_multiplier.")
+@click.option("--channel-multiplier", default=1.0, show_default=True, help="model.channel_multiplier.")
 @click.option("--batch-size", default=32, show_default=True, help="Global batch.")
 @click.option("--steps", default=10, show_default=True, help="Timed steps per round.")
 @click.option("--warmup", default=3, show_default=True, help="Untimed steps before each timing.")
 @click.option("--rounds", default=2, show_default=True, help="Rounds over all configurations (best kept).")
 def main(
-    data_dir: str | None, records: int, width: float, batch_size: int, steps: int, warmup: int, rounds: int
+    data_dir: str | None, records: int, channel_multiplier: float, batch_size: int, steps: int, warmup: int, rounds: int
 ) -> None:
     """Training images/s: real pipeline vs in-memory, float32 vs bfloat16, one device vs two towers."""
     train.configure_devices(2)
@@ -59,7 +59,7 @@ def main(
                 recipe = load_recipe(
                     None,
                     [
-                        f"model.channel_multiplier={width}",
+                        f"model.channel_multiplier={channel_multiplier}",
                         f"training.batch_size={batch_size}",
                         f"training.mixed_precision={precision}",
                         "input.shuffle_buffer=256",
@@ -73,7 +73,9 @@ def main(
                 key = (precision, strategy, source)
                 best[key] = max(best.get(key, 0.0), rate)
                 click.echo(f"round {round_index + 1}: {precision:15s} {strategy:10s} {source:9s} {rate:8.1f} img/s")
-    click.echo(f"\nbest of {rounds} rounds, width {width}, batch {batch_size}, {steps} steps (images/s):")
+    click.echo(
+        f"\nbest of {rounds} rounds, multiplier {channel_multiplier}, batch {batch_size}, {steps} steps (images/s):"
+    )
     click.echo(f"{'precision':15s} {'strategy':10s} {'pipeline':>9s} {'in-memory':>9s} {'ratio':>6s}")
     for precision, strategy in itertools.product(PRECISIONS, STRATEGIES):
         real, memory = best[(precision, strategy, "pipeline")], best[(precision, strategy, "in-memory")]

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import files, paper
+from alexnet_tf import files
 from alexnet_tf.errors import InputError
 from alexnet_tf.files import output_errors, write_atomically
 from alexnet_tf.prepare.shards import ShardResult
@@ -53,9 +53,9 @@ class FinishedShard:
 class Checkpoint:
     """The finished shards (counts, skipped files) and their merged training statistics."""
 
-    def __init__(self) -> None:
+    def __init__(self, image_size: int) -> None:
         self.shards: dict[str, FinishedShard] = {}
-        self.stats = PixelStats(paper.IMAGE_SIZE)
+        self.stats = PixelStats(image_size)
 
     def add(self, result: ShardResult) -> None:
         self.shards[result.name] = FinishedShard(result.per_class, result.skipped)
@@ -67,9 +67,9 @@ class Checkpoint:
         save_state(posixpath.join(output, STATE_DIR, CHECKPOINT_FILE), table, self.stats)
 
     @classmethod
-    def load(cls, output: str) -> Checkpoint:
+    def load(cls, output: str, image_size: int) -> Checkpoint:
         """The checkpoint of an interrupted run (empty if none); its shards must still exist."""
-        done = cls()
+        done = cls(image_size)
         path = posixpath.join(output, STATE_DIR, CHECKPOINT_FILE)
         if not tf.io.gfile.exists(path):
             return done
