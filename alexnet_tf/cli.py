@@ -190,6 +190,16 @@ def prepare_data(**options) -> None:
 @click.option("--per-class-csv", type=click.Path(dir_okay=False), help="Write per-class top-1 accuracy to this CSV.")
 @click.option("--confusion-matrix", type=click.Path(dir_okay=False), help="Write the confusion matrix as a PNG.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@click.option(
+    "--strategy",
+    type=click.Choice(["one-device", "mirrored"]),
+    default="one-device",
+    show_default=True,
+    help="mirrored: every local GPU (or --devices logical CPUs); the batch is split over them.",
+)
+@click.option(
+    "--devices", type=click.IntRange(min=1), help="Split the CPU into N logical devices (mirrored without GPUs)."
+)
 def evaluate(
     models: tuple[str, ...],
     data_dir: str,
@@ -200,6 +210,8 @@ def evaluate(
     per_class_csv: str | None,
     confusion_matrix: str | None,
     progress: bool,
+    strategy: str,
+    devices: int | None,
 ) -> None:
     """Top-1 and top-5 error of MODELS (run directories or .keras files) and of their ensemble.
 
@@ -220,6 +232,8 @@ def evaluate(
             per_class_csv=per_class_csv,
             confusion_matrix=confusion_matrix,
             progress=progress and not as_json,
+            strategy=strategy,
+            devices=devices,
         )
     )
     click.echo(report_json(report) if as_json else report.to_text())

@@ -41,8 +41,10 @@ from alexnet_tf.layers import IMAGE
 from alexnet_tf.model import outputs_logits
 from alexnet_tf.records import schema
 from alexnet_tf.runs import load_model
+from alexnet_tf.train import configure_devices, make_strategy
 
 TOP_K = (1, 5)
+EVALUATE_STRATEGIES = ("one-device", "mirrored")
 DEFAULT_BATCH_SIZE = 32  # images per batch; ten views make it 320 network inputs
 
 
@@ -60,6 +62,9 @@ class EvaluateConfig:
       confusion_matrix: if set, write a PNG of the row-normalised confusion matrix (the
         ensemble's, or the one model's).
       progress: show a progress bar.
+      strategy: "one-device" (the first GPU, else the CPU) or "mirrored" (every local GPU, or
+        ``devices`` logical CPUs): `EVALUATE_STRATEGIES`. The batch is the global batch.
+      devices: split the CPU into this many logical devices (with "mirrored" and no GPU).
     """
 
     data_dir: str
@@ -70,12 +75,20 @@ class EvaluateConfig:
     per_class_csv: str | None = None
     confusion_matrix: str | None = None
     progress: bool = True
+    strategy: str = "one-device"
+    devices: int | None = None
 
     def __post_init__(self) -> None:
         if not self.models:
             raise invalid("models", self.models, "at least one run directory or .keras file")
         if self.batch_size < 1:
             raise invalid("batch_size", self.batch_size, "a positive integer")
+        if self.strategy not in EVALUATE_STRATEGIES:
+            raise invalid(
+                "strategy",
+                self.strategy,
+                f"one of {', '.join(EVALUATE_STRATEGIES)} (a model trained under any strategy evaluates under these)",
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +161,10 @@ def evaluate(config: EvaluateConfig) -> EvaluationReport:
     """Scores every model of ``config`` (and their ensemble) in one pass over the split."""
     if len(set(config.models)) != len(config.models):
         raise InputError(f"a model is given twice: {', '.join(config.models)}")
-    models = {path: load_model(path)[1] for path in config.models}
+    configure_devices(config.devices)
+    strategy = make_strategy(config.strategy)
+    with strategy.scope():
+        models = {path: load_model(path)[1] for path in config.models}
     # The views are cut at the models' input size (§4.1's 224 for the paper's network).
     sizes = {path: _image_side(path, model) for path, model in models.items()}
     if len(set(sizes.values())) > 1:
@@ -166,19 +182,33 @@ def evaluate(config: EvaluateConfig) -> EvaluationReport:
     )
     num_classes = pipeline.metadata.num_classes
     scorers = [_Scorer(path, model, num_classes) for path, model in models.items()]
-    normalization = pipeline.view_normalization()
-    dataset = pipeline.eval_dataset(config.split, ten_crop=config.ten_crop)
+    with strategy.scope():
+        normalization = pipeline.view_normalization()
+    dataset = strategy.distribute_datasets_from_function(
+        lambda context: pipeline.eval_dataset(config.split, ten_crop=config.ten_crop, input_context=context)
+    )
     total = math.ceil(pipeline.num_records(config.split) / config.batch_size)
+
+    def replica_outputs(views: dict[str, tf.Tensor], labels: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        flat = _flatten_views(views) if config.ten_crop else views
+        images = tf.shape(labels)[0]
+        return labels, [scorer.probabilities(flat, normalization, images) for scorer in scorers]
+
+    @tf.function
+    def step(views: Any, labels: Any) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        # Each replica scores its share of the batch; the shares are gathered in order.
+        outputs = strategy.run(replica_outputs, args=(views, labels))
+        return tf.nest.map_structure(lambda value: strategy.gather(value, axis=0), outputs)
 
     names = [*models, *(["ensemble"] if len(models) > 1 else [])]
     labels, correct = [], {name: {k: 0 for k in TOP_K} for name in names}
     predictions: dict[str, list[np.ndarray]] = {name: [] for name in correct}
     with tqdm(total=total, unit="batch", desc="evaluate", disable=not config.progress, dynamic_ncols=True) as bar:
         for views, batch_labels in dataset:
+            batch_labels, probabilities = step(views, batch_labels)
             batch_labels = batch_labels.numpy()
             labels.append(batch_labels)
-            flat = _flatten_views(views) if config.ten_crop else views
-            outputs = {scorer.name: scorer.probabilities(flat, normalization, len(batch_labels)) for scorer in scorers}
+            outputs = {scorer.name: p.numpy() for scorer, p in zip(scorers, probabilities, strict=True)}
             if len(scorers) > 1:
                 outputs["ensemble"] = np.mean(list(outputs.values()), axis=0)
             for name, probabilities in outputs.items():
@@ -223,13 +253,15 @@ class _Scorer:
         if outputs != num_classes:
             raise InputError(f"{path}: the model predicts {outputs} classes, the dataset has {num_classes}")
 
-    def probabilities(self, views: dict[str, tf.Tensor], normalization: keras.layers.Layer, images: int) -> np.ndarray:
+    def probabilities(
+        self, views: dict[str, tf.Tensor], normalization: keras.layers.Layer, images: tf.Tensor
+    ) -> tf.Tensor:
         inputs = views if self.takes_views else normalization(views)
         outputs = tf.cast(self.model(inputs, training=False), tf.float32)
         if self.outputs_logits:
             outputs = tf.nn.softmax(outputs)
         # [images · views, classes] -> the mean over each image's views (one view for the centre).
-        return tf.reduce_mean(tf.reshape(outputs, [images, -1, outputs.shape[-1]]), axis=1).numpy()
+        return tf.reduce_mean(tf.reshape(outputs, [images, -1, outputs.shape[-1]]), axis=1)
 
 
 def _image_side(path: str, model: keras.Model) -> int:

@@ -3,6 +3,8 @@
 import csv
 import io
 import json
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -163,3 +165,21 @@ def test_views_are_cut_at_the_models_input_size(setup, tmp_path):
     for ten_crop in (False, True):
         report = evaluate(EvaluateConfig(records, (small,), ten_crop=ten_crop, progress=False))
         assert report.models[0].images == 18
+
+
+@pytest.mark.slow
+def test_mirrored_on_two_logical_cpus_gives_the_one_device_scores(setup):
+    """``--strategy mirrored --devices 2`` in a fresh process (devices are fixed when TF starts):
+    each replica scores half of every batch, and the gathered scores equal one device's."""
+    records, paths = setup
+    models = [paths["views.keras"], paths["bare.keras"]]
+    one = evaluate(EvaluateConfig(records, tuple(models), ten_crop=True, batch_size=6, progress=False))
+    run = subprocess.run(
+        [sys.executable, "-m", "alexnet_tf", "evaluate", "--data-dir", records, *models, "--ten-crop",
+         "--batch-size", "6", "--strategy", "mirrored", "--devices", "2", "--json"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    mirrored = json.loads(run.stdout)
+    assert mirrored["ensemble"] == one.ensemble.to_dict()
+    assert mirrored["models"] == [scores.to_dict() for scores in one.models]
