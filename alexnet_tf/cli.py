@@ -397,3 +397,47 @@ def demo(data: str | None, workdir: str, overrides: tuple[str, ...], quiet: bool
         click.echo("\nInterrupted: re-run the same command to resume.", err=True)
         raise SystemExit(130) from None
     click.echo(report.summary())
+
+
+@main.command("show-filters")
+@click.argument("run")
+@click.option("-o", "--output", required=True, help="PNG file to write.")
+def show_filters(run: str, output: str) -> None:
+    """Write conv1's kernels of RUN (a run directory or .keras file) as a PNG, one block per tower
+    (Figure 3), and print each tower's mean colour saturation (0: grey kernels)."""
+    from alexnet_tf.figures.filters import write_filters
+
+    towers, (width, height) = write_filters(run, output)
+    for tower in towers:
+        click.echo(f"{tower.name}: {len(tower.kernels)} kernels, mean colour saturation {tower.saturation:.3f}")
+    click.echo(f"wrote {output} ({width}x{height})")
+
+
+@main.command()
+@click.argument("run")
+@click.argument("images", nargs=-1, required=True)
+@click.option("--data-dir", required=True, help="prepare-data output whose training images are searched.")
+@click.option("-o", "--output", required=True, help="PNG file to write.")
+@click.option("-k", "--neighbours", "k", type=click.IntRange(min=1), default=6, show_default=True, help="Per image.")
+@click.option("--split", default=schema.TRAIN, show_default=True, help="Split searched.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Records per batch.")
+def neighbours(run: str, images: tuple[str, ...], data_dir: str, output: str, k: int, split: str, batch_size: int):
+    """Write the training images nearest to IMAGES in RUN's fc7 space (Euclidean, Figure 4) as a PNG."""
+    from alexnet_tf.figures.neighbours import write_neighbours
+
+    found, (width, height) = write_neighbours(output, run, data_dir, images, k=k, batch_size=batch_size, split=split)
+    for query, labels, distances in zip(found.queries, found.labels, found.distances, strict=True):
+        nearest = ", ".join(f"{found.class_names[label]} {d:.3g}" for label, d in zip(labels, distances, strict=True))
+        click.echo(f"{query}: {nearest}")
+    click.echo(f"wrote {output} ({width}x{height})")
+
+
+@main.command()
+@click.argument("run")
+@click.option("-o", "--output", required=True, help="PNG file to write.")
+def plot(run: str, output: str) -> None:
+    """Write RUN's loss, top-1/top-5 error and learning rate over epochs (RUN/history.csv) as a PNG."""
+    from alexnet_tf.figures.curves import write_curves
+
+    width, height = write_curves(run, output)
+    click.echo(f"wrote {output} ({width}x{height})")
