@@ -441,3 +441,47 @@ def plot(run: str, output: str) -> None:
 
     width, height = write_curves(run, output)
     click.echo(f"wrote {output} ({width}x{height})")
+
+
+@main.command()
+@click.option("--data-dir", required=True, help="prepare-data output directory (local or gs://).")
+@click.option("--tune-dir", required=True, help="The search's directory: settings, keras-tuner state, trial runs.")
+@click.option("--pipeline", "recipe_path", help="Base recipe YAML file (default: the paper's recipe).")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Fix a base recipe value.")
+@click.option("--space", "space_path", help="Search space YAML (section.key: {min, max} or {values}); see docs.")
+@click.option(
+    "--algorithm", type=click.Choice(["random", "bayesian", "hyperband"]), default="random", show_default=True
+)
+@click.option("--max-trials", type=click.IntRange(min=1), default=10, show_default=True, help="Trials in all.")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="Epochs per trial.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the search algorithm.")
+@click.option(
+    "--strategy",
+    type=click.Choice(["one-device", "mirrored", "two-tower"]),
+    default="one-device",
+    show_default=True,
+    help="Single-worker strategies only (keras-tuner 1.4.8).",
+)
+@click.option("--devices", type=int, help="Split the CPU into N logical devices (mirrored/two-tower without GPUs).")
+@click.option("--verbose", is_flag=True, help="Each trial's progress bar and per-epoch lines.")
+def tune(overrides: tuple[str, ...], **options) -> None:
+    """Search hyper-parameters with keras-tuner, each trial a real fit; re-run to resume.
+
+    Ends with a table of the trials and writes TUNE_DIR/best.yaml, the best trial's recipe
+    (alexnet-tf fit --pipeline TUNE_DIR/best.yaml).
+    """
+    from alexnet_tf.tuning.search import TuneConfig
+    from alexnet_tf.tuning.search import tune as run_tune
+
+    try:
+        result = run_tune(TuneConfig(overrides=tuple(overrides), **options))
+    except KeyboardInterrupt:
+        click.echo("\nInterrupted: re-run the same command to resume (the running trial is re-run).", err=True)
+        raise SystemExit(130) from None
+    click.echo(result.table())
+    if result.best_recipe_path:
+        click.echo(
+            f"best: trial {result.best.trial_id}, val_top1 {result.best.val_top1:.4f}; wrote {result.best_recipe_path}"
+        )
+    else:
+        click.echo("no trial finished; nothing written")
