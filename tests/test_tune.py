@@ -6,6 +6,10 @@ epoch per trial.
 """
 
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import yaml
@@ -15,6 +19,7 @@ from alexnet_tf.cli import main
 from alexnet_tf.errors import InputError
 from alexnet_tf.recipe import load_recipe
 from alexnet_tf.synthetic import write_synthetic_dataset
+from alexnet_tf.train import FitConfig, fit
 from alexnet_tf.tuning import search
 from alexnet_tf.tuning.search import TuneConfig, tune
 from alexnet_tf.tuning.space import load_space
@@ -90,6 +95,11 @@ def test_search_completes_resumes_and_writes_a_recipe(records, space_file, tmp_p
     assert 0.001 <= recipe.optimizer.learning_rate <= 0.03
     with open(best) as f:
         assert "validation top-1" in f.readline()
+    # fit trains with it (shortened here to one epoch; the file keeps the base recipe's epochs).
+    trained = fit(
+        FitConfig(records, str(tmp_path / "best-run"), load_recipe(best, ["training.epochs=1"]), verbose=False)
+    )
+    assert trained.epochs == 1
 
     # Re-running a finished search trains nothing more.
     again = CliRunner().invoke(
@@ -123,3 +133,30 @@ def test_bad_spaces_and_strategies_are_one_line(tmp_path):
             load_space(str(path))
     with pytest.raises(InputError, match="single worker"):
         TuneConfig("data", "tune", strategy="multi-worker")
+
+
+@pytest.mark.slow
+def test_a_search_killed_mid_trial_resumes_that_trial(records, space_file, tmp_path):
+    """kill -9 during trial 1 (after its first checkpoint): the re-run finishes trial 1 from that
+    checkpoint, then runs trial 2; three trials in all."""
+    tune_dir = tmp_path / "tune"
+    overrides = (*TINY, "training.checkpoint_every_steps=2")
+    args = [sys.executable, "-m", "alexnet_tf", "tune", "--data-dir", records, "--tune-dir", str(tune_dir),
+            "--space", space_file, "--max-trials", "3", "--epochs", "2",
+            *(arg for override in overrides for arg in ("--set", override))]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = tune_dir / "search" / "trial_1" / "run" / "checkpoints" / "checkpoint"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert checkpoint.exists() and not (checkpoint.parent.parent / "history.csv").exists()  # killed mid-trial
+
+    again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "trial 0:" not in again.stdout
+    assert "trial 1:" in again.stdout and "resuming from epoch 0 step" in again.stdout
+    table = again.stdout[again.stdout.index("trial  status") :].splitlines()[2:]
+    assert [line.split()[:2] for line in table[:3]] == [["0", "COMPLETED"], ["1", "COMPLETED"], ["2", "COMPLETED"]]

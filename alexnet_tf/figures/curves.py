@@ -13,6 +13,7 @@ import posixpath
 
 import tensorflow as tf
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from alexnet_tf.errors import InputError
 from alexnet_tf.figures.sheet import write_png
@@ -63,6 +64,7 @@ def curves_figure(history: dict[str, list[float]], title: str = "") -> Figure:
         ax.grid(alpha=0.3)
     for ax in (top5, rate):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     loss.legend()
     if title:
         figure.suptitle(title, fontsize=10)

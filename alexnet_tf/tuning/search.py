@@ -47,6 +47,7 @@ import yaml
 from alexnet_tf import files
 from alexnet_tf.errors import InputError, invalid
 from alexnet_tf.recipe import Recipe, load_recipe
+from alexnet_tf.records.metadata import DatasetMetadata
 from alexnet_tf.train import FitConfig, TrainingDiverged, fit
 from alexnet_tf.tuning.space import SearchSpace, load_space
 
@@ -109,7 +110,8 @@ class TrialRow:
 
     trial_id: str
     status: str
-    values: dict[str, Any]
+    values: dict[str, Any]  # the searched values, as the space file writes them
+    epochs: int
     val_top1: float | None
 
 
@@ -123,9 +125,9 @@ class TuneResult:
     def table(self) -> str:
         """The trials as a text table: id, status, each searched value, validation top-1."""
         keys = self.space_keys
-        header = ["trial", "status", *keys, OBJECTIVE]
+        header = ["trial", "status", *keys, "epochs", OBJECTIVE]
         rows = [
-            [row.trial_id, row.status, *(_show(row.values.get(key)) for key in keys), _show(row.val_top1)]
+            [row.trial_id, row.status, *(_show(row.values.get(key)) for key in keys), row.epochs, _show(row.val_top1)]
             for row in self.trials
         ]
         widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
@@ -172,12 +174,18 @@ def tune(config: TuneConfig) -> TuneResult:
     """Runs (or resumes) the search of ``config``; writes ``best.yaml``; returns the trials."""
     space = load_space(config.space_path)
     base = load_recipe(config.recipe_path, config.overrides)
+    DatasetMetadata.load(config.data_dir)  # refuse a missing or foreign data directory before writing anything
     _record_settings(config, space, base)
     objective = keras_tuner.Objective(OBJECTIVE, direction="max")
     if config.algorithm == "random":
         oracle = keras_tuner.oracles.RandomSearchOracle(objective, max_trials=config.max_trials, seed=config.seed)
     elif config.algorithm == "bayesian":
-        oracle = keras_tuner.oracles.BayesianOptimizationOracle(objective, config.max_trials, seed=config.seed)
+        try:
+            oracle = keras_tuner.oracles.BayesianOptimizationOracle(objective, config.max_trials, seed=config.seed)
+        except ImportError:  # scipy or scikit-learn
+            raise InputError(
+                "--algorithm bayesian needs scipy and scikit-learn: pip install 'keras-tuner[bayesian]'"
+            ) from None
     else:
         oracle = keras_tuner.oracles.HyperbandOracle(objective, max_epochs=config.epochs, seed=config.seed)
         oracle.max_trials = config.max_trials
@@ -194,7 +202,8 @@ def tune(config: TuneConfig) -> TuneResult:
         tuner.search()
     except keras_tuner.errors.FatalError as error:
         raise (error.__cause__ if isinstance(error.__cause__, InputError) else error) from None
-    rows = [_row(trial) for trial in tuner.oracle.trials.values()]
+    trials = sorted(tuner.oracle.trials.values(), key=lambda trial: int(trial.trial_id))  # reloaded: any order
+    rows = [_row(trial, space, config.epochs) for trial in trials]
     finished = [row for row in rows if row.val_top1 is not None]
     best = max(finished, key=lambda row: row.val_top1, default=None)
     best_path = None
@@ -248,9 +257,11 @@ def _record_settings(config: TuneConfig, space: SearchSpace, base: Recipe) -> No
     files.write_atomically(path, yaml.safe_dump(settings, sort_keys=False).encode())
 
 
-def _row(trial: keras_tuner.engine.trial.Trial) -> TrialRow:
+def _row(trial: keras_tuner.engine.trial.Trial, space: SearchSpace, epochs: int) -> TrialRow:
+    values = trial.hyperparameters.values
+    searched = {key: space.value(key, values[key]) for key in space.ranges if key in values}
     score = trial.score if trial.status == "COMPLETED" else None
-    return TrialRow(trial.trial_id, trial.status, dict(trial.hyperparameters.values), score)
+    return TrialRow(trial.trial_id, trial.status, searched, int(values.get(HYPERBAND_EPOCHS, epochs)), score)
 
 
 def _show(value: Any) -> str:

@@ -62,9 +62,9 @@ class SearchSpace:
     def overrides(self, values: Mapping[str, Any]) -> list[str]:
         """``section.key=value`` overrides for one trial's values (keras-tuner's own ``tuner/…``
         entries, such as Hyperband's epochs, are not recipe keys and are left out)."""
-        return [f"{key}={_yaml_scalar(self._as_given(key, values[key]))}" for key in self.ranges if key in values]
+        return [f"{key}={_yaml_scalar(self.value(key, values[key]))}" for key in self.ranges if key in values]
 
-    def _as_given(self, key: str, value: Any) -> Any:
+    def value(self, key: str, value: Any) -> Any:
         """A choice as written in the space: keras-tuner hands booleans back as 0 and 1."""
         choices = self.ranges[key].get("values")
         return next((choice for choice in choices if choice == value), value) if choices else value
