@@ -131,7 +131,7 @@ def test_a_training_image_is_its_own_nearest_neighbour(setup, tmp_path):
     pipeline = InputPipeline(InputConfig(records, batch_size=24, crop_size=CROP, normalize_in_model=True))
     views, _ = next(iter(pipeline.eval_dataset(schema.TRAIN)))
     train = fc7(normalization(views)).numpy().astype(np.float64)
-    query = fc7(normalization(neighbours._query_views(queries, 72, CROP))).numpy().astype(np.float64)
+    query = fc7(normalization(neighbours.query_views(queries, 72, CROP))).numpy().astype(np.float64)
     everything = np.sort(np.linalg.norm(query[:, None] - train[None], axis=-1), axis=1)[:, :4]
     np.testing.assert_allclose(found.distances, everything, rtol=1e-5, atol=1e-3)
     pixels = read_png(output)

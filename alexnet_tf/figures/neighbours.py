@@ -105,13 +105,13 @@ def find_neighbours(
             f"{data_dir}: its images are {pipeline.decoder.image_size}² but {path} was trained on "
             f"{normalization.image_size}² images; use the model's dataset"
         )
-    query_views = _query_views(queries, normalization.image_size, crop)
+    queried = query_views(queries, normalization.image_size, crop)
 
     @tf.function(reduce_retracing=True)
     def embed(views: dict[str, tf.Tensor]) -> tf.Tensor:
         return tf.cast(features(normalization(views), training=False), tf.float64)
 
-    query_features = embed(query_views)
+    query_features = embed(queried)
     best = _Best(len(queries), k, crop)
     for views, labels in pipeline.eval_dataset(split):
         best.merge(query_features, embed(views), views[IMAGE], labels)
@@ -120,7 +120,7 @@ def find_neighbours(
         raise InputError(f"{data_dir}: the '{split}' split has no records")
     return Neighbours(
         queries=tuple(queries),
-        query_images=query_views[IMAGE].numpy(),
+        query_images=queried[IMAGE].numpy(),
         images=best.images.numpy()[:, :found],
         labels=best.labels.numpy()[:, :found],
         distances=np.sqrt(best.distances.numpy()[:, :found]),
@@ -156,7 +156,7 @@ class _Best:
         self.labels = tf.gather(label_pool, flat)
 
 
-def _query_views(paths: Sequence[str], image_size: int, crop: int) -> dict[str, tf.Tensor]:
+def query_views(paths: Sequence[str], image_size: int, crop: int) -> dict[str, tf.Tensor]:
     """Centre views of the query files, as `fixed_views` lays them out for `ViewNormalization`."""
     offset = augment.center_offset(image_size, crop)
     crops = []
