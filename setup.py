@@ -24,7 +24,7 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         "keras>=3.10,<4",
-        "keras-tuner>=1.4",
+        "keras-tuner[bayesian]>=1.4",  # [bayesian]: scipy and scikit-learn, for `alexnet-tf tune --algorithm bayesian`
         "numpy>=1.26",
         "click>=8.1",
         "pillow>=10.0",

@@ -13,6 +13,8 @@ Layout (dependencies run one way, top to bottom):
 * `alexnet_tf.prepare`: the offline converter, image folders to records (Pillow, processes);
 * `alexnet_tf.input`: the online `tf.data` pipeline over records (decode, views, augment);
 * `alexnet_tf.synthetic`: small generated datasets for tests, benchmarks and the demo;
+* `alexnet_tf.figures`: pictures of a run (conv1 filters, fc7 neighbours, learning curves);
+* `alexnet_tf.tuning`: the keras-tuner search whose trials are `alexnet_tf.train.fit` runs;
 * `alexnet_tf.cli`: the ``alexnet-tf`` command, a thin layer over the above.
 """
 

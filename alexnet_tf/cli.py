@@ -411,3 +411,91 @@ def demo(data: str | None, workdir: str, overrides: tuple[str, ...], quiet: bool
         click.echo("\nInterrupted: re-run the same command to resume.", err=True)
         raise SystemExit(130) from None
     click.echo(report.summary())
+
+
+@main.command("show-filters")
+@click.argument("run")
+@click.option("-o", "--output", required=True, help="PNG file to write.")
+def show_filters(run: str, output: str) -> None:
+    """Write conv1's kernels of RUN (a run directory or .keras file) as a PNG, one block per tower
+    (Figure 3), and print each tower's mean colour saturation (0: grey kernels)."""
+    from alexnet_tf.figures.filters import write_filters
+
+    towers, (width, height) = write_filters(run, output)
+    for tower in towers:
+        click.echo(f"{tower.name}: {len(tower.kernels)} kernels, mean colour saturation {tower.saturation:.3f}")
+    click.echo(f"wrote {output} ({width}x{height})")
+
+
+@main.command()
+@click.argument("run")
+@click.argument("images", nargs=-1, required=True)
+@click.option("--data-dir", required=True, help="prepare-data output whose training images are searched.")
+@click.option("-o", "--output", required=True, help="PNG file to write.")
+@click.option("-k", "--neighbours", "k", type=click.IntRange(min=1), default=6, show_default=True, help="Per image.")
+@click.option("--split", default=schema.TRAIN, show_default=True, help="Split searched.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Records per batch.")
+def neighbours(run: str, images: tuple[str, ...], data_dir: str, output: str, k: int, split: str, batch_size: int):
+    """Write the training images nearest to IMAGES in RUN's fc7 space (Euclidean, Figure 4) as a PNG."""
+    from alexnet_tf.figures.neighbours import write_neighbours
+
+    found, (width, height) = write_neighbours(output, run, data_dir, images, k=k, batch_size=batch_size, split=split)
+    for query, labels, distances in zip(found.queries, found.labels, found.distances, strict=True):
+        nearest = ", ".join(f"{found.class_names[label]} {d:.3g}" for label, d in zip(labels, distances, strict=True))
+        click.echo(f"{query}: {nearest}")
+    click.echo(f"wrote {output} ({width}x{height})")
+
+
+@main.command()
+@click.argument("run")
+@click.option("-o", "--output", required=True, help="PNG file to write.")
+def plot(run: str, output: str) -> None:
+    """Write RUN's loss, top-1/top-5 error and learning rate over epochs (RUN/history.csv) as a PNG."""
+    from alexnet_tf.figures.curves import write_curves
+
+    width, height = write_curves(run, output)
+    click.echo(f"wrote {output} ({width}x{height})")
+
+
+@main.command()
+@click.option("--data-dir", required=True, help="prepare-data output directory (local or gs://).")
+@click.option("--tune-dir", required=True, help="The search's directory: settings, keras-tuner state, trial runs.")
+@click.option("--pipeline", "recipe_path", help="Base recipe YAML file (default: the paper's recipe).")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Fix a base recipe value.")
+@click.option("--space", "space_path", help="Search space YAML (section.key: {min, max} or {values}); see docs.")
+@click.option(
+    "--algorithm", type=click.Choice(["random", "bayesian", "hyperband"]), default="random", show_default=True
+)
+@click.option("--max-trials", type=click.IntRange(min=1), default=10, show_default=True, help="Trials in all.")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="Epochs per trial.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the search algorithm.")
+@click.option(
+    "--strategy",
+    type=click.Choice(["one-device", "mirrored", "two-tower"]),
+    default="one-device",
+    show_default=True,
+    help="Single-worker strategies only (keras-tuner 1.4.8).",
+)
+@click.option("--devices", type=int, help="Split the CPU into N logical devices (mirrored/two-tower without GPUs).")
+@click.option("--verbose", is_flag=True, help="Each trial's progress bar and per-epoch lines.")
+def tune(overrides: tuple[str, ...], **options) -> None:
+    """Search hyper-parameters with keras-tuner, each trial a real fit; re-run to resume.
+
+    Ends with a table of the trials and writes TUNE_DIR/best.yaml, the best trial's recipe
+    (alexnet-tf fit --pipeline TUNE_DIR/best.yaml).
+    """
+    from alexnet_tf.tuning.search import TuneConfig
+    from alexnet_tf.tuning.search import tune as run_tune
+
+    try:
+        result = run_tune(TuneConfig(overrides=tuple(overrides), **options))
+    except KeyboardInterrupt:
+        click.echo("\nInterrupted: re-run the same command to resume (the running trial is re-run).", err=True)
+        raise SystemExit(130) from None
+    click.echo(result.table())
+    if result.best_recipe_path:
+        click.echo(
+            f"best: trial {result.best.trial_id}, val_top1 {result.best.val_top1:.4f}; wrote {result.best_recipe_path}"
+        )
+    else:
+        click.echo("no trial finished; nothing written")

@@ -32,10 +32,11 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from alexnet_tf.errors import InputError, invalid
-from alexnet_tf.files import write_atomically
+from alexnet_tf.files import write_atomically, write_png
 from alexnet_tf.input.pipeline import InputConfig, InputPipeline
 from alexnet_tf.layers import IMAGE
 from alexnet_tf.model import outputs_logits
@@ -235,7 +236,7 @@ def evaluate(config: EvaluateConfig) -> EvaluationReport:
     if config.per_class_csv:
         write_atomically(config.per_class_csv, per_class_csv(report, pipeline.metadata.classes).encode())
     if config.confusion_matrix:
-        write_atomically(config.confusion_matrix, confusion_matrix_png(report, num_classes))
+        write_png(config.confusion_matrix, confusion_matrix_figure(report, num_classes))
     return report
 
 
@@ -292,10 +293,8 @@ def per_class_csv(report: EvaluationReport, classes: Sequence[Any]) -> str:
     return buffer.getvalue()
 
 
-def confusion_matrix_png(report: EvaluationReport, num_classes: int) -> bytes:
-    """The row-normalised confusion matrix (rows: true class, columns: predicted) as a PNG."""
-    from matplotlib.figure import Figure
-
+def confusion_matrix_figure(report: EvaluationReport, num_classes: int) -> Figure:
+    """The row-normalised confusion matrix (rows: true class, columns: predicted)."""
     name = "ensemble" if "ensemble" in report.predictions else report.models[0].name
     matrix = np.zeros([num_classes, num_classes])
     np.add.at(matrix, (report.labels, report.predictions[name]), 1)
@@ -308,9 +307,7 @@ def confusion_matrix_png(report: EvaluationReport, num_classes: int) -> bytes:
     axes.set_ylabel("true class")
     axes.set_title(f"{name}: {report.split}, {report.views} views (rows sum to 1)")
     figure.colorbar(image, ax=axes)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return figure
 
 
 def report_json(report: EvaluationReport) -> str:

@@ -15,9 +15,11 @@ need.
 from __future__ import annotations
 
 import contextlib
+import io
 import posixpath
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import tensorflow as tf
 
@@ -59,6 +61,16 @@ def write_atomically(path: str, data: bytes) -> None:
     with output_errors(path), atomic_path(path) as temp:
         with tf.io.gfile.GFile(temp, "wb") as f:
             f.write(data)
+
+
+def write_png(path: str, figure: Any) -> tuple[int, int]:
+    """Writes a matplotlib ``figure`` as a PNG at its own DPI to ``path`` (atomically); returns
+    the PNG's (width, height) in pixels."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=figure.dpi)
+    write_atomically(path, buffer.getvalue())
+    width, height = figure.get_size_inches() * figure.dpi
+    return int(round(width)), int(round(height))
 
 
 def remove_temporaries(directory: str, name: str | None = None) -> list[str]:

@@ -161,6 +161,19 @@ BAD_INPUTS = [
     ("predict MISSING FILE", "missing"),
     ("demo --data MISSING --workdir NOPARENT/demo --quiet", "missing"),
     ("demo --data FILE --workdir NOPARENT/demo --quiet", "file.txt"),
+    ("show-filters MISSING -o NOPARENT/filters.png", "missing"),
+    ("show-filters FILE -o NOPARENT/filters.png", "file.txt"),
+    ("show-filters RUN -o NOPARENT/filters.png", "cannot write"),
+    ("neighbours RUN FILE --data-dir RECORDS -o NOPARENT/n.png", "file.txt"),
+    ("neighbours RUN MISSING --data-dir RECORDS -o NOPARENT/n.png", "missing"),
+    ("neighbours RUN FILE --data-dir MISSING -o NOPARENT/n.png", "metadata.json"),
+    ("neighbours MISSING FILE --data-dir RECORDS -o NOPARENT/n.png", "missing"),
+    ("plot MISSING -o NOPARENT/curves.png", "missing"),
+    ("plot RUN -o NOPARENT/curves.png", "history"),
+    ("tune --data-dir MISSING --tune-dir NOPARENT/tune", "metadata.json"),
+    ("tune --data-dir RECORDS --tune-dir NOPARENT/tune --space MISSING", "missing"),
+    ("tune --data-dir RECORDS --tune-dir NOPARENT/tune --strategy multi-worker", "--strategy"),
+    ("tune --data-dir RECORDS --tune-dir NOPARENT/tune --set training.nope=1", "training.nope"),
 ]
 
 

@@ -9,14 +9,12 @@ the pipeline's `FloatViews` make for training and ten-crop evaluation.
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import tensorflow as tf
 from matplotlib.figure import Figure
 
 from alexnet_tf import paper
-from alexnet_tf.files import write_atomically
+from alexnet_tf.files import write_png
 from alexnet_tf.input import augment
 from alexnet_tf.input.decode import LABEL
 from alexnet_tf.input.pipeline import InputConfig, InputPipeline, interleave_records
@@ -85,12 +83,7 @@ def augment_grid(
 
 def write_augment_grid(output: str, data_dir: str, **options) -> tuple[int, int]:
     """Writes the grid as a PNG to ``output`` (local or ``gs://``, atomically); returns its size."""
-    figure = augment_grid(data_dir, **options)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI)
-    write_atomically(output, buffer.getvalue())
-    width, height = figure.get_size_inches() * DPI
-    return int(round(width)), int(round(height))
+    return write_png(output, augment_grid(data_dir, **options))
 
 
 def _show(ax, image: tf.Tensor, title: str) -> None:

@@ -1,0 +1,76 @@
+"""``plot``: a run's learning curves from ``RUN/history.csv`` (one row per finished epoch).
+
+Four panels over epochs (1 = the end of the first epoch): the loss, the top-1 and the top-5
+error (``1 − accuracy``), training and validation, and the learning rate (log scale, so §5's
+÷10 steps are equal drops). The training values are averages over each epoch's steps, taken
+with dropout and augmentation on; the validation values are centre views at the epoch's end.
+"""
+
+from __future__ import annotations
+
+import csv
+import posixpath
+
+import tensorflow as tf
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from alexnet_tf.errors import InputError
+from alexnet_tf.files import write_png
+from alexnet_tf.runs import HISTORY
+
+# The columns the plot reads (train.HISTORY_FIELDS has them all).
+COLUMNS = ("epoch", "lr", "loss", "top1", "top5", "val_loss", "val_top1", "val_top5")
+FIGSIZE = (10.0, 7.0)  # inches
+DPI = 100
+
+
+def read_history(run: str) -> dict[str, list[float]]:
+    """``{column: values by epoch}`` from ``run``'s history (a run directory or the CSV itself)."""
+    path = posixpath.join(run, HISTORY) if tf.io.gfile.isdir(run) else run
+    if not tf.io.gfile.exists(path):
+        raise InputError(f"{path}: no training history; pass a run directory of `alexnet-tf fit` (or its {HISTORY})")
+    with tf.io.gfile.GFile(path) as f:
+        reader = csv.DictReader(f)
+        missing = [column for column in COLUMNS if column not in (reader.fieldnames or ())]
+        if missing:
+            raise InputError(f"{path}: not a history of `alexnet-tf fit` (no {', '.join(missing)} column)")
+        try:
+            rows = [{column: float(row[column]) for column in COLUMNS} for row in reader]
+        except (TypeError, ValueError):
+            raise InputError(f"{path}: row {reader.line_num} has a missing or non-numeric value") from None
+    if not rows:
+        raise InputError(f"{path}: no finished epoch yet; plot again after the first epoch")
+    return {column: [row[column] for row in rows] for column in COLUMNS}
+
+
+def curves_figure(history: dict[str, list[float]], title: str = "") -> Figure:
+    """The four panels of the module docstring, for a `read_history` result."""
+    epochs = [epoch + 1 for epoch in history["epoch"]]
+    figure = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    (loss, top1), (top5, rate) = figure.subplots(2, 2, sharex=True)
+    loss.plot(epochs, history["loss"], marker=".", label="train")
+    loss.plot(epochs, history["val_loss"], marker=".", label="validation")
+    loss.set_ylabel("cross-entropy loss")
+    for ax, key, name in ((top1, "top1", "top-1 error"), (top5, "top5", "top-5 error")):
+        ax.plot(epochs, [1.0 - v for v in history[key]], marker=".", label="train")
+        ax.plot(epochs, [1.0 - v for v in history[f"val_{key}"]], marker=".", label="validation")
+        ax.set_ylabel(name)
+        ax.set_ylim(0.0, 1.0)
+    rate.plot(epochs, history["lr"], marker=".", color="black")
+    rate.set_yscale("log")
+    rate.set_ylabel("learning rate")
+    for ax in (loss, top1, top5, rate):
+        ax.grid(alpha=0.3)
+    for ax in (top5, rate):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    loss.legend()
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return figure
+
+
+def write_curves(run: str, output: str) -> tuple[int, int]:
+    """Writes ``run``'s curves as a PNG to ``output`` (atomically); returns its (width, height)."""
+    return write_png(output, curves_figure(read_history(run), title=run))
