@@ -8,6 +8,7 @@ import click
 import tensorflow as tf
 
 from alexnet_tf import paper
+from alexnet_tf.distribute import SINGLE_WORKER_STRATEGIES, STRATEGIES
 from alexnet_tf.errors import InputError
 from alexnet_tf.input import visualize
 from alexnet_tf.prepare.convert import (
@@ -37,6 +38,26 @@ class _Group(click.Group):
             raise click.ClickException(
                 f"a record file is truncated or corrupt ({reason}); re-create it (prepare-data) or remove it"
             ) from None
+
+
+def _strategy_option(choices: tuple[str, ...] = STRATEGIES, note: str = "multi-worker reads TF_CONFIG"):
+    return click.option(
+        "--strategy",
+        type=click.Choice(choices),
+        default="one-device",
+        show_default=True,
+        help=f"Distribution strategy; the batch is the global batch ({note}).",
+    )
+
+
+_devices_option = click.option(
+    "--devices",
+    type=click.IntRange(min=1),
+    help="Split the CPU into N logical devices (mirrored/two-tower without GPUs).",
+)
+_fc_device_option = click.option(
+    "--fc-device", help="two-tower: device of everything but the towers (default: tower 0's)."
+)
 
 
 @click.group(cls=_Group)
@@ -190,16 +211,9 @@ def prepare_data(**options) -> None:
 @click.option("--per-class-csv", type=click.Path(dir_okay=False), help="Write per-class top-1 accuracy to this CSV.")
 @click.option("--confusion-matrix", type=click.Path(dir_okay=False), help="Write the confusion matrix as a PNG.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-@click.option(
-    "--strategy",
-    type=click.Choice(["one-device", "mirrored"]),
-    default="one-device",
-    show_default=True,
-    help="mirrored: every local GPU (or --devices logical CPUs); the batch is split over them.",
-)
-@click.option(
-    "--devices", type=click.IntRange(min=1), help="Split the CPU into N logical devices (mirrored without GPUs)."
-)
+@_strategy_option()
+@_devices_option
+@_fc_device_option
 def evaluate(
     models: tuple[str, ...],
     data_dir: str,
@@ -212,6 +226,7 @@ def evaluate(
     progress: bool,
     strategy: str,
     devices: int | None,
+    fc_device: str | None,
 ) -> None:
     """Top-1 and top-5 error of MODELS (run directories or .keras files) and of their ensemble.
 
@@ -234,6 +249,7 @@ def evaluate(
             progress=progress and not as_json,
             strategy=strategy,
             devices=devices,
+            fc_device=fc_device,
         )
     )
     click.echo(report_json(report) if as_json else report.to_text())
@@ -311,15 +327,9 @@ def predict(
 @click.option("--data-dir", required=True, help="prepare-data output directory (local or gs://).")
 @click.option("--model-dir", required=True, help="Run directory: checkpoints, models, history, TensorBoard.")
 @click.option("--pipeline", "recipe_path", help="Recipe YAML file (default: the paper's recipe).")
-@click.option(
-    "--strategy",
-    type=click.Choice(["one-device", "mirrored", "multi-worker", "tpu", "two-tower"]),
-    default="one-device",
-    show_default=True,
-    help="Distribution strategy (multi-worker reads TF_CONFIG).",
-)
-@click.option("--devices", type=int, help="Split the CPU into N logical devices (mirrored/two-tower without GPUs).")
-@click.option("--fc-device", help="two-tower: device of the fully connected layers (default: tower 0's).")
+@_strategy_option()
+@_devices_option
+@_fc_device_option
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a recipe value.")
 @click.option("--epochs", type=int, help="= --set training.epochs=N")
 @click.option("--batch-size", type=int, help="= --set training.batch_size=N (the global batch)")
@@ -469,14 +479,8 @@ def plot(run: str, output: str) -> None:
 @click.option("--max-trials", type=click.IntRange(min=1), default=10, show_default=True, help="Trials in all.")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="Epochs per trial.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the search algorithm.")
-@click.option(
-    "--strategy",
-    type=click.Choice(["one-device", "mirrored", "two-tower"]),
-    default="one-device",
-    show_default=True,
-    help="Single-worker strategies only (keras-tuner 1.4.8).",
-)
-@click.option("--devices", type=int, help="Split the CPU into N logical devices (mirrored/two-tower without GPUs).")
+@_strategy_option(SINGLE_WORKER_STRATEGIES, "single-worker strategies only: keras-tuner 1.4.8")
+@_devices_option
 @click.option("--verbose", is_flag=True, help="Each trial's progress bar and per-epoch lines.")
 def tune(overrides: tuple[str, ...], **options) -> None:
     """Search hyper-parameters with keras-tuner, each trial a real fit; re-run to resume.

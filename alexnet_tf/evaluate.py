@@ -14,6 +14,14 @@ takes float images (a bare `AlexNet` saved from Python) gets the views finished 
 `ViewNormalization` instead. A model whose last layer is not the softmax ``predictions`` layer
 (``classifier_activation=None``) has the softmax applied here.
 
+Strategies: those of `fit` (`alexnet_tf.distribute`). The batch is the global batch, split over
+the replicas; every replica scores its share and the shares are gathered in order, so every
+worker of ``multi-worker`` ends with the whole report (only the chief writes the CSV and the
+picture; workers whose share runs out first score empty batches until the others finish).
+``two-tower`` places each tower of the networks on its own device (`alexnet_tf.model.place_towers`)
+and everything else on ``fc_device``; under the other strategies a network saved with tower
+placement is moved off it, so the strategy decides where it runs. ``tpu`` is not tested here.
+
 Top-k counts an image as correct when its label is among the k classes with the highest
 probability (ties broken by the lower class index, `top_k`); with fewer than k classes, top-k is
 top-(number of classes).
@@ -35,17 +43,24 @@ import tensorflow as tf
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
+from alexnet_tf.distribute import (
+    STRATEGIES,
+    configure_devices,
+    is_chief,
+    make_strategy,
+    tower_devices,
+    unless_empty,
+)
 from alexnet_tf.errors import InputError, invalid
 from alexnet_tf.files import write_atomically, write_png
 from alexnet_tf.input.pipeline import InputConfig, InputPipeline
-from alexnet_tf.layers import IMAGE
-from alexnet_tf.model import outputs_logits
+from alexnet_tf.layers import IMAGE, ViewNormalization, with_view_normalization
+from alexnet_tf.model import outputs_logits, place_towers, placed_devices
 from alexnet_tf.records import schema
 from alexnet_tf.runs import load_model
-from alexnet_tf.train import configure_devices, make_strategy
 
 TOP_K = (1, 5)
-EVALUATE_STRATEGIES = ("one-device", "mirrored")
+TEN_VIEWS = 10
 DEFAULT_BATCH_SIZE = 32  # images per batch; ten views make it 320 network inputs
 
 
@@ -63,9 +78,11 @@ class EvaluateConfig:
       confusion_matrix: if set, write a PNG of the row-normalised confusion matrix (the
         ensemble's, or the one model's).
       progress: show a progress bar.
-      strategy: "one-device" (the first GPU, else the CPU) or "mirrored" (every local GPU, or
-        ``devices`` logical CPUs): `EVALUATE_STRATEGIES`. The batch is the global batch.
-      devices: split the CPU into this many logical devices (with "mirrored" and no GPU).
+      strategy: one of `alexnet_tf.distribute.STRATEGIES`, as for `fit`. The batch is the
+        global batch.
+      devices: split the CPU into this many logical devices (``mirrored`` or ``two-tower``
+        without GPUs).
+      fc_device: ``two-tower``: the device of everything but the towers (default: tower 0's).
     """
 
     data_dir: str
@@ -78,18 +95,17 @@ class EvaluateConfig:
     progress: bool = True
     strategy: str = "one-device"
     devices: int | None = None
+    fc_device: str | None = None
 
     def __post_init__(self) -> None:
         if not self.models:
             raise invalid("models", self.models, "at least one run directory or .keras file")
         if self.batch_size < 1:
             raise invalid("batch_size", self.batch_size, "a positive integer")
-        if self.strategy not in EVALUATE_STRATEGIES:
-            raise invalid(
-                "strategy",
-                self.strategy,
-                f"one of {', '.join(EVALUATE_STRATEGIES)} (a model trained under any strategy evaluates under these)",
-            )
+        if self.strategy not in STRATEGIES:
+            raise invalid("strategy", self.strategy, f"one of {', '.join(STRATEGIES)}")
+        if self.fc_device is not None and self.strategy != "two-tower":
+            raise InputError(f"--fc-device {self.fc_device} is for --strategy two-tower only")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,8 +180,9 @@ def evaluate(config: EvaluateConfig) -> EvaluationReport:
         raise InputError(f"a model is given twice: {', '.join(config.models)}")
     configure_devices(config.devices)
     strategy = make_strategy(config.strategy)
-    with strategy.scope():
-        models = {path: load_model(path)[1] for path in config.models}
+    towers, fc_device = tower_devices(config.fc_device) if config.strategy == "two-tower" else (None, None)
+    with strategy.scope(), tf.device(fc_device):
+        models = {path: _placed(path, load_model(path)[1], towers) for path in config.models}
     # The views are cut at the models' input size (§4.1's 224 for the paper's network).
     sizes = {path: _image_side(path, model) for path, model in models.items()}
     if len(set(sizes.values())) > 1:
@@ -190,15 +207,22 @@ def evaluate(config: EvaluateConfig) -> EvaluationReport:
     )
     total = math.ceil(pipeline.num_records(config.split) / config.batch_size)
 
+    views_per_image = TEN_VIEWS if config.ten_crop else 1
+
     def replica_outputs(views: dict[str, tf.Tensor], labels: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
         flat = _flatten_views(views) if config.ten_crop else views
-        images = tf.shape(labels)[0]
-        return labels, [scorer.probabilities(flat, normalization, images) for scorer in scorers]
+        probabilities = unless_empty(
+            labels,
+            lambda: [scorer.probabilities(flat, normalization, views_per_image) for scorer in scorers],
+            lambda: [tf.zeros([0, num_classes]) for _ in scorers],
+        )
+        return labels, probabilities
 
     @tf.function
     def step(views: Any, labels: Any) -> tuple[tf.Tensor, list[tf.Tensor]]:
         # Each replica scores its share of the batch; the shares are gathered in order.
-        outputs = strategy.run(replica_outputs, args=(views, labels))
+        with tf.device(fc_device):
+            outputs = strategy.run(replica_outputs, args=(views, labels))
         return tf.nest.map_structure(lambda value: strategy.gather(value, axis=0), outputs)
 
     names = [*models, *(["ensemble"] if len(models) > 1 else [])]
@@ -233,9 +257,9 @@ def evaluate(config: EvaluateConfig) -> EvaluationReport:
         labels=all_labels,
         predictions={name: np.concatenate(values) for name, values in predictions.items()},
     )
-    if config.per_class_csv:
+    if config.per_class_csv and is_chief(strategy):
         write_atomically(config.per_class_csv, per_class_csv(report, pipeline.metadata.classes).encode())
-    if config.confusion_matrix:
+    if config.confusion_matrix and is_chief(strategy):
         write_png(config.confusion_matrix, confusion_matrix_figure(report, num_classes))
     return report
 
@@ -247,22 +271,41 @@ class _Scorer:
         self.name = path
         self.model = model
         self.takes_views = isinstance(model.input, dict)
-        # A model on views nests the network as its last layer.
-        network = model.layers[-1] if isinstance(model.layers[-1], keras.Model) else model
-        self.outputs_logits = outputs_logits(network)
+        self.outputs_logits = outputs_logits(_network(model))
         outputs = model.output.shape[-1]
         if outputs != num_classes:
             raise InputError(f"{path}: the model predicts {outputs} classes, the dataset has {num_classes}")
 
     def probabilities(
-        self, views: dict[str, tf.Tensor], normalization: keras.layers.Layer, images: tf.Tensor
+        self, views: dict[str, tf.Tensor], normalization: keras.layers.Layer, views_per_image: int
     ) -> tf.Tensor:
         inputs = views if self.takes_views else normalization(views)
         outputs = tf.cast(self.model(inputs, training=False), tf.float32)
         if self.outputs_logits:
             outputs = tf.nn.softmax(outputs)
-        # [images · views, classes] -> the mean over each image's views (one view for the centre).
-        return tf.reduce_mean(tf.reshape(outputs, [images, -1, outputs.shape[-1]]), axis=1)
+        # [images · views, classes] -> the mean over each image's views.
+        return tf.reduce_mean(tf.reshape(outputs, [-1, views_per_image, outputs.shape[-1]]), axis=1)
+
+
+def _network(model: keras.Model) -> keras.Model:
+    """The network of a model on views (its last layer), or the model itself."""
+    return model.layers[-1] if isinstance(model.layers[-1], keras.Model) else model
+
+
+def _placed(path: str, model: keras.Model, towers: list[str] | None) -> keras.Model:
+    """``model`` with its network's towers on ``towers`` (``two-tower``), or off the devices it
+    was trained on (other strategies decide placement themselves)."""
+    network = _network(model)
+    if towers is None and not placed_devices(network):
+        return model
+    try:
+        network = place_towers(network, towers)
+    except InputError as error:
+        raise InputError(f"{path}: {error}; evaluate it under another --strategy") from None
+    if not isinstance(model.input, dict):
+        return network
+    normalization = next(layer for layer in model.layers if isinstance(layer, ViewNormalization))
+    return with_view_normalization(network, normalization)
 
 
 def _image_side(path: str, model: keras.Model) -> int:

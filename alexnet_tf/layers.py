@@ -7,6 +7,7 @@ file that uses them loads with ``safe_mode=True`` once `alexnet_tf` is imported.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import keras
@@ -24,9 +25,10 @@ class DevicePlacement:
     The paper trains each tower on its own GPU (§3.2). A functional model runs its layers in
     order, without the device scopes that were active while it was built, so placement has to
     travel with the layer: ``device`` is part of the config and wraps both ``build`` (the
-    variables live on the device) and every call (the ops run there). ``device=None`` leaves
-    placement to TensorFlow. Soft placement applies: a saved model that names ``/GPU:1`` still
-    loads and runs on a machine without one.
+    variables live on the device, also when Keras builds a loaded layer without calling it) and
+    every call (the ops run there). ``device=None`` leaves placement to TensorFlow. Soft
+    placement applies: a saved model that names ``/GPU:1`` still loads and runs on a machine
+    without one (`alexnet_tf.model.place_towers` moves a network to other devices).
     """
 
     def __init__(self, *args: Any, device: str | None = None, **kwargs: Any) -> None:
@@ -34,10 +36,17 @@ class DevicePlacement:
         self.device = device
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.device is None:
+        with self._placement():
             return super().__call__(*args, **kwargs)
-        with tf.device(self.device):
-            return super().__call__(*args, **kwargs)
+
+    def build(self, input_shape: Any) -> None:
+        # Also outside a call: Keras builds a deserialised layer from its saved build config.
+        with self._placement():
+            super().build(input_shape)
+
+    def _placement(self) -> contextlib.AbstractContextManager:
+        # Not tf.device(None): that would clear an enclosing scope (a replica's device).
+        return contextlib.nullcontext() if self.device is None else tf.device(self.device)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

@@ -27,6 +27,9 @@ from alexnet_tf.layers import LocalResponseNormalization, TowerConv2D, TowerMaxP
 # the larger half after, as TensorFlow's SAME padding does.
 CONV1_PADDING = ((1, 2), (1, 2))
 
+# Suffix of each tower's layer names: conv1_tower0, lrn1_tower1, ...
+TOWER_SUFFIX = "_tower"
+
 # The smallest input whose maps survive the three 3×3/2 poolings (pool5 at least 1×1).
 MIN_INPUT_SIZE = 64
 
@@ -194,7 +197,7 @@ class _Builder:
         }
 
     def _suffix(self, tower: int | None) -> str:
-        return "" if tower is None else f"_tower{tower}"
+        return "" if tower is None else f"{TOWER_SUFFIX}{tower}"
 
     def conv(
         self,
@@ -253,6 +256,45 @@ class _Builder:
 
     def dense(self, x, name: str, units: int, activation: str | None):
         return keras.layers.Dense(units, activation=activation, name=name, **self._initializers(name))(x)
+
+
+def tower_of(layer_name: str) -> int | None:
+    """The tower a layer of `AlexNet` belongs to (from its name), or None (shared layers)."""
+    base, separator, tower = layer_name.rpartition(TOWER_SUFFIX)
+    return int(tower) if separator and base and tower.isdigit() else None
+
+
+def place_towers(network: keras.Model, tower_devices: Sequence[str] | None, dtype: str | None = None) -> keras.Model:
+    """A copy of the `AlexNet` ``network`` with the same weights and each tower's layers (and
+    their variables) on ``tower_devices[tower]``, or on no particular device with None.
+
+    A saved network keeps the devices it was trained on (`alexnet_tf.layers.DevicePlacement`);
+    this moves it: onto other devices for two-tower inference, or off them so a strategy (or a
+    SavedModel) decides. ``dtype``, if given, replaces every layer's dtype policy (e.g. float32
+    for serving a model trained in mixed precision).
+    """
+    config = network.get_config()
+    towers = {tower_of(layer["config"]["name"]) for layer in config["layers"]} - {None}
+    if tower_devices is not None and len(tower_devices) != len(towers):
+        raise InputError(
+            f"{network.name}: {len(towers)} separate towers, {len(tower_devices)} tower devices; placing towers "
+            "needs a network built with two_towers=True and separate (not grouped) convolutions"
+        )
+    for layer in config["layers"]:
+        layer_config = layer["config"]
+        if "device" in layer_config:
+            tower = tower_of(layer_config["name"])
+            layer_config["device"] = None if tower_devices is None or tower is None else tower_devices[tower]
+        if dtype is not None and "dtype" in layer_config:
+            layer_config["dtype"] = dtype
+    copy = keras.Model.from_config(config)
+    copy.set_weights(network.get_weights())
+    return copy
+
+
+def placed_devices(network: keras.Model) -> set[str]:
+    """The devices the layers of ``network`` are placed on (empty: none placed)."""
+    return {layer.device for layer in network.layers if getattr(layer, "device", None) is not None}
 
 
 def outputs_logits(network: keras.Model) -> bool:

@@ -11,7 +11,7 @@ evaluation path around it as TensorFlow ops, so the SavedModel (`alexnet_tf.expo
    `resize_and_center_crop` (skipped for an image that is already 256×256, as the pipeline does);
 3. the centre 224×224 view, or §4.1's ten views (an export option);
 4. the trained `ViewNormalization` (centre offsets, mirror bits of the ten views, zero lighting);
-5. the network, rebuilt for inference (`inference_network`); softmax, averaged over the views.
+5. the network, rebuilt in float32 without device placement (`inference_parts`); softmax, averaged over the views.
 
 Outputs (`OUTPUT_KEYS`): ``probabilities`` ``[b, C]`` float32, and the top k classes as
 ``top_k_indices`` (int32), ``top_k_probabilities``, ``top_k_wnids`` and ``top_k_names`` (strings
@@ -33,7 +33,7 @@ import tensorflow as tf
 from alexnet_tf.errors import InputError
 from alexnet_tf.input import augment
 from alexnet_tf.layers import FLIP, IMAGE, LIGHTING, OFFSET, ViewNormalization
-from alexnet_tf.model import outputs_logits
+from alexnet_tf.model import outputs_logits, place_towers
 from alexnet_tf.records import schema
 from alexnet_tf.records.metadata import ClassInfo
 
@@ -67,7 +67,7 @@ class ServingModel:
     `tf.function` in-process (``alexnet-tf predict`` on a ``.keras`` file).
 
     Args:
-        network: the float32 inference network (`inference_network`), images → softmax or logits.
+        network: the float32 inference network (`inference_parts`), images → softmax or logits.
         normalization: the trained `ViewNormalization` (float32).
         classes: one per output unit, in index order (`alexnet_tf.classes.load_classes`).
         assets_dir: a local directory that holds the class-name files for the lookup tables;
@@ -228,21 +228,7 @@ def inference_parts(model: keras.Model, source: str) -> tuple[keras.Model, ViewN
             f"{source}: expected a model on views (a ViewNormalization layer and the network, as "
             "`alexnet-tf fit` saves it); this one has neither or several"
         )
-    return inference_network(networks[0]), _float32_normalization(normalizations[0])
-
-
-def inference_network(network: keras.Model) -> keras.Model:
-    """A float32 copy of ``network`` without device placement, with the same weights."""
-    config = network.get_config()
-    for layer in config["layers"]:
-        layer_config = layer["config"]
-        if "device" in layer_config:
-            layer_config["device"] = None
-        if "dtype" in layer_config:
-            layer_config["dtype"] = "float32"
-    copy = keras.Model.from_config(config)
-    copy.set_weights(network.get_weights())
-    return copy
+    return place_towers(networks[0], None, dtype="float32"), _float32_normalization(normalizations[0])
 
 
 def _float32_normalization(layer: ViewNormalization) -> ViewNormalization:

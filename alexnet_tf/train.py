@@ -9,16 +9,12 @@ share of the files and each replica ``batch_size / replicas`` of the global batc
 `tf.function` step calls ``strategy.run``; the loss is averaged over the global batch
 (`tf.nn.compute_average_loss`) and the L2 term scaled per replica (`alexnet_tf.optim`).
 
-Strategies (``FitConfig.strategy``):
-
-* ``one-device``: the first GPU, else the CPU;
-* ``mirrored``: data parallel over all local GPUs, or over the logical CPUs (``devices``);
-* ``multi-worker``: ``MultiWorkerMirroredStrategy`` from ``TF_CONFIG``;
-* ``tpu``: ``TPUStrategy`` (``TPU_NAME`` or a local TPU); not tested here;
-* ``two-tower``: the paper's model parallelism (§3.2): tower 0's layers and variables on device
-  0, tower 1's on device 1 (GPUs, else logical CPUs), everything else (the fully connected layers,
-  the loss) on ``fc_device``. No data parallelism, and no XLA: XLA ignores ``tf.device``
-  (tensorflow/tensorflow#124880), so ``jit_compile`` is refused with it.
+Strategies (``FitConfig.strategy``, `alexnet_tf.distribute`): ``one-device``, ``mirrored``,
+``multi-worker`` (``TF_CONFIG``), ``tpu`` (not tested here) and ``two-tower``, the paper's model
+parallelism (§3.2): tower 0's layers and variables on device 0, tower 1's on device 1 (GPUs, else
+logical CPUs), everything else (the fully connected layers, the loss) on ``fc_device``. No data
+parallelism with it, and no XLA: XLA ignores ``tf.device`` (tensorflow/tensorflow#124880), so
+``jit_compile`` is refused with it.
 
 The run directory, read by evaluate, export and tune::
 
@@ -58,7 +54,6 @@ import io
 import json
 import logging
 import math
-import os
 import posixpath
 import secrets
 import shutil
@@ -74,6 +69,14 @@ import yaml
 from tensorflow.core.framework import summary_pb2
 
 from alexnet_tf import files, optim
+from alexnet_tf.distribute import (
+    STRATEGIES,
+    configure_devices,
+    is_chief,
+    make_strategy,
+    tower_devices,
+    unless_empty,
+)
 from alexnet_tf.errors import InputError
 from alexnet_tf.input.pipeline import InputConfig, InputPipeline
 from alexnet_tf.layers import with_view_normalization
@@ -85,7 +88,6 @@ from alexnet_tf.schedule import LearningRateSchedule
 
 logger = logging.getLogger(__name__)
 
-STRATEGIES = ("one-device", "mirrored", "multi-worker", "tpu", "two-tower")
 HISTORY_FIELDS = ("epoch", "lr", "loss", "top1", "top5", "val_loss", "val_top1", "val_top5", "images_per_sec")
 # Augmented inputs drawn to TensorBoard at the start of a run.
 SUMMARY_IMAGES = 4
@@ -171,91 +173,7 @@ def _view_normalization(pipeline: InputPipeline) -> keras.layers.Layer | None:
     return pipeline.view_normalization() if pipeline.config.normalize_in_model else None
 
 
-# --- Devices and strategies ----------------------------------------------------------------------
-
-
-def configure_devices(devices: int | None) -> None:
-    """Splits the first CPU into ``devices`` logical devices (before TensorFlow initialises them)."""
-    if devices is None:
-        return
-    if devices < 1:
-        raise InputError(f"--devices {devices}: must be a positive integer")
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    current = tf.config.get_logical_device_configuration(cpu)
-    if current is not None and len(current) == devices:
-        return
-    try:
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
-    except RuntimeError:
-        have = len(tf.config.list_logical_devices("CPU"))
-        raise InputError(
-            f"--devices {devices}: TensorFlow already initialised {have} CPU device(s) in this process; "
-            "set the devices before anything else runs TensorFlow"
-        ) from None
-
-
-def make_strategy(name: str) -> tf.distribute.Strategy:
-    """The strategy ``name`` (one of `STRATEGIES`); ``two-tower`` uses the default strategy."""
-    if name == "multi-worker":  # first: collective ops must be configured before anything lists devices
-        _check_tf_config()
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    gpus = tf.config.list_logical_devices("GPU")
-    if name == "one-device":
-        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
-    if name == "mirrored":
-        devices = [d.name for d in gpus or tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(devices)
-    if name == "tpu":
-        try:
-            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=os.environ.get("TPU_NAME", ""))
-            tf.config.experimental_connect_to_cluster(resolver)
-            tf.tpu.experimental.initialize_tpu_system(resolver)
-        except (ValueError, tf.errors.OpError) as error:
-            raise InputError(f"--strategy tpu: no TPU reachable ({error}); set TPU_NAME or run on a TPU VM") from None
-        return tf.distribute.TPUStrategy(resolver)
-    if name == "two-tower":
-        return tf.distribute.get_strategy()
-    raise InputError(f"--strategy {name!r}: choose one of {', '.join(STRATEGIES)}")
-
-
-def _check_tf_config() -> None:
-    text = os.environ.get("TF_CONFIG")
-    if not text:
-        raise InputError("--strategy multi-worker needs TF_CONFIG (a JSON cluster spec and this worker's task)")
-    try:
-        spec = json.loads(text)
-        cluster, task = spec["cluster"], spec["task"]
-        workers = len(cluster.get("worker", [])) + len(cluster.get("chief", []))
-        if not isinstance(task["type"], str) or not 0 <= int(task["index"]) < len(cluster[task["type"]]):
-            raise ValueError("task index out of range")
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise InputError(
-            f"TF_CONFIG does not parse ({error!r}): expected "
-            '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}'
-        ) from None
-    if workers < 1:
-        raise InputError("TF_CONFIG lists no workers: add a cluster.worker list")
-
-
-def _is_chief(strategy: tf.distribute.Strategy) -> bool:
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
-        return True
-    task_type, task_id = resolver.task_type, resolver.task_id
-    return task_type == "chief" or (
-        task_type == "worker" and task_id == 0 and "chief" not in resolver.cluster_spec().jobs
-    )
-
-
-def _tower_devices(config: FitConfig) -> tuple[list[str], str]:
-    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
-    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
-    devices = gpus if len(gpus) >= 2 else cpus
-    if len(devices) < 2:
-        raise InputError(
-            "--strategy two-tower needs two devices: two GPUs, or --devices 2 to split the CPU into two logical devices"
-        )
-    return devices[:2], config.fc_device or devices[0]
+# --- Strategies ----------------------------------------------------------------------------------
 
 
 def _check_combination(config: FitConfig, strategy: tf.distribute.Strategy) -> None:
@@ -308,7 +226,7 @@ def fit(config: FitConfig) -> FitResult:
     strategy = make_strategy(config.strategy)
     _check_combination(config, strategy)
     DatasetMetadata.load(config.data_dir)  # refuse a missing or foreign data directory before writing the run's
-    run = _Run(config, strategy, _is_chief(strategy))
+    run = _Run(config, strategy, is_chief(strategy))
     try:
         with _precision(recipe):
             return run.train()
@@ -418,16 +336,16 @@ class _Run:
     def _build(self, pipeline: InputPipeline) -> None:
         recipe = self.recipe
         section = recipe.model
-        tower_devices = fc_device = None
+        towers = fc_device = None
         if self.config.strategy == "two-tower":
-            tower_devices, fc_device = _tower_devices(self.config)
+            towers, fc_device = tower_devices(self.config.fc_device)
         self.fc_device = fc_device
         with self.strategy.scope(), tf.device(fc_device):
             network = AlexNet(
                 num_classes=pipeline.metadata.num_classes,
                 input_size=recipe.input.crop_size,
                 two_towers=section.two_towers,
-                tower_devices=tower_devices,
+                tower_devices=towers,
                 local_response_normalization=section.local_response_normalization,
                 dropout=section.dropout,
                 channel_multiplier=section.channel_multiplier,
@@ -517,10 +435,14 @@ class _Run:
 
         def replica_step(inputs):
             views, labels = inputs
-            logits = tf.cast(model(views, training=False), tf.float32)
-            per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-            top1, top5 = _correct(logits, labels)
-            return tf.reduce_sum(per_example), top1, top5, tf.cast(tf.size(labels), tf.float32)
+
+            def sums():
+                logits = tf.cast(model(views, training=False), tf.float32)
+                per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+                top1, top5 = _correct(logits, labels)
+                return tf.reduce_sum(per_example), top1, top5, tf.cast(tf.size(labels), tf.float32)
+
+            return unless_empty(labels, sums, lambda: (tf.constant(0.0),) * 4)
 
         @tf.function
         def eval_step(inputs):

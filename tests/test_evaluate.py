@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -15,9 +16,12 @@ from PIL import Image
 
 from alexnet_tf import AlexNet, synthetic
 from alexnet_tf.cli import main
-from alexnet_tf.evaluate import EvaluateConfig, evaluate, top_k
+from alexnet_tf.errors import InputError
+from alexnet_tf.evaluate import EvaluateConfig, _placed, evaluate, top_k
 from alexnet_tf.input.pipeline import InputConfig, InputPipeline
 from alexnet_tf.layers import with_view_normalization
+from alexnet_tf.model import placed_devices
+from tests.cluster import tf_configs
 
 CLASSES = 6
 
@@ -48,8 +52,10 @@ def test_top_k_matches_ranks_on_known_logits():
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    """Records with 6 classes; three tiny models: on views (softmax), bare float (softmax), and on
-    views returning logits. Different seeds, so they disagree and the ensemble differs."""
+    """Records with 6 classes; four tiny models: on views (softmax), bare float (softmax), on
+    views returning logits, and on views with its towers placed on two GPUs (as `fit
+    --strategy two-tower` saves it on a GPU host; soft placement runs it here). Different seeds,
+    so they disagree and the ensemble differs."""
     root = tmp_path_factory.mktemp("evaluate")
     records = str(root / "records")
     synthetic.write_synthetic_dataset(
@@ -57,12 +63,15 @@ def setup(tmp_path_factory):
     )
     pipeline = InputPipeline(InputConfig(records, normalize_in_model=True))
     paths = {}
-    for name, seed, views, activation in (
-        ("views.keras", 1, True, "softmax"),
-        ("bare.keras", 2, False, "softmax"),
-        ("logits.keras", 3, True, None),
+    for name, seed, views, activation, towers in (
+        ("views.keras", 1, True, "softmax", None),
+        ("bare.keras", 2, False, "softmax", None),
+        ("logits.keras", 3, True, None, None),
+        ("placed.keras", 5, True, "softmax", ["/GPU:0", "/GPU:1"]),
     ):
-        model = AlexNet(CLASSES, channel_multiplier=0.125, seed=seed, classifier_activation=activation)
+        model = AlexNet(
+            CLASSES, channel_multiplier=0.125, seed=seed, classifier_activation=activation, tower_devices=towers
+        )
         # He-normal weights make the tiny models' outputs depend visibly on the image; fc8 scaled
         # so that logits stay O(1) (a saturated float32 softmax would tie at 0 and 1).
         for layer in model.layers:
@@ -113,7 +122,7 @@ def test_scores_and_ensemble_match_numpy(setup, ten_crop):
         for k, got in ((1, scored[name].top1_accuracy), (5, scored[name].top5_accuracy)):
             assert got == pytest.approx(np.mean(correct_by_rank(probabilities, labels, k))), (name, k)
         assert scored[name].images == 18
-    # Three different models, and an ensemble that is none of them.
+    # Different models, and an ensemble that is none of them.
     outputs = [probabilities for probabilities, _ in expected.values()]
     assert all(not np.allclose(a, b, atol=1e-3) for i, a in enumerate(outputs) for b in outputs[i + 1 :])
 
@@ -183,3 +192,84 @@ def test_mirrored_on_two_logical_cpus_gives_the_one_device_scores(setup):
     mirrored = json.loads(run.stdout)
     assert mirrored["ensemble"] == one.ensemble.to_dict()
     assert mirrored["models"] == [scores.to_dict() for scores in one.models]
+
+
+def test_models_are_placed_for_the_strategy(setup, tmp_path):
+    """Under two-tower the towers go on the given devices; otherwise a saved placement is dropped
+    (the strategy decides). A network without separate towers cannot be placed."""
+    _, paths = setup
+    model = keras.saving.load_model(paths["placed.keras"])
+    assert placed_devices(model.layers[-1]) == {"/GPU:0", "/GPU:1"}
+    assert placed_devices(_placed("placed.keras", model, None).layers[-1]) == set()
+    moved = _placed("placed.keras", model, ["/CPU:1", "/CPU:0"])
+    assert isinstance(moved.input, dict)  # still the model on views
+    network = moved.layers[-1]
+    assert network.get_layer("conv1_tower0").device == "/CPU:1" and network.get_layer("conv5_tower1").device == "/CPU:0"
+    assert network.get_layer("fc6").weights[0].path == model.layers[-1].get_layer("fc6").weights[0].path
+    one_tower = AlexNet(CLASSES, channel_multiplier=0.125, two_towers=False)
+    with pytest.raises(InputError, match="one.keras: alexnet: 0 separate towers, 2 tower devices"):
+        _placed("one.keras", one_tower, ["/CPU:0", "/CPU:1"])
+
+
+@pytest.mark.slow
+def test_two_tower_on_two_logical_cpus_gives_the_one_device_scores(setup):
+    records, paths = setup
+    models = tuple(paths.values())
+    one = evaluate(EvaluateConfig(records, models, ten_crop=True, batch_size=6, progress=False))
+    run = subprocess.run(
+        [sys.executable, "-m", "alexnet_tf", "evaluate", "--data-dir", records, *models, "--ten-crop",
+         "--batch-size", "6", "--strategy", "two-tower", "--devices", "2", "--fc-device", "/CPU:1", "--json"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    placed = json.loads(run.stdout)
+    assert placed["ensemble"] == one.ensemble.to_dict()
+    assert placed["models"] == [scores.to_dict() for scores in one.models]
+
+
+@pytest.mark.slow
+def test_multi_worker_with_uneven_shares_gives_the_one_device_scores(setup, tmp_path):
+    """Two worker processes; 3 shards, so worker 0 reads 12 images and worker 1 only 6 and scores
+    empty batches while worker 0 finishes. Both print the whole report; only the chief writes."""
+    _, paths = setup
+    records = str(tmp_path / "records")
+    synthetic.write_synthetic_dataset(
+        records, num_classes=CLASSES, train_records=6, train_shards=1, validation_records=18, validation_shards=3
+    )
+    models = [paths["views.keras"], paths["placed.keras"]]
+    one = evaluate(EvaluateConfig(records, tuple(models), ten_crop=True, batch_size=4, progress=False))
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "alexnet_tf",
+                "evaluate",
+                "--data-dir",
+                records,
+                *models,
+                "--ten-crop",
+                "--batch-size",
+                "4",
+                "--strategy",
+                "multi-worker",
+                "--json",
+                "--per-class-csv",
+                str(tmp_path / f"per_class{index}.csv"),
+            ],
+            env={**os.environ, "TF_CONFIG": tf_config},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for index, tf_config in enumerate(tf_configs(2))
+    ]
+    outputs = [worker.communicate(timeout=300) for worker in workers]
+    for worker, (stdout, stderr) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, stderr[-3000:]
+        report = json.loads(stdout)
+        assert report["ensemble"] == one.ensemble.to_dict()
+        assert report["models"] == [scores.to_dict() for scores in one.models]
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "per_class0.csv").read_text())))
+    assert sum(int(row["images"]) for row in rows) == 18
+    assert not (tmp_path / "per_class1.csv").exists()

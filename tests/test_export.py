@@ -31,6 +31,7 @@ from alexnet_tf.classes import CLASSES_FILENAME, load_classes
 from alexnet_tf.cli import main
 from alexnet_tf.errors import InputError
 from alexnet_tf.layers import ViewNormalization, with_view_normalization
+from alexnet_tf.model import place_towers
 from alexnet_tf.predict import open_classifier
 from alexnet_tf.synthetic import write_synthetic_dataset
 
@@ -314,7 +315,7 @@ def test_no_dropout_or_other_randomness_in_the_export(base):
 @pytest.mark.parametrize("layout", [{"two_towers": False}, {"grouped_convolutions": True}])
 def test_the_inference_copy_of_other_layouts_computes_the_same(layout):
     network = tiny_network(**layout)
-    copy = serving.inference_network(network)
+    copy = place_towers(network, None, dtype="float32")
     views = np.random.default_rng(1).normal(0, 50, (2, 224, 224, 3)).astype(np.float32)
     np.testing.assert_allclose(copy(views, training=False), network(views, training=False), atol=1e-6)
 

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from alexnet_tf.errors import InputError
 from alexnet_tf.layers import LocalResponseNormalization
-from alexnet_tf.model import AlexNet
+from alexnet_tf.model import AlexNet, place_towers, tower_of
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -220,14 +220,27 @@ import json
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from alexnet_tf.model import AlexNet
+from alexnet_tf.model import AlexNet, place_towers, placed_devices
 model = AlexNet(num_classes=10, input_size=64, channel_multiplier=0.125, tower_devices=["/CPU:0", "/CPU:1"])
-step = tf.function(lambda x: model(x, training=True))
-step(tf.zeros([2, 64, 64, 3]))  # it runs across both devices
-graph = step.get_concrete_function(tf.TensorSpec([2, 64, 64, 3])).graph
+images = tf.random.stateless_normal([2, 64, 64, 3], seed=[1, 2], stddev=50.0)
+
+def placement(model):
+    step = tf.function(lambda x: model(x, training=True))
+    step(images)  # it runs across both devices
+    graph = step.get_concrete_function(tf.TensorSpec([2, 64, 64, 3])).graph
+    return {
+        "variables": {v.path: v.value.device for v in model.weights},
+        "ops": [[op.name, op.type, op.device] for op in graph.get_operations()],
+    }
+
+swapped = place_towers(model, ["/CPU:1", "/CPU:0"])
+unplaced = place_towers(model, None)
 print(json.dumps({
-    "variables": {v.path: v.value.device for v in model.weights},
-    "ops": [[op.name, op.type, op.device] for op in graph.get_operations()],
+    "built": placement(model),
+    "swapped": placement(swapped),
+    "unplaced_devices": sorted(placed_devices(unplaced)),
+    "swapped_difference": float(tf.reduce_max(tf.abs(swapped(images) - model(images)))),
+    "unplaced_difference": float(tf.reduce_max(tf.abs(unplaced(images) - model(images)))),
 }))
 """
 
@@ -245,18 +258,31 @@ def test_tower_placement_on_two_logical_devices():
         timeout=300,
         check=True,
     )
-    placed = json.loads(result.stdout.strip().splitlines()[-1])
-    compute = {"Conv2D", "BiasAdd", "Relu", "LRN", "MaxPool"}
-    tower_ops = [(name, device) for name, op_type, device in placed["ops"] if op_type in compute and "_tower" in name]
-    assert {op_type for _, op_type, _ in placed["ops"] if op_type in compute} == compute
-    assert len(tower_ops) >= 2 * 5 * 3  # conv1-5 (conv, bias, relu) per tower, plus LRN and pools
-    for name, device in tower_ops:
-        tower = name.split("_tower")[1][0]
-        assert device.endswith(f"CPU:{tower}"), (name, device)
-    tower_variables = {path: device for path, device in placed["variables"].items() if "_tower" in path}
-    assert len(tower_variables) == 2 * 5 * 2
-    for path, device in tower_variables.items():
-        assert device.endswith(f"CPU:{path.split('_tower')[1][0]}"), (path, device)
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    # As built, tower t on CPU:t; `place_towers` with the devices swapped moves ops and variables.
+    for key, device_of_tower in (("built", {"0": "CPU:0", "1": "CPU:1"}), ("swapped", {"0": "CPU:1", "1": "CPU:0"})):
+        placed = report[key]
+        compute = {"Conv2D", "BiasAdd", "Relu", "LRN", "MaxPool"}
+        tower_ops = [(name, device) for name, kind, device in placed["ops"] if kind in compute and "_tower" in name]
+        assert {op_type for _, op_type, _ in placed["ops"] if op_type in compute} == compute
+        assert len(tower_ops) >= 2 * 5 * 3  # conv1-5 (conv, bias, relu) per tower, plus LRN and pools
+        for name, device in tower_ops:
+            assert device.endswith(device_of_tower[name.split("_tower")[1][0]]), (key, name, device)
+        tower_variables = {path: device for path, device in placed["variables"].items() if "_tower" in path}
+        assert len(tower_variables) == 2 * 5 * 2
+        for path, device in tower_variables.items():
+            assert device.endswith(device_of_tower[path.split("_tower")[1][0]]), (key, path, device)
+    assert report["unplaced_devices"] == []
+    assert report["swapped_difference"] < 1e-5 and report["unplaced_difference"] < 1e-5
+
+
+def test_towers_of_layer_names_and_placing_a_network_without_towers():
+    names = ("conv1_tower0", "lrn2_tower1", "fc6", "pool5", "_tower1")
+    assert [tower_of(name) for name in names] == [0, 1, None, None, None]
+    with pytest.raises(InputError, match="0 separate towers, 2 tower devices"):
+        place_towers(tiny(two_towers=False), ["/CPU:0", "/CPU:1"])
+    with pytest.raises(InputError, match="0 separate towers, 2 tower devices"):
+        place_towers(tiny(grouped_convolutions=True), ["/CPU:0", "/CPU:1"])
 
 
 def test_mixed_bfloat16_computes_in_bfloat16_and_predicts_in_float32():

@@ -27,7 +27,7 @@ import tempfile
 
 import click
 
-from alexnet_tf import synthetic, train
+from alexnet_tf import distribute, synthetic, train
 from alexnet_tf.recipe import load_recipe
 
 PRECISIONS = ("none", "mixed_bfloat16")
@@ -47,7 +47,7 @@ def main(
     data_dir: str | None, records: int, channel_multiplier: float, batch_size: int, steps: int, warmup: int, rounds: int
 ) -> None:
     """Training images/s: real pipeline vs in-memory, float32 vs bfloat16, one device vs two towers."""
-    train.configure_devices(2)
+    distribute.configure_devices(2)
     with tempfile.TemporaryDirectory() as scratch:
         if data_dir is None:
             data_dir = os.path.join(scratch, "records")

@@ -45,6 +45,7 @@ import tensorflow as tf
 import yaml
 
 from alexnet_tf import files
+from alexnet_tf.distribute import SINGLE_WORKER_STRATEGIES
 from alexnet_tf.errors import InputError, invalid
 from alexnet_tf.recipe import Recipe, load_recipe
 from alexnet_tf.records.metadata import DatasetMetadata
@@ -52,7 +53,6 @@ from alexnet_tf.train import FitConfig, TrainingDiverged, fit
 from alexnet_tf.tuning.space import SearchSpace, load_space
 
 ALGORITHMS = ("random", "bayesian", "hyperband")
-STRATEGIES = ("one-device", "mirrored", "two-tower")  # keras-tuner 1.4.8: single-worker only
 OBJECTIVE = "val_top1"
 PROJECT = "search"
 SETTINGS_FILE = "settings.yaml"
@@ -94,10 +94,10 @@ class TuneConfig:
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
             raise invalid("algorithm", self.algorithm, f"one of {', '.join(ALGORITHMS)}")
-        if self.strategy not in STRATEGIES:
+        if self.strategy not in SINGLE_WORKER_STRATEGIES:  # keras-tuner 1.4.8
             raise InputError(
                 f"--strategy {self.strategy}: keras-tuner 1.4.8 runs trials on a single worker; "
-                f"use one of {', '.join(STRATEGIES)}"
+                f"use one of {', '.join(SINGLE_WORKER_STRATEGIES)}"
             )
         for name in ("max_trials", "epochs"):
             if getattr(self, name) < 1:

@@ -1,0 +1,126 @@
+"""Devices and `tf.distribute` strategies, shared by fit, evaluate and tune.
+
+Strategies (`STRATEGIES`):
+
+* ``one-device``: the first GPU, else the CPU;
+* ``mirrored``: data parallel over all local GPUs, or over the logical CPUs (`configure_devices`);
+* ``multi-worker``: ``MultiWorkerMirroredStrategy`` from ``TF_CONFIG``;
+* ``tpu``: ``TPUStrategy`` (``TPU_NAME`` or a local TPU); not tested here;
+* ``two-tower``: the paper's model parallelism (§3.2) under the default strategy: tower 0's
+  layers on device 0, tower 1's on device 1 (`tower_devices`), the rest on a named device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import tensorflow as tf
+
+from alexnet_tf.errors import InputError
+
+STRATEGIES = ("one-device", "mirrored", "multi-worker", "tpu", "two-tower")
+# The strategies of one process (what a caller that runs several fits in turn can use).
+SINGLE_WORKER_STRATEGIES = ("one-device", "mirrored", "two-tower")
+
+
+def configure_devices(devices: int | None) -> None:
+    """Splits the first CPU into ``devices`` logical devices (before TensorFlow initialises them)."""
+    if devices is None:
+        return
+    if devices < 1:
+        raise InputError(f"--devices {devices}: must be a positive integer")
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    current = tf.config.get_logical_device_configuration(cpu)
+    if current is not None and len(current) == devices:
+        return
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
+    except RuntimeError:
+        have = len(tf.config.list_logical_devices("CPU"))
+        raise InputError(
+            f"--devices {devices}: TensorFlow already initialised {have} CPU device(s) in this process; "
+            "set the devices before anything else runs TensorFlow"
+        ) from None
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """The strategy ``name`` (one of `STRATEGIES`); ``two-tower`` uses the default strategy."""
+    if name == "multi-worker":  # first: collective ops must be configured before anything lists devices
+        _check_tf_config()
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "one-device":
+        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    if name == "mirrored":
+        devices = [d.name for d in gpus or tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
+    if name == "tpu":
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=os.environ.get("TPU_NAME", ""))
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+        except (ValueError, tf.errors.OpError) as error:
+            raise InputError(f"--strategy tpu: no TPU reachable ({error}); set TPU_NAME or run on a TPU VM") from None
+        return tf.distribute.TPUStrategy(resolver)
+    if name == "two-tower":
+        return tf.distribute.get_strategy()
+    raise InputError(f"--strategy {name!r}: choose one of {', '.join(STRATEGIES)}")
+
+
+def _check_tf_config() -> None:
+    text = os.environ.get("TF_CONFIG")
+    if not text:
+        raise InputError("--strategy multi-worker needs TF_CONFIG (a JSON cluster spec and this worker's task)")
+    try:
+        spec = json.loads(text)
+        cluster, task = spec["cluster"], spec["task"]
+        workers = len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+        if not isinstance(task["type"], str) or not 0 <= int(task["index"]) < len(cluster[task["type"]]):
+            raise ValueError("task index out of range")
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise InputError(
+            f"TF_CONFIG does not parse ({error!r}): expected "
+            '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}'
+        ) from None
+    if workers < 1:
+        raise InputError("TF_CONFIG lists no workers: add a cluster.worker list")
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the outputs: always, except on the non-chief workers of
+    ``multi-worker`` (the chief is task ``chief``, else worker 0)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    return task_type == "chief" or (
+        task_type == "worker" and task_id == 0 and "chief" not in resolver.cluster_spec().jobs
+    )
+
+
+def tower_devices(fc_device: str | None = None) -> tuple[list[str], str]:
+    """``two-tower``'s devices: one per tower (the first two GPUs, else the first two logical
+    CPUs), and the device of everything else (``fc_device``, default tower 0's)."""
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+    devices = gpus if len(gpus) >= 2 else cpus
+    if len(devices) < 2:
+        raise InputError(
+            "--strategy two-tower needs two devices: two GPUs, or --devices 2 to split the CPU into two logical devices"
+        )
+    return devices[:2], fc_device or devices[0]
+
+
+def unless_empty(labels: tf.Tensor, compute: Callable[[], Any], empty: Callable[[], Any]) -> Any:
+    """``compute()`` on a replica's share of an evaluation batch, or ``empty()`` when it has none.
+
+    Under ``multi-worker``, a worker whose share of a finite dataset runs out first gets empty
+    batches until every worker is done (so that all take part in each step's collectives). The
+    network must not see them: with oneDNN (TF 2.21's default on x86 CPUs) ``Conv2D`` on an empty
+    batch returns a tensor shaped like its input, not its output (measured here), and the next
+    layer fails.
+    """
+    return tf.cond(tf.size(labels) > 0, compute, empty)
