@@ -155,6 +155,8 @@ BAD_INPUTS = [
     ("evaluate --data-dir RECORDS RUN --batch-size 0", "--batch-size"),
     ("evaluate --data-dir RECORDS RUN --split test --no-progress", "test"),
     ("evaluate --data-dir TRUNCATED RUN --split train --no-progress", "truncated"),
+    ("evaluate --data-dir RECORDS RUN --fc-device /CPU:1 --no-progress", "--fc-device"),
+    ("evaluate --data-dir RECORDS RUN --strategy multi-worker --no-progress", "TF_CONFIG"),
     ("export MISSING --export-dir NOPARENT/export", "missing"),
     ("export RUN --export-dir FILE --classes RECORDS", "file.txt"),
     ("export RUN --export-dir NOPARENT/export --classes RECORDS --version -1", "--version"),
