@@ -234,12 +234,19 @@ def fit(config: FitConfig) -> FitResult:
         run.close()
 
 
-def measure_throughput(config: FitConfig, steps: int, warmup: int, in_memory: bool) -> float:
-    """Training images per second of `fit`'s step on ``config`` (for ``tools/bench_fit.py``).
+SOURCES = ("pipeline", "in-memory")
 
-    ``in_memory``: the same step fed one batch of the pipeline's output cached in memory and
-    repeated (no reading, decoding or augmentation), the rate the input pipeline is compared
-    with. Writes only ``recipe.yaml`` into ``config.model_dir``.
+
+def measure_throughput(config: FitConfig, steps: int, warmup: int, blocks: int = 1) -> dict[str, list[float]]:
+    """Training images per second of `fit`'s step on ``config``, fed by each of `SOURCES` (for
+    ``tools/bench_fit.py``): ``{source: [images/s of each block]}``.
+
+    ``pipeline`` is the real input pipeline over the records; ``in-memory`` is the same step fed
+    one batch of that pipeline's output cached in memory and repeated (no reading, decoding or
+    augmentation), the rate the pipeline is compared with. One model and one step alternate
+    between the two in ``blocks`` pairs of ``steps`` timed steps, each block after one untimed
+    step on its source, so that the two rates of a pair are measured seconds apart on the same
+    machine state. Writes only ``recipe.yaml`` into ``config.model_dir``.
     """
     configure_devices(config.devices)
     strategy = make_strategy(config.strategy)
@@ -249,19 +256,28 @@ def measure_throughput(config: FitConfig, steps: int, warmup: int, in_memory: bo
         with _precision(config.recipe):
             pipeline = _input_pipeline(config.data_dir, config.recipe, int(run.state.data_seed.numpy()))
             run._build(pipeline)
-
-            def dataset(context: tf.distribute.InputContext) -> tf.data.Dataset:
-                data = pipeline.train_dataset(context)
-                return data.take(1).cache().repeat() if in_memory else data
-
-            iterator = iter(strategy.distribute_datasets_from_function(dataset))
+            iterators = {
+                "pipeline": iter(strategy.distribute_datasets_from_function(pipeline.train_dataset)),
+                "in-memory": iter(
+                    strategy.distribute_datasets_from_function(
+                        lambda context: pipeline.train_dataset(context).take(1).cache().repeat()
+                    )
+                ),
+            }
             train_step = run._make_train_step()
-            for _ in range(warmup):
-                float(train_step(iterator)[0])
-            start = time.perf_counter()
-            for _ in range(steps):
-                float(train_step(iterator)[0])  # synchronise every step, as `fit` does
-            return steps * config.recipe.training.batch_size / (time.perf_counter() - start)
+            for iterator in iterators.values():
+                for _ in range(warmup):
+                    float(train_step(iterator)[0])
+            rates: dict[str, list[float]] = {source: [] for source in SOURCES}
+            for _ in range(blocks):
+                for source in SOURCES:
+                    iterator = iterators[source]
+                    float(train_step(iterator)[0])  # the switch: refills of the other source's buffers
+                    start = time.perf_counter()
+                    for _ in range(steps):
+                        float(train_step(iterator)[0])  # synchronise every step, as `fit` does
+                    rates[source].append(steps * config.recipe.training.batch_size / (time.perf_counter() - start))
+            return rates
     finally:
         run.close()
 

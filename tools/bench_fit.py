@@ -1,21 +1,19 @@
 """End-to-end training throughput of `alexnet-tf fit`'s step, measured in one run.
 
     python tools/bench_fit.py                        # synthesises 256×256 records in a temp dir
-    python tools/bench_fit.py --data-dir D --channel-multiplier 1 --batch-size 32 --steps 20 --rounds 3
+    python tools/bench_fit.py --data-dir D --channel-multiplier 1 --batch-size 32 --blocks 6 --rounds 2
 
 For float32 and ``mixed_bfloat16``, and for ``one-device`` and ``two-tower`` (the towers on two
 logical CPU devices), the training step of `alexnet_tf.train` (forward, backward, the paper's
-SGD, synchronised every step as `fit` does) is timed
+SGD, synchronised every step as `fit` does) is timed on the real input pipeline over the records
+and on one batch of its output held in memory (`alexnet_tf.train.measure_throughput`).
 
-* on the real input pipeline over the records (``pipeline``), and
-* on one batch of the same pipeline's output cached in memory and repeated (``in-memory``),
-
-and the ratios reported: pipeline / in-memory (the input pipeline's cost; aim ≥ 0.95) and
-two-tower / one-device (the placement's cost on CPU; aim ≥ 0.90), bfloat16 / float32.
-
-Rounds alternate between the configurations so load from other processes hits all alike; the
-best round of each is reported. The CPU is split into two logical devices for the whole run
-(one-device uses the first; both share the process's thread pools).
+* **pipeline / in-memory** (the input pipeline's cost; aim ≥ 0.95): each model alternates between
+  the two sources in blocks of ``--steps`` steps, so each pair of blocks is measured seconds
+  apart; reported as the median of the paired ratios, with their range.
+* **two-tower / one-device** (the placement's cost on CPU; aim ≥ 0.90) and **bfloat16 / float32**:
+  different models, built in turn; rounds alternate between them so load from other processes
+  hits all alike, and the ratios are of the medians over all blocks of all rounds.
 """
 
 from __future__ import annotations
@@ -23,6 +21,7 @@ from __future__ import annotations
 import gc
 import itertools
 import os
+import statistics
 import tempfile
 
 import click
@@ -32,7 +31,6 @@ from alexnet_tf.recipe import load_recipe
 
 PRECISIONS = ("none", "mixed_bfloat16")
 STRATEGIES = ("one-device", "two-tower")
-SOURCES = ("pipeline", "in-memory")
 
 
 @click.command()
@@ -40,22 +38,38 @@ SOURCES = ("pipeline", "in-memory")
 @click.option("--records", default=512, show_default=True, help="Synthetic training records to write.")
 @click.option("--channel-multiplier", default=1.0, show_default=True, help="model.channel_multiplier.")
 @click.option("--batch-size", default=32, show_default=True, help="Global batch.")
-@click.option("--steps", default=10, show_default=True, help="Timed steps per round.")
-@click.option("--warmup", default=3, show_default=True, help="Untimed steps before each timing.")
-@click.option("--rounds", default=2, show_default=True, help="Rounds over all configurations (best kept).")
+@click.option("--steps", default=5, show_default=True, help="Timed steps per block.")
+@click.option("--blocks", default=6, show_default=True, help="Pairs of blocks (pipeline, in-memory) per model.")
+@click.option("--warmup", default=3, show_default=True, help="Untimed steps per source before the blocks.")
+@click.option("--rounds", default=2, show_default=True, help="Rounds over all models.")
+@click.option("--precision", "precisions", multiple=True, type=click.Choice(PRECISIONS), help="Default: both.")
+@click.option("--strategy", "strategies", multiple=True, type=click.Choice(STRATEGIES), help="Default: both.")
 def main(
-    data_dir: str | None, records: int, channel_multiplier: float, batch_size: int, steps: int, warmup: int, rounds: int
+    data_dir: str | None,
+    records: int,
+    channel_multiplier: float,
+    batch_size: int,
+    steps: int,
+    blocks: int,
+    warmup: int,
+    rounds: int,
+    precisions: tuple[str, ...],
+    strategies: tuple[str, ...],
 ) -> None:
     """Training images/s: real pipeline vs in-memory, float32 vs bfloat16, one device vs two towers."""
     distribute.configure_devices(2)
+    precisions, strategies = precisions or PRECISIONS, strategies or STRATEGIES
+    models = list(itertools.product(precisions, strategies))
+    rates: dict[tuple[str, str], dict[str, list[float]]] = {
+        model: {source: [] for source in train.SOURCES} for model in models
+    }
     with tempfile.TemporaryDirectory() as scratch:
         if data_dir is None:
             data_dir = os.path.join(scratch, "records")
             click.echo(f"writing {records} synthetic 256x256 records ...")
             synthetic.write_synthetic_dataset(data_dir, num_classes=10, train_records=records, train_shards=16)
-        best: dict[tuple[str, str, str], float] = {}
         for round_index in range(rounds):
-            for precision, strategy, source in itertools.product(PRECISIONS, STRATEGIES, SOURCES):
+            for precision, strategy in models:
                 recipe = load_recipe(
                     None,
                     [
@@ -66,27 +80,41 @@ def main(
                         "training.seed=0",
                     ],
                 )
-                model_dir = os.path.join(scratch, f"run-{round_index}-{precision}-{strategy}-{source}")
+                model_dir = os.path.join(scratch, f"run-{round_index}-{precision}-{strategy}")
                 config = train.FitConfig(data_dir, model_dir, recipe, strategy=strategy, devices=2, verbose=False)
-                rate = train.measure_throughput(config, steps, warmup, in_memory=source == "in-memory")
-                gc.collect()  # free this configuration's model and optimizer before the next
-                key = (precision, strategy, source)
-                best[key] = max(best.get(key, 0.0), rate)
-                click.echo(f"round {round_index + 1}: {precision:15s} {strategy:10s} {source:9s} {rate:8.1f} img/s")
+                measured = train.measure_throughput(config, steps, warmup, blocks)
+                gc.collect()  # free this model and optimizer before the next
+                for source, values in measured.items():
+                    rates[(precision, strategy)][source].extend(values)
+                pipeline, memory = (statistics.median(measured[source]) for source in train.SOURCES)
+                click.echo(
+                    f"round {round_index + 1}: {precision:15s} {strategy:10s} pipeline {pipeline:7.1f} "
+                    f"in-memory {memory:7.1f} img/s"
+                )
+
     click.echo(
-        f"\nbest of {rounds} rounds, multiplier {channel_multiplier}, batch {batch_size}, {steps} steps (images/s):"
+        f"\n{rounds} round(s) of {blocks} block pairs of {steps} steps, multiplier {channel_multiplier}, "
+        f"batch {batch_size}; images/s are medians over blocks"
     )
-    click.echo(f"{'precision':15s} {'strategy':10s} {'pipeline':>9s} {'in-memory':>9s} {'ratio':>6s}")
-    for precision, strategy in itertools.product(PRECISIONS, STRATEGIES):
-        real, memory = best[(precision, strategy, "pipeline")], best[(precision, strategy, "in-memory")]
-        click.echo(f"{precision:15s} {strategy:10s} {real:9.1f} {memory:9.1f} {real / memory:6.2f}")
-    for precision in PRECISIONS:
-        for source in SOURCES:
-            ratio = best[(precision, "two-tower", source)] / best[(precision, "one-device", source)]
-            click.echo(f"two-tower / one-device, {precision}, {source}: {ratio:.2f}")
-    for strategy in STRATEGIES:
-        ratio = best[("mixed_bfloat16", strategy, "pipeline")] / best[("none", strategy, "pipeline")]
-        click.echo(f"bfloat16 / float32, {strategy}, pipeline: {ratio:.2f}")
+    click.echo(f"{'precision':15s} {'strategy':10s} {'pipeline':>9s} {'in-memory':>9s}  pipeline / in-memory (range)")
+    medians: dict[tuple[str, str, str], float] = {}
+    for model in models:
+        measured = rates[model]
+        for source in train.SOURCES:
+            medians[(*model, source)] = statistics.median(measured[source])
+        ratios = [a / b for a, b in zip(measured["pipeline"], measured["in-memory"], strict=True)]
+        click.echo(
+            f"{model[0]:15s} {model[1]:10s} {medians[(*model, 'pipeline')]:9.1f} {medians[(*model, 'in-memory')]:9.1f}"
+            f"  {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f})"
+        )
+    for precision, source in itertools.product(precisions, train.SOURCES):
+        if len(strategies) == 2:
+            ratio = medians[(precision, "two-tower", source)] / medians[(precision, "one-device", source)]
+            click.echo(f"two-tower / one-device, {precision}, {source}: {ratio:.3f}")
+    for strategy, source in itertools.product(strategies, train.SOURCES):
+        if len(precisions) == 2:
+            ratio = medians[("mixed_bfloat16", strategy, source)] / medians[("none", strategy, source)]
+            click.echo(f"bfloat16 / float32, {strategy}, {source}: {ratio:.3f}")
 
 
 if __name__ == "__main__":
