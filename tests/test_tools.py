@@ -1,0 +1,33 @@
+"""The benchmarks in tools/ run (at a tiny size) and print the table they document."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_bench_fit_prints_paired_ratios_for_every_model():
+    run = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "bench_fit.py"), "--records", "16", "--channel-multiplier", "0.125",
+         "--batch-size", "4", "--steps", "1", "--blocks", "2", "--warmup", "1", "--rounds", "1"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = re.findall(
+        r"^(none|mixed_bfloat16) +(one-device|two-tower) +([\d.]+) +([\d.]+) +([\d.]+) \(", run.stdout, re.M
+    )
+    assert {(precision, strategy) for precision, strategy, *_ in rows} == {
+        ("none", "one-device"),
+        ("none", "two-tower"),
+        ("mixed_bfloat16", "one-device"),
+        ("mixed_bfloat16", "two-tower"),
+    }
+    for *_, pipeline, memory, ratio in rows:
+        assert float(pipeline) > 0 and float(memory) > 0 and float(ratio) > 0
+    assert len(re.findall(r"^two-tower / one-device, .*: [\d.]+$", run.stdout, re.M)) == 4
+    assert len(re.findall(r"^bfloat16 / float32, .*: [\d.]+$", run.stdout, re.M)) == 4
