@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from typing import Any
 
 import tensorflow as tf
@@ -114,13 +113,17 @@ def tower_devices(fc_device: str | None = None) -> tuple[list[str], str]:
     return devices[:2], fc_device or devices[0]
 
 
-def unless_empty(labels: tf.Tensor, compute: Callable[[], Any], empty: Callable[[], Any]) -> Any:
-    """``compute()`` on a replica's share of an evaluation batch, or ``empty()`` when it has none.
+def padded_if_empty(batch: Any) -> tuple[Any, tf.Tensor]:
+    """A replica's share of an evaluation batch (a nest of tensors, examples on axis 0) with one
+    row of zeros added if it is empty, and its size before: score the result, keep ``[:size]``.
 
-    Under ``multi-worker``, a worker whose share of a finite dataset runs out first gets empty
-    batches until every worker is done (so that all take part in each step's collectives). The
-    network must not see them: with oneDNN (TF 2.21's default on x86 CPUs) ``Conv2D`` on an empty
-    batch returns a tensor shaped like its input, not its output (measured here), and the next
-    layer fails.
+    Under ``multi-worker`` (and ``mirrored`` with a last batch smaller than the replicas), a
+    replica whose share of a finite dataset has run out gets empty batches until every replica is
+    done, so that all take part in each step's collectives. The network must not see them: with
+    oneDNN (TF 2.21's default on x86 CPUs) ``Conv2D`` on an empty batch returns a tensor shaped
+    like its input, not its output (measured here), and the next layer fails. Padding rather than
+    a ``tf.cond``: no branch in the step (grappler warns about one), and no copy when not empty.
     """
-    return tf.cond(tf.size(labels) > 0, compute, empty)
+    size = tf.shape(tf.nest.flatten(batch)[0])[0]
+    extra = tf.maximum(1 - size, 0)
+    return tf.nest.map_structure(lambda t: tf.pad(t, [[0, extra]] + [[0, 0]] * (t.shape.rank - 1)), batch), size

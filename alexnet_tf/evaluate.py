@@ -48,8 +48,8 @@ from alexnet_tf.distribute import (
     configure_devices,
     is_chief,
     make_strategy,
+    padded_if_empty,
     tower_devices,
-    unless_empty,
 )
 from alexnet_tf.errors import InputError, invalid
 from alexnet_tf.files import write_atomically, write_png
@@ -210,13 +210,9 @@ def evaluate(config: EvaluateConfig) -> EvaluationReport:
     views_per_image = TEN_VIEWS if config.ten_crop else 1
 
     def replica_outputs(views: dict[str, tf.Tensor], labels: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        views, images = padded_if_empty(views)
         flat = _flatten_views(views) if config.ten_crop else views
-        probabilities = unless_empty(
-            labels,
-            lambda: [scorer.probabilities(flat, normalization, views_per_image) for scorer in scorers],
-            lambda: [tf.zeros([0, num_classes]) for _ in scorers],
-        )
-        return labels, probabilities
+        return labels, [scorer.probabilities(flat, normalization, views_per_image)[:images] for scorer in scorers]
 
     @tf.function
     def step(views: Any, labels: Any) -> tuple[tf.Tensor, list[tf.Tensor]]:

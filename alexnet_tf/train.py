@@ -74,8 +74,8 @@ from alexnet_tf.distribute import (
     configure_devices,
     is_chief,
     make_strategy,
+    padded_if_empty,
     tower_devices,
-    unless_empty,
 )
 from alexnet_tf.errors import InputError
 from alexnet_tf.input.pipeline import InputConfig, InputPipeline
@@ -450,15 +450,12 @@ class _Run:
         model = self.train_model
 
         def replica_step(inputs):
-            views, labels = inputs
-
-            def sums():
-                logits = tf.cast(model(views, training=False), tf.float32)
-                per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-                top1, top5 = _correct(logits, labels)
-                return tf.reduce_sum(per_example), top1, top5, tf.cast(tf.size(labels), tf.float32)
-
-            return unless_empty(labels, sums, lambda: (tf.constant(0.0),) * 4)
+            (views, labels), size = padded_if_empty(inputs)
+            logits = tf.cast(model(views, training=False), tf.float32)[:size]
+            labels = labels[:size]
+            per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+            top1, top5 = _correct(logits, labels)
+            return tf.reduce_sum(per_example), top1, top5, tf.cast(size, tf.float32)
 
         @tf.function
         def eval_step(inputs):
