@@ -17,7 +17,7 @@ from PIL import Image
 from alexnet_tf import AlexNet, synthetic
 from alexnet_tf.cli import main
 from alexnet_tf.errors import InputError
-from alexnet_tf.evaluate import EvaluateConfig, _placed, evaluate, top_k
+from alexnet_tf.evaluate import EvaluateConfig, EvaluationReport, _placed, evaluate, top_k
 from alexnet_tf.input.pipeline import InputConfig, InputPipeline
 from alexnet_tf.layers import with_view_normalization
 from alexnet_tf.model import placed_devices
@@ -176,22 +176,32 @@ def test_views_are_cut_at_the_models_input_size(setup, tmp_path):
         assert report.models[0].images == 18
 
 
+def assert_scores_equal(printed_json: str, one: EvaluationReport) -> None:
+    report = json.loads(printed_json)
+    assert report["ensemble"] == one.ensemble.to_dict()
+    assert report["models"] == [scores.to_dict() for scores in one.models]
+
+
 @pytest.mark.slow
-def test_mirrored_on_two_logical_cpus_gives_the_one_device_scores(setup):
-    """``--strategy mirrored --devices 2`` in a fresh process (devices are fixed when TF starts):
-    each replica scores half of every batch, and the gathered scores equal one device's."""
+@pytest.mark.parametrize(
+    "strategy",
+    [["mirrored"], ["two-tower", "--fc-device", "/CPU:1"]],
+    ids=["mirrored", "two-tower"],
+)
+def test_on_two_logical_cpus_gives_the_one_device_scores(setup, strategy):
+    """In a fresh process (devices are fixed when TF starts), over the four models, one of them
+    saved with its towers on two GPUs. mirrored: each replica scores half of every batch and the
+    scores are gathered in order; two-tower: each network's towers on their own logical CPU."""
     records, paths = setup
-    models = [paths["views.keras"], paths["bare.keras"]]
-    one = evaluate(EvaluateConfig(records, tuple(models), ten_crop=True, batch_size=6, progress=False))
+    models = tuple(paths.values())
+    one = evaluate(EvaluateConfig(records, models, ten_crop=True, batch_size=6, progress=False))
     run = subprocess.run(
         [sys.executable, "-m", "alexnet_tf", "evaluate", "--data-dir", records, *models, "--ten-crop",
-         "--batch-size", "6", "--strategy", "mirrored", "--devices", "2", "--json"],
+         "--batch-size", "6", "--devices", "2", "--json", "--strategy", *strategy],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
-    mirrored = json.loads(run.stdout)
-    assert mirrored["ensemble"] == one.ensemble.to_dict()
-    assert mirrored["models"] == [scores.to_dict() for scores in one.models]
+    assert_scores_equal(run.stdout, one)
 
 
 def test_models_are_placed_for_the_strategy(setup, tmp_path):
@@ -209,22 +219,6 @@ def test_models_are_placed_for_the_strategy(setup, tmp_path):
     one_tower = AlexNet(CLASSES, channel_multiplier=0.125, two_towers=False)
     with pytest.raises(InputError, match="one.keras: alexnet: 0 separate towers, 2 tower devices"):
         _placed("one.keras", one_tower, ["/CPU:0", "/CPU:1"])
-
-
-@pytest.mark.slow
-def test_two_tower_on_two_logical_cpus_gives_the_one_device_scores(setup):
-    records, paths = setup
-    models = tuple(paths.values())
-    one = evaluate(EvaluateConfig(records, models, ten_crop=True, batch_size=6, progress=False))
-    run = subprocess.run(
-        [sys.executable, "-m", "alexnet_tf", "evaluate", "--data-dir", records, *models, "--ten-crop",
-         "--batch-size", "6", "--strategy", "two-tower", "--devices", "2", "--fc-device", "/CPU:1", "--json"],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr[-2000:]
-    placed = json.loads(run.stdout)
-    assert placed["ensemble"] == one.ensemble.to_dict()
-    assert placed["models"] == [scores.to_dict() for scores in one.models]
 
 
 @pytest.mark.slow
@@ -267,9 +261,7 @@ def test_multi_worker_with_uneven_shares_gives_the_one_device_scores(setup, tmp_
     outputs = [worker.communicate(timeout=300) for worker in workers]
     for worker, (stdout, stderr) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, stderr[-3000:]
-        report = json.loads(stdout)
-        assert report["ensemble"] == one.ensemble.to_dict()
-        assert report["models"] == [scores.to_dict() for scores in one.models]
+        assert_scores_equal(stdout, one)
     rows = list(csv.DictReader(io.StringIO((tmp_path / "per_class0.csv").read_text())))
     assert sum(int(row["images"]) for row in rows) == 18
     assert not (tmp_path / "per_class1.csv").exists()
