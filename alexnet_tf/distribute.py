@@ -7,7 +7,7 @@ Strategies (`STRATEGIES`):
 * ``multi-worker``: ``MultiWorkerMirroredStrategy`` from ``TF_CONFIG``;
 * ``tpu``: ``TPUStrategy`` (``TPU_NAME`` or a local TPU); not tested here;
 * ``two-tower``: the paper's model parallelism (§3.2) under the default strategy: tower 0's
-  layers on device 0, tower 1's on device 1 (`tower_devices`), the rest on a named device.
+  layers on device 0, tower 1's on device 1 (`tower_placement`), the rest on a named device.
 """
 
 from __future__ import annotations
@@ -100,9 +100,14 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     )
 
 
-def tower_devices(fc_device: str | None = None) -> tuple[list[str], str]:
+def tower_placement(strategy: str, fc_device: str | None = None) -> tuple[list[str] | None, str | None]:
     """``two-tower``'s devices: one per tower (the first two GPUs, else the first two logical
-    CPUs), and the device of everything else (``fc_device``, default tower 0's)."""
+    CPUs), and the device of everything else (``fc_device``, default tower 0's). Other
+    strategies place nothing themselves: ``(None, None)``, and ``fc_device`` is refused."""
+    if strategy != "two-tower":
+        if fc_device is not None:
+            raise InputError(f"--fc-device {fc_device} is for --strategy two-tower only")
+        return None, None
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
     cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
     devices = gpus if len(gpus) >= 2 else cpus

@@ -49,12 +49,12 @@ from alexnet_tf.distribute import (
     is_chief,
     make_strategy,
     padded_if_empty,
-    tower_devices,
+    tower_placement,
 )
 from alexnet_tf.errors import InputError, invalid
 from alexnet_tf.files import write_atomically, write_png
 from alexnet_tf.input.pipeline import InputConfig, InputPipeline
-from alexnet_tf.layers import IMAGE, ViewNormalization, with_view_normalization
+from alexnet_tf.layers import IMAGE, ViewNormalization, network_of, with_view_normalization
 from alexnet_tf.model import outputs_logits, place_towers, placed_devices
 from alexnet_tf.records import schema
 from alexnet_tf.runs import load_model
@@ -104,8 +104,6 @@ class EvaluateConfig:
             raise invalid("batch_size", self.batch_size, "a positive integer")
         if self.strategy not in STRATEGIES:
             raise invalid("strategy", self.strategy, f"one of {', '.join(STRATEGIES)}")
-        if self.fc_device is not None and self.strategy != "two-tower":
-            raise InputError(f"--fc-device {self.fc_device} is for --strategy two-tower only")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,7 +178,7 @@ def evaluate(config: EvaluateConfig) -> EvaluationReport:
         raise InputError(f"a model is given twice: {', '.join(config.models)}")
     configure_devices(config.devices)
     strategy = make_strategy(config.strategy)
-    towers, fc_device = tower_devices(config.fc_device) if config.strategy == "two-tower" else (None, None)
+    towers, fc_device = tower_placement(config.strategy, config.fc_device)
     with strategy.scope(), tf.device(fc_device):
         models = {path: _placed(path, load_model(path)[1], towers) for path in config.models}
     # The views are cut at the models' input size (§4.1's 224 for the paper's network).
@@ -267,7 +265,7 @@ class _Scorer:
         self.name = path
         self.model = model
         self.takes_views = isinstance(model.input, dict)
-        self.outputs_logits = outputs_logits(_network(model))
+        self.outputs_logits = outputs_logits(network_of(model))
         outputs = model.output.shape[-1]
         if outputs != num_classes:
             raise InputError(f"{path}: the model predicts {outputs} classes, the dataset has {num_classes}")
@@ -283,15 +281,10 @@ class _Scorer:
         return tf.reduce_mean(tf.reshape(outputs, [-1, views_per_image, outputs.shape[-1]]), axis=1)
 
 
-def _network(model: keras.Model) -> keras.Model:
-    """The network of a model on views (its last layer), or the model itself."""
-    return model.layers[-1] if isinstance(model.layers[-1], keras.Model) else model
-
-
 def _placed(path: str, model: keras.Model, towers: list[str] | None) -> keras.Model:
     """``model`` with its network's towers on ``towers`` (``two-tower``), or off the devices it
     was trained on (other strategies decide placement themselves)."""
-    network = _network(model)
+    network = network_of(model)
     if towers is None and not placed_devices(network):
         return model
     try:

@@ -237,6 +237,13 @@ def view_inputs(crop_size: int) -> dict[str, keras.KerasTensor]:
     }
 
 
+def network_of(model: keras.Model) -> keras.Model:
+    """The network inside a model on views (`with_view_normalization`, what `fit` saves), or
+    ``model`` itself."""
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    return nested[-1] if nested else model
+
+
 def with_view_normalization(model: keras.Model, normalization: ViewNormalization) -> keras.Model:
     """``model`` behind ``normalization``: a model that takes the pipeline's uint8 views.
 

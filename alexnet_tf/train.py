@@ -70,12 +70,11 @@ from tensorflow.core.framework import summary_pb2
 
 from alexnet_tf import files, optim
 from alexnet_tf.distribute import (
-    STRATEGIES,
     configure_devices,
     is_chief,
     make_strategy,
     padded_if_empty,
-    tower_devices,
+    tower_placement,
 )
 from alexnet_tf.errors import InputError
 from alexnet_tf.input.pipeline import InputConfig, InputPipeline
@@ -105,7 +104,7 @@ class FitConfig:
       data_dir: prepare-data output (records, metadata.json, mean_image.npy).
       model_dir: the run directory (see the module docstring); created if missing.
       recipe: the resolved recipe (`alexnet_tf.recipe.load_recipe`).
-      strategy: one of `STRATEGIES`.
+      strategy: one of `alexnet_tf.distribute.STRATEGIES`.
       devices: split the CPU into this many logical devices (for ``mirrored`` and ``two-tower``
         without GPUs); must be set before TensorFlow initialises its devices.
       fc_device: ``two-tower``: device of the fully connected layers (default: tower 0's).
@@ -178,8 +177,6 @@ def _view_normalization(pipeline: InputPipeline) -> keras.layers.Layer | None:
 
 def _check_combination(config: FitConfig, strategy: tf.distribute.Strategy) -> None:
     recipe = config.recipe
-    if config.fc_device is not None and config.strategy != "two-tower":
-        raise InputError(f"--fc-device {config.fc_device} is for --strategy two-tower only")
     if config.strategy == "two-tower":
         if not recipe.model.two_towers:
             raise InputError("--strategy two-tower needs model.two_towers=true (one device per tower)")
@@ -220,8 +217,6 @@ def fit(config: FitConfig) -> FitResult:
       KeyboardInterrupt: after saving a checkpoint.
     """
     recipe = config.recipe
-    if config.strategy not in STRATEGIES:
-        raise InputError(f"--strategy {config.strategy!r}: choose one of {', '.join(STRATEGIES)}")
     configure_devices(config.devices)
     strategy = make_strategy(config.strategy)
     _check_combination(config, strategy)
@@ -302,6 +297,7 @@ class _Run:
         self.recipe = config.recipe
         self.strategy = strategy
         self.chief = chief
+        self.towers, self.fc_device = tower_placement(config.strategy, config.fc_device)
         self.model_dir = config.model_dir
         self._temp_dir = None if chief else tempfile.mkdtemp(prefix="alexnet-tf-worker-")
         self._prepare_model_dir()
@@ -352,16 +348,12 @@ class _Run:
     def _build(self, pipeline: InputPipeline) -> None:
         recipe = self.recipe
         section = recipe.model
-        towers = fc_device = None
-        if self.config.strategy == "two-tower":
-            towers, fc_device = tower_devices(self.config.fc_device)
-        self.fc_device = fc_device
-        with self.strategy.scope(), tf.device(fc_device):
+        with self.strategy.scope(), tf.device(self.fc_device):
             network = AlexNet(
                 num_classes=pipeline.metadata.num_classes,
                 input_size=recipe.input.crop_size,
                 two_towers=section.two_towers,
-                tower_devices=towers,
+                tower_devices=self.towers,
                 local_response_normalization=section.local_response_normalization,
                 dropout=section.dropout,
                 channel_multiplier=section.channel_multiplier,

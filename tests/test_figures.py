@@ -18,7 +18,7 @@ from alexnet_tf.cli import main
 from alexnet_tf.figures import curves, filters, neighbours
 from alexnet_tf.figures.sheet import to_uint8
 from alexnet_tf.input.pipeline import InputConfig, InputPipeline, interleave_records
-from alexnet_tf.layers import with_view_normalization
+from alexnet_tf.layers import network_of, with_view_normalization
 from alexnet_tf.records import schema
 from alexnet_tf.synthetic import write_synthetic_dataset
 from alexnet_tf.train import HISTORY_FIELDS
@@ -80,7 +80,7 @@ def test_show_filters_draws_each_kernel_where_it_belongs(setup, tmp_path):
 
 def test_colour_saturation_separates_grey_from_colour_towers(setup):
     _, run, _, _ = setup
-    towers = filters.conv1_towers(filters.network_of(filters.load_model(run)[1]))
+    towers = filters.conv1_towers(network_of(filters.load_model(run)[1]))
     assert towers[0].saturation == pytest.approx(0.0, abs=1e-6)
     assert towers[1].saturation > 0.3
     pure = np.zeros([1, 2, 2, 3])

@@ -76,11 +76,14 @@ def test_search_completes_resumes_and_writes_a_recipe(records, space_file, tmp_p
         tune(config(records, tune_dir, space_file, max_trials=3))
     monkeypatch.setattr(search, "fit", real_fit)
 
-    result = CliRunner().invoke(
-        main,
-        ["tune", "--data-dir", records, "--tune-dir", tune_dir, "--space", space_file, "--max-trials", "3",
-         "--epochs", "1", *(arg for override in TINY for arg in ("--set", override))],
-    )  # fmt: skip
+    def run_cli():
+        return CliRunner().invoke(
+            main,
+            ["tune", "--data-dir", records, "--tune-dir", tune_dir, "--space", space_file, "--max-trials", "3",
+             "--epochs", "1", *(arg for override in TINY for arg in ("--set", override))],
+        )  # fmt: skip
+
+    result = run_cli()
     assert result.exit_code == 0, result.output
     # The killed trial ran again (same id, same run directory), then the third: three in all.
     assert "trial 1:" in result.output and "trial 2:" in result.output and "trial 0:" not in result.output
@@ -102,11 +105,7 @@ def test_search_completes_resumes_and_writes_a_recipe(records, space_file, tmp_p
     assert trained.epochs == 1
 
     # Re-running a finished search trains nothing more.
-    again = CliRunner().invoke(
-        main,
-        ["tune", "--data-dir", records, "--tune-dir", tune_dir, "--space", space_file, "--max-trials", "3",
-         "--epochs", "1", *(arg for override in TINY for arg in ("--set", override))],
-    )  # fmt: skip
+    again = run_cli()
     assert again.exit_code == 0, again.output
     assert "trial 0:" not in again.output and "trial 2:" not in again.output
     assert again.output.count("COMPLETED") == 3

@@ -24,6 +24,7 @@ import numpy as np
 from alexnet_tf.errors import InputError
 from alexnet_tf.figures.sheet import CAPTION_BAND, Sheet, to_uint8
 from alexnet_tf.files import write_png
+from alexnet_tf.layers import network_of
 from alexnet_tf.runs import load_model
 
 COLUMNS = 16  # kernels per row (Figure 3: 48 per GPU in 3 rows of 16)
@@ -43,12 +44,6 @@ class Tower:
     def saturation(self) -> float:
         """Mean colour saturation of the tower's displayed kernels (see the module docstring)."""
         return float(np.mean(kernel_saturation(display_scale(self.kernels))))
-
-
-def network_of(model: keras.Model) -> keras.Model:
-    """The network inside a model on views (what `fit` saves), or ``model`` itself."""
-    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    return nested[-1] if nested else model
 
 
 def conv1_towers(network: keras.Model) -> list[Tower]:
