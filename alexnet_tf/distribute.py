@@ -127,7 +127,8 @@ def padded_if_empty(batch: Any) -> tuple[Any, tf.Tensor]:
     done, so that all take part in each step's collectives. The network must not see them: with
     oneDNN (TF 2.21's default on x86 CPUs) ``Conv2D`` on an empty batch returns a tensor shaped
     like its input, not its output (measured here), and the next layer fails. Padding rather than
-    a ``tf.cond``: no branch in the step (grappler warns about one), and no copy when not empty.
+    a ``tf.cond``: no branch in the step (grappler warns about one); a share that is not empty
+    gets zero rows added.
     """
     size = tf.shape(tf.nest.flatten(batch)[0])[0]
     extra = tf.maximum(1 - size, 0)
