@@ -7,7 +7,8 @@ import json
 import click
 import tensorflow as tf
 
-from alexnet_tf import paper
+from alexnet_tf import paper, preemption
+from alexnet_tf.cluster import DEFAULT_WORKER_TIMEOUT, TIMEOUT_ENV, WorkerLost
 from alexnet_tf.distribute import SINGLE_WORKER_STRATEGIES, STRATEGIES
 from alexnet_tf.errors import InputError
 from alexnet_tf.input import visualize
@@ -26,13 +27,16 @@ from alexnet_tf.records import schema
 class _Group(click.Group):
     """Turns bad input into click's one-line ``Error: …`` and exit status 1: `InputError`,
     `WorkerError`, and a record file that TensorFlow finds truncated or corrupt while a command
-    reads it (the reading happens deep inside `tf.data`, so it is caught here, once)."""
+    reads it (the reading happens deep inside `tf.data`, so it is caught here, once). A command
+    stopped by a signal (`preemption.Stopped`, which said so itself) exits with its status."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except (InputError, WorkerError) as error:
             raise click.ClickException(str(error)) from None
+        except preemption.Stopped as stopped:
+            raise SystemExit(stopped.status) from None
         except tf.errors.DataLossError as error:
             reason = error.message.splitlines()[0]
             raise click.ClickException(
@@ -339,11 +343,22 @@ def predict(
 @click.option("--allow-recipe-change", is_flag=True, help="Resume a run although its recipe differs.")
 @click.option("--overwrite", is_flag=True, help="Delete the run directory's previous outputs and start again.")
 @click.option("--quiet", is_flag=True, help="No progress bar or per-epoch lines.")
+@click.option(
+    "--worker-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help=f"multi-worker: seconds to wait for the other workers to start (default: ${TIMEOUT_ENV} or "
+    f"{DEFAULT_WORKER_TIMEOUT:g}).",
+)
 def fit(recipe_path, overrides, epochs, batch_size, learning_rate, mixed_precision, seed, **options) -> None:
     """Train AlexNet on prepared records; re-run the same command to resume.
 
     Without --pipeline this is the paper's recipe (section 5). Writes MODEL_DIR/recipe.yaml,
     checkpoints/, best.keras, last.keras, history.csv and tensorboard/.
+
+    \b
+    Ctrl-C or SIGTERM (Kubernetes, Slurm, spot VMs): a checkpoint at the next step, then exit
+    status 130 (SIGINT) or 143 (SIGTERM); under multi-worker all workers stop at the same step.
+    A second Ctrl-C stops at once, without saving.
     """
     from alexnet_tf.recipe import load_recipe
     from alexnet_tf.train import FitConfig, TrainingDiverged
@@ -361,9 +376,11 @@ def fit(recipe_path, overrides, epochs, batch_size, learning_rate, mixed_precisi
     quiet = options.pop("quiet")
     try:
         run_fit(FitConfig(recipe=recipe, verbose=not quiet, **options))
-    except TrainingDiverged as error:
+    except (TrainingDiverged, WorkerLost) as error:
         raise click.ClickException(str(error)) from None
-    except KeyboardInterrupt:
+    except preemption.Stopped as stopped:  # a checkpoint was saved, and it said so
+        raise SystemExit(stopped.status) from None
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
         raise SystemExit(130) from None
 
 

@@ -4,7 +4,8 @@ Strategies (`STRATEGIES`):
 
 * ``one-device``: the first GPU, else the CPU;
 * ``mirrored``: data parallel over all local GPUs, or over the logical CPUs (`configure_devices`);
-* ``multi-worker``: ``MultiWorkerMirroredStrategy`` from ``TF_CONFIG``;
+* ``multi-worker``: ``MultiWorkerMirroredStrategy`` from ``TF_CONFIG``, once every worker has
+  started (`alexnet_tf.cluster.wait_for_workers`);
 * ``tpu``: ``TPUStrategy`` (``TPU_NAME`` or a local TPU); not tested here;
 * ``two-tower``: the paper's model parallelism (§3.2) under the default strategy: tower 0's
   layers on device 0, tower 1's on device 1 (`tower_placement`), the rest on a named device.
@@ -18,6 +19,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from alexnet_tf import cluster
 from alexnet_tf.errors import InputError
 
 STRATEGIES = ("one-device", "mirrored", "multi-worker", "tpu", "two-tower")
@@ -45,10 +47,15 @@ def configure_devices(devices: int | None) -> None:
         ) from None
 
 
-def make_strategy(name: str) -> tf.distribute.Strategy:
-    """The strategy ``name`` (one of `STRATEGIES`); ``two-tower`` uses the default strategy."""
+def make_strategy(name: str, worker_timeout: float | None = None) -> tf.distribute.Strategy:
+    """The strategy ``name`` (one of `STRATEGIES`); ``two-tower`` uses the default strategy.
+
+    ``multi-worker`` waits up to ``worker_timeout`` seconds for the other workers to start
+    (`alexnet_tf.cluster.worker_timeout`: default ``$ALEXNET_TF_WORKER_TIMEOUT`` or 600).
+    """
     if name == "multi-worker":  # first: collective ops must be configured before anything lists devices
         _check_tf_config()
+        cluster.wait_for_workers(cluster.worker_timeout(worker_timeout))
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     if name == "one-device":

@@ -57,6 +57,7 @@ import math
 import posixpath
 import secrets
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -68,7 +69,8 @@ import tensorflow as tf
 import yaml
 from tensorflow.core.framework import summary_pb2
 
-from alexnet_tf import files, optim
+from alexnet_tf import files, optim, preemption
+from alexnet_tf.cluster import lost_workers
 from alexnet_tf.distribute import (
     configure_devices,
     is_chief,
@@ -111,6 +113,8 @@ class FitConfig:
       allow_recipe_change: continue a run whose recorded recipe differs (the new one is recorded).
       overwrite: delete the run directory's previous contents and start again.
       verbose: print a progress bar and per-epoch lines (chief only).
+      worker_timeout: ``multi-worker``: seconds to wait for the other workers to start
+        (default: ``$ALEXNET_TF_WORKER_TIMEOUT`` or 600; `alexnet_tf.cluster`).
     """
 
     data_dir: str
@@ -122,6 +126,7 @@ class FitConfig:
     allow_recipe_change: bool = False
     overwrite: bool = False
     verbose: bool = True
+    worker_timeout: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,16 +219,19 @@ def fit(config: FitConfig) -> FitResult:
       InputError: bad data directory, recipe, strategy combination, TF_CONFIG, or a checkpoint
         that does not match this run.
       TrainingDiverged: the loss became NaN or infinite (the last good checkpoint is kept).
-      KeyboardInterrupt: after saving a checkpoint.
+      preemption.Stopped: SIGINT or SIGTERM (here or on another worker), after saving a
+        checkpoint at the step boundary where training stopped (`alexnet_tf.preemption`).
+      KeyboardInterrupt: a second Ctrl-C, without saving.
+      WorkerLost: ``multi-worker``: another worker went away (`alexnet_tf.cluster`).
     """
     recipe = config.recipe
     configure_devices(config.devices)
-    strategy = make_strategy(config.strategy)
+    strategy = make_strategy(config.strategy, config.worker_timeout)
     _check_combination(config, strategy)
     DatasetMetadata.load(config.data_dir)  # refuse a missing or foreign data directory before writing the run's
     run = _Run(config, strategy, is_chief(strategy))
     try:
-        with _precision(recipe):
+        with _precision(recipe), run.stop, lost_workers(strategy, posixpath.join(config.model_dir, CHECKPOINTS)):
             return run.train()
     finally:
         run.close()
@@ -304,6 +312,7 @@ class _Run:
         seed = self.recipe.training.seed
         self.state = _RunState(secrets.randbits(31) if seed is None else seed)
         self._writer = None
+        self.stop = preemption.StopSignals(strategy)  # checked at each step boundary
 
     # -- Run directory and recipe
 
@@ -514,11 +523,16 @@ class _Run:
                 if improved:
                     self.state.best_val_top1.assign(val_top1)
                 self._end_of_epoch(row, history, step, improved)
-        except KeyboardInterrupt:
-            self.manager.save(checkpoint_number=int(self.state.step.numpy()))
-            self._say(
-                f"\ninterrupted: saved a checkpoint at step {int(self.state.step.numpy())}; re-run to resume", True
+        except preemption.Stopped as stopped:  # every worker saves (the chief into RUN) and says so
+            step = int(self.state.step.numpy())
+            self.manager.save(checkpoint_number=step)
+            where = f"saved a checkpoint at step {step}" if self.chief else f"stopped at step {step} with the chief"
+            again = (
+                "all workers"
+                if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
+                else "the same command"
             )
+            print(f"\n{stopped.reason}: {where}; re-run {again} to resume", file=sys.stderr, flush=True)
             raise
         result = FitResult(
             epochs=epoch,
@@ -580,6 +594,7 @@ class _Run:
                     _scalar("learning_rate", rate)
             if step % training.checkpoint_every_steps == 0 and index + 1 < steps_per_epoch:
                 self.manager.save(checkpoint_number=step)
+            self.stop.check()
             if index == first and self._writer is not None and epoch == 0 and first == 0:
                 self._write_inputs(pipeline, step)
         seconds = time.perf_counter() - start
@@ -595,6 +610,7 @@ class _Run:
         totals = np.zeros(4)
         for inputs in eval_data:
             totals += [float(t) for t in eval_step(inputs)]
+            self.stop.check()
         count = max(totals[3], 1.0)
         return totals[0] / count, totals[1] / count, totals[2] / count
 

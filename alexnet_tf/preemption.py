@@ -1,0 +1,120 @@
+"""Stopping a run cleanly on Ctrl-C (SIGINT) and SIGTERM, under every strategy.
+
+SIGTERM is what Kubernetes, Slurm and preemptible / spot VMs send before they kill a process;
+Ctrl-C is a person at a terminal. Both are handled by one mechanism: `StopSignals` records the
+signal, the training loop calls `StopSignals.check` at each step boundary (and after each
+validation batch), and `check` raises `Stopped`; the loop then saves a checkpoint at that step
+and the command exits with `EXIT_STATUS` (130 for SIGINT, 143 for SIGTERM, the shell's 128 + the
+signal number, so a script sees what stopped the run; the message says a checkpoint was saved).
+
+Under ``multi-worker`` one worker may get the signal and the others not, and every step is a
+collective all workers must take part in; so `check` sums each worker's "signal seen" flags over
+all workers (one small all-reduce per call, ~2 ms per step measured on localhost, 2 workers),
+and every worker sees the same answer at the same step: all save at that step and exit. This
+replaces TensorFlow's own handling, which swallows SIGTERM once the strategy is created (its
+coordination service installs a C++ handler that only takes note). We do not use
+`tf.distribute.experimental.PreemptionCheckpointHandler` (TF 2.21): it restores the checkpoint
+itself when created, adds its own counter to the checkpoint's objects (a run could then not
+resume under another strategy), handles SIGTERM only, exits with ``sys.exit(42)`` by default,
+and on a GCE CPU VM it does nothing at all (its ``run`` just calls the step).
+
+Python runs signal handlers between bytecodes of the main thread, so a signal takes effect once
+the running step returns; handlers are installed only when `fit` runs in the main thread. A
+second Ctrl-C stops at once, without saving (the last checkpoint is kept); a repeated SIGTERM
+changes nothing, as orchestrators may send it more than once.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType, TracebackType
+
+import tensorflow as tf
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# What the command exits with after saving: the shell's status for a process ended by the signal.
+EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
+_DESCRIPTIONS = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "terminated (SIGTERM)"}
+
+
+class Stopped(KeyboardInterrupt):
+    """A run stopped cleanly because of ``signum``, received by this process (``here``) or by
+    another worker; `status` is what the command exits with."""
+
+    def __init__(self, signum: int, here: bool = True) -> None:
+        self.signum = signum
+        self.here = here
+        super().__init__(self.reason)
+
+    @property
+    def status(self) -> int:
+        return EXIT_STATUS[self.signum]
+
+    @property
+    def reason(self) -> str:
+        described = _DESCRIPTIONS[self.signum]
+        return described if self.here else f"another worker was {described}"
+
+
+def installed(handler, signals=SIGNALS) -> dict[int, object] | None:
+    """Installs ``handler`` for ``signals`` if this is the main thread (only it may); returns the
+    previous handlers, for `restore`, or None if nothing was installed."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return {signum: signal.signal(signum, handler) for signum in signals}
+
+
+def restore(previous: dict[int, object] | None) -> None:
+    """Puts back the handlers `installed` replaced."""
+    for signum, handler in (previous or {}).items():
+        signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
+class StopSignals:
+    """While entered: SIGINT and SIGTERM are recorded instead of ending the process, and `check`
+    raises `Stopped` at the step boundary where it is called (see the module docstring)."""
+
+    def __init__(self, strategy: tf.distribute.Strategy) -> None:
+        self._received: list[int] = []
+        self._previous: dict[int, object] | None = None
+        # One process: the local flags decide. Several: the flags of all workers, summed.
+        self._agree = _agreement(strategy) if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) else None
+
+    def __enter__(self) -> StopSignals:
+        self._previous = installed(self._record)
+        return self
+
+    def __exit__(self, kind: type | None, error: BaseException | None, traceback: TracebackType | None) -> None:
+        restore(self._previous)
+        self._previous = None
+
+    def _record(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGINT and signal.SIGINT in self._received:
+            raise KeyboardInterrupt  # a second Ctrl-C: the person means now
+        if signum not in self._received:
+            self._received.append(signum)
+
+    def check(self) -> None:
+        """Raises `Stopped` if a signal arrived here or, under ``multi-worker``, on any worker.
+
+        Every worker must call it at the same points of the loop (it is a collective there).
+        """
+        flags = [float(signum in self._received) for signum in SIGNALS]
+        if self._agree is not None:
+            flags = self._agree(tf.constant(flags)).numpy().tolist()
+        # SIGTERM first: the machine is going away, whatever else was asked.
+        for signum, flag in reversed(list(zip(SIGNALS, flags, strict=True))):
+            if flag > 0:
+                raise Stopped(signum, here=signum in self._received)
+
+
+def _agreement(strategy: tf.distribute.Strategy):
+    """A function summing a small float vector over all replicas of all workers."""
+
+    @tf.function
+    def agree(flags: tf.Tensor) -> tf.Tensor:
+        per_replica = strategy.run(tf.identity, args=(flags,))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    return agree
