@@ -140,6 +140,10 @@ BAD_INPUTS = [
     ("fit --data-dir RECORDS --model-dir NOPARENT/run --pipeline MISSING --quiet", "missing"),
     ("fit --data-dir RECORDS --model-dir NOPARENT/run --set training.batch_size=0 --quiet", "batch_size"),
     (
+        "fit --data-dir RECORDS --model-dir NOPARENT/run --strategy multi-worker --worker-timeout 0 --quiet",
+        "Invalid value for '--worker-timeout'",
+    ),
+    (
         "fit --data-dir RECORDS --model-dir NOPARENT/run --set training.epochs=1 --set input.crop_size=64 "
         "--set model.channel_multiplier=0.125 --set training.batch_size=2 --quiet --set input.shuffle_buffer=-1",
         "shuffle_buffer",
