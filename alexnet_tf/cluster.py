@@ -39,7 +39,7 @@ TIMEOUT_ENV = "ALEXNET_TF_WORKER_TIMEOUT"
 DEFAULT_WORKER_TIMEOUT = 600.0
 # The jobs of MultiWorkerMirroredStrategy's cluster (an evaluator is not part of it).
 JOBS = ("chief", "worker")
-_TASK = re.compile(r"/job:(\w+)/replica:\d+/task:(\d+)")
+_TASK = re.compile(r"/job:(\w+)(?:/replica:\d+)?/task:(\d+)")
 
 
 class WorkerLost(RuntimeError):
@@ -142,12 +142,19 @@ def lost_workers(strategy: tf.distribute.Strategy, checkpoints: str) -> Iterator
     try:
         yield
     except (tf.errors.UnavailableError, tf.errors.AbortedError) as error:
-        _, addresses = tasks()
-        found = _TASK.search(error.message or "")
-        who = describe((found.group(1), int(found.group(2))), addresses) if found else "another worker"
-        latest = tf.train.latest_checkpoint(checkpoints)
-        step = int(latest.rsplit("-", 1)[1]) if latest else 0
-        raise WorkerLost(f"{who} went away; re-run all workers to resume from step {step}") from None
+        raise WorkerLost(went_away(error.message or "", checkpoints)) from None
+
+
+def went_away(message: str, checkpoints: str) -> str:
+    """The line for a collective that failed with ``message``: the worker it names (the one whose
+    connection failed or that stopped sending heartbeats) and the step of the newest checkpoint."""
+    me, addresses = tasks()
+    named = [(job, int(index)) for job, index in _TASK.findall(message)]
+    others = [task for task in named if task != me]
+    who = describe(others[0], addresses) if others else "another worker"
+    latest = tf.train.latest_checkpoint(checkpoints)
+    step = int(latest.rsplit("-", 1)[1]) if latest else 0
+    return f"{who} went away; re-run all workers to resume from step {step}"
 
 
 def _listen(address: str, name: str) -> socket.socket:

@@ -145,6 +145,30 @@ def test_wait_for_workers_returns_once_every_worker_answers_and_names_the_missin
     assert cluster.worker_timeout() == 7.5 and cluster.worker_timeout(2) == 2
 
 
+def test_a_lost_worker_is_named_from_what_tensorflow_reports(monkeypatch, tmp_path):
+    """The two messages seen when a worker is killed: a refused or reset connection to it, and the
+    coordination service's missed heartbeats (which names the reporting task first)."""
+    config = {"cluster": {"worker": ["h0:2222", "h1:2222"]}, "task": {"type": "worker", "index": 1}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(config))
+    (tmp_path / "checkpoint").write_text('model_checkpoint_path: "ckpt-6"\n')
+    (tmp_path / "ckpt-6.index").write_bytes(b"")
+    reset = (
+        "Collective ops is aborted by: recvmsg:Connection reset by peer\nAdditional GRPC error information from "
+        "remote target /job:worker/replica:0/task:0 while calling /tensorflow.WorkerService/CompleteInstance:"
+    )
+    assert cluster.went_away(reset, str(tmp_path)) == (
+        "worker 0 at h0:2222 went away; re-run all workers to resume from step 6"
+    )
+    monkeypatch.setenv("TF_CONFIG", json.dumps({**config, "task": {"type": "worker", "index": 0}}))
+    heartbeats = (
+        "Collective ops is aborted by: Error reported from /job:worker/task:0: The following tasks are unhealthy "
+        "(stopped sending heartbeats):\n/job:worker/replica:0/task:1\nThe tasks have crashed."
+    )
+    assert cluster.went_away(heartbeats, str(tmp_path / "none")) == (
+        "worker 1 at h1:2222 went away; re-run all workers to resume from step 0"
+    )
+
+
 # --- Real processes ----------------------------------------------------------------------------
 
 
