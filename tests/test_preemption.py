@@ -173,29 +173,38 @@ def test_a_lost_worker_is_named_from_what_tensorflow_reports(monkeypatch, tmp_pa
 
 
 @pytest.mark.slow
-def test_sigterm_mid_epoch_saves_a_checkpoint_and_the_rerun_resumes_from_that_step(records, tmp_path):
+def test_sigterm_or_ctrl_c_mid_epoch_saves_a_checkpoint_and_the_rerun_resumes_from_that_step(records, tmp_path):
+    """One device. SIGTERM in epoch 2: a checkpoint at that step, exit 143; re-run: resumes there;
+    Ctrl-C as soon as it trains: a checkpoint a step or more later, exit 130; re-run: finishes."""
     run = tmp_path / "run"
     args = fit_args(records, run, "training.steps_per_epoch=20", "training.epochs=2")
-    process = Process(args, tmp_path / "first")
-    try:
-        wait_for(lambda: 20 in checkpoint_steps(run) or process.popen.poll() is not None, 180, "epoch 1's checkpoint")
-        process.popen.send_signal(signal.SIGTERM)
-        status = process.wait(60)
-    finally:
-        process.kill()
-    stderr = process.stderr()
-    assert status == 143, stderr[-3000:]
-    assert "Traceback" not in stderr
-    stopped = re.fullmatch(r"terminated \(SIGTERM\): saved a checkpoint at step (\d+); re-run the same command to "
-                           r"resume", last_line(stderr))  # fmt: skip
-    assert stopped, stderr[-3000:]
-    step = int(stopped[1])
+
+    def stop(name: str, signum: int, ready) -> tuple[Process, int]:
+        process = Process(args, tmp_path / name)
+        try:
+            wait_for(lambda: ready(process) or process.popen.poll() is not None, 180, f"{name} to train")
+            process.popen.send_signal(signum)
+            status = process.wait(60)
+        finally:
+            process.kill()
+        stderr = process.stderr()
+        assert status == preemption.EXIT_STATUS[signum] and "Traceback" not in stderr, stderr[-3000:]
+        reason = re.escape(preemption.Stopped(signum).reason)
+        stopped = re.fullmatch(rf"{reason}: saved a checkpoint at step (\d+); re-run the same command to resume",
+                               last_line(stderr))  # fmt: skip
+        assert stopped, stderr[-3000:]
+        assert checkpoint_steps(run)[-1] == int(stopped[1])
+        return process, int(stopped[1])
+
+    _, step = stop("sigterm", signal.SIGTERM, lambda _: 20 in checkpoint_steps(run))
     assert 20 < step < 40  # in epoch 2, not at its start
-    assert checkpoint_steps(run)[-1] == step
+    resumed, interrupted = stop("ctrl-c", signal.SIGINT, lambda process: "training 2 epochs" in process.stdout())
+    assert f"resuming from epoch 1 step {step} ({step - 20} of the epoch's 20 steps done)" in resumed.stdout()
+    assert step < interrupted < 40
 
     again = Process(args, tmp_path / "again")
     assert again.wait(180) == 0, again.stderr()[-3000:]
-    assert f"resuming from epoch 1 step {step} ({step - 20} of the epoch's 20 steps done)" in again.stdout()
+    assert f"resuming from epoch 1 step {interrupted} " in again.stdout()
     assert checkpoint_steps(run)[-1] == 40
 
 
