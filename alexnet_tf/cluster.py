@@ -109,10 +109,10 @@ def wait_for_workers(timeout: float, poll: float = 0.2, report_every: float = 30
         reported = None
         while True:
             missing = [task for task in missing if not _answers(addresses[task])]
-            elapsed = time.monotonic() - start
-            waiting = ", ".join(describe(task, addresses) for task in missing)
             if not missing:
                 break
+            elapsed = time.monotonic() - start
+            waiting = ", ".join(describe(task, addresses) for task in missing)
             if elapsed >= timeout:
                 raise InputError(
                     f"{name}: {waiting} did not start within {timeout:g} s; start every worker of TF_CONFIG's "

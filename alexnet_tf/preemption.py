@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType, TracebackType
+from typing import Any
 
 import tensorflow as tf
 
@@ -57,7 +59,10 @@ class Stopped(KeyboardInterrupt):
         return described if self.here else f"another worker was {described}"
 
 
-def installed(handler, signals=SIGNALS) -> dict[int, object] | None:
+Handler = Callable[[int, FrameType | None], Any]
+
+
+def installed(handler: Handler, signals: tuple[int, ...] = SIGNALS) -> dict[int, Any] | None:
     """Installs ``handler`` for ``signals`` if this is the main thread (only it may); returns the
     previous handlers, for `restore`, or None if nothing was installed."""
     if threading.current_thread() is not threading.main_thread():
@@ -65,8 +70,9 @@ def installed(handler, signals=SIGNALS) -> dict[int, object] | None:
     return {signum: signal.signal(signum, handler) for signum in signals}
 
 
-def restore(previous: dict[int, object] | None) -> None:
-    """Puts back the handlers `installed` replaced."""
+def restore(previous: dict[int, Any] | None) -> None:
+    """Puts back the handlers `installed` replaced (the default for one Python did not install:
+    TensorFlow's own SIGTERM handler under ``multi-worker``, which would swallow the signal)."""
     for signum, handler in (previous or {}).items():
         signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
@@ -77,7 +83,7 @@ class StopSignals:
 
     def __init__(self, strategy: tf.distribute.Strategy) -> None:
         self._received: list[int] = []
-        self._previous: dict[int, object] | None = None
+        self._previous: dict[int, Any] | None = None
         # One process: the local flags decide. Several: the flags of all workers, summed.
         self._agree = _agreement(strategy) if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) else None
 
