@@ -355,7 +355,6 @@ def fit(recipe_path, overrides, epochs, batch_size, learning_rate, mixed_precisi
     Without --pipeline this is the paper's recipe (section 5). Writes MODEL_DIR/recipe.yaml,
     checkpoints/, best.keras, last.keras, history.csv and tensorboard/.
 
-    \b
     Ctrl-C or SIGTERM (Kubernetes, Slurm, spot VMs): a checkpoint at the next step, then exit
     status 130 (SIGINT) or 143 (SIGTERM); under multi-worker all workers stop at the same step.
     A second Ctrl-C stops at once, without saving.
