@@ -9,7 +9,7 @@ signal number, so a script sees what stopped the run; the message says a checkpo
 
 Under ``multi-worker`` one worker may get the signal and the others not, and every step is a
 collective all workers must take part in; so `check` sums each worker's "signal seen" flags over
-all workers (one small all-reduce per call, ~2 ms per step measured on localhost, 2 workers),
+all workers (one small all-reduce per call: 1.9 ms measured on localhost, 2 workers),
 and every worker sees the same answer at the same step: all save at that step and exit. This
 replaces TensorFlow's own handling, which swallows SIGTERM once the strategy is created (its
 coordination service installs a C++ handler that only takes note). We do not use
