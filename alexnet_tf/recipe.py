@@ -310,7 +310,8 @@ def _read_file(path: str) -> dict[str, Any]:
     import tensorflow as tf  # gfile, so that gs:// recipes work; imported here to keep this module light.
 
     if not tf.io.gfile.exists(path):
-        raise InputError(f"{path}: recipe file not found")
+        builtin = ", ".join(sorted(builtin_recipes()))
+        raise InputError(f"{path}: recipe file not found; give a YAML file or a built-in recipe ({builtin})")
     with tf.io.gfile.GFile(path, "r") as f:
         text = f.read()
     try:

@@ -40,6 +40,11 @@ def resolve_model_file(source: str) -> str:
             path = posixpath.join(source, name)
             if tf.io.gfile.exists(path):
                 return path
+        if tf.io.gfile.exists(posixpath.join(source, CHECKPOINTS)):
+            raise InputError(
+                f"{source}: an unfinished run (checkpoints, no {BEST_MODEL} or {LAST_MODEL} yet); "
+                "re-run the same `alexnet-tf fit` command to finish it"
+            )
         raise InputError(f"{source}: no {BEST_MODEL} or {LAST_MODEL}; pass a run directory of `alexnet-tf fit`")
     if not source.endswith(".keras") or not tf.io.gfile.exists(source):
         raise InputError(f"{source}: not a .keras file or a run directory; pass what `alexnet-tf fit` wrote")

@@ -95,12 +95,16 @@ def world(tmp_path_factory, records) -> dict[str, str]:
     synthetic.write_synthetic_dataset(str(truncated), train_records=4, train_shards=1, validation_records=2)
     shard = next(path for path in truncated.iterdir() if path.name.startswith("train-"))
     shard.write_bytes(shard.read_bytes()[:-100])
+    unfinished = root / "unfinished"  # a run interrupted before its first epoch ended
+    (unfinished / "checkpoints").mkdir(parents=True)
+    (unfinished / "checkpoints" / "checkpoint").write_text('model_checkpoint_path: "ckpt-3"\n')
     return {
         "RECORDS": records,
         "RUN": str(run),
         "FILE": str(plain),
         "FOREIGN": str(foreign),
         "TRUNCATED": str(truncated),
+        "UNFINISHED": str(unfinished),
         "MISSING": str(root / "missing"),
         "NOPARENT": str(root / "no" / "such" / "dir"),
     }
@@ -123,8 +127,8 @@ BAD_INPUTS = [
     # (command line with placeholders, a fragment the error must contain)
     ("summary --input-size 32", "input_size"),
     ("summary --channel-multiplier 0", "--channel-multiplier"),
-    ("show-augment --data-dir MISSING -o NOPARENT/grid.png", "metadata.json"),
-    ("show-augment --data-dir FILE -o NOPARENT/grid.png", "metadata.json"),
+    ("show-augment --data-dir MISSING -o NOPARENT/grid.png", "no such directory"),
+    ("show-augment --data-dir FILE -o NOPARENT/grid.png", "not a directory"),
     ("show-augment --data-dir FOREIGN -o NOPARENT/grid.png", "index-records"),
     ("show-augment --data-dir RECORDS -o NOPARENT/grid.png", "cannot write"),
     ("show-augment --data-dir TRUNCATED -o NOPARENT/grid.png", "truncated"),
@@ -135,9 +139,9 @@ BAD_INPUTS = [
     ("index-records MISSING --no-progress", "missing"),
     ("index-records FILE --no-progress", "file.txt"),
     ("index-records TRUNCATED --output NOPARENT/index --no-progress", "truncated"),
-    ("fit --data-dir MISSING --model-dir NOPARENT/run --quiet", "metadata.json"),
+    ("fit --data-dir MISSING --model-dir NOPARENT/run --quiet", "no such directory"),
     ("fit --data-dir FOREIGN --model-dir NOPARENT/run --quiet", "index-records"),
-    ("fit --data-dir RECORDS --model-dir NOPARENT/run --pipeline MISSING --quiet", "missing"),
+    ("fit --data-dir RECORDS --model-dir NOPARENT/run --pipeline MISSING --quiet", "(demo, paper)"),
     ("fit --data-dir RECORDS --model-dir NOPARENT/run --set training.batch_size=0 --quiet", "batch_size"),
     (
         "fit --data-dir RECORDS --model-dir NOPARENT/run --set training.epochs=1 --set input.crop_size=64 "
@@ -151,13 +155,15 @@ BAD_INPUTS = [
     ),
     ("evaluate --data-dir RECORDS MISSING --no-progress", "missing"),
     ("evaluate --data-dir RECORDS FILE --no-progress", "file.txt"),
-    ("evaluate --data-dir MISSING RUN --no-progress", "metadata.json"),
+    ("evaluate --data-dir RECORDS UNFINISHED --no-progress", "re-run the same `alexnet-tf fit`"),
+    ("evaluate --data-dir MISSING RUN --no-progress", "no such directory"),
     ("evaluate --data-dir RECORDS RUN --batch-size 0", "--batch-size"),
     ("evaluate --data-dir RECORDS RUN --split test --no-progress", "test"),
     ("evaluate --data-dir TRUNCATED RUN --split train --no-progress", "truncated"),
     ("evaluate --data-dir RECORDS RUN --fc-device /CPU:1 --no-progress", "--fc-device"),
     ("evaluate --data-dir RECORDS RUN --strategy multi-worker --no-progress", "TF_CONFIG"),
     ("export MISSING --export-dir NOPARENT/export", "missing"),
+    ("export UNFINISHED --export-dir NOPARENT/export", "re-run the same `alexnet-tf fit`"),
     ("export RUN --export-dir FILE --classes RECORDS", "file.txt"),
     ("export RUN --export-dir NOPARENT/export --classes RECORDS --version -1", "--version"),
     ("predict MISSING FILE", "missing"),
@@ -168,11 +174,11 @@ BAD_INPUTS = [
     ("show-filters RUN -o NOPARENT/filters.png", "cannot write"),
     ("neighbours RUN FILE --data-dir RECORDS -o NOPARENT/n.png", "file.txt"),
     ("neighbours RUN MISSING --data-dir RECORDS -o NOPARENT/n.png", "missing"),
-    ("neighbours RUN FILE --data-dir MISSING -o NOPARENT/n.png", "metadata.json"),
+    ("neighbours RUN FILE --data-dir MISSING -o NOPARENT/n.png", "no such directory"),
     ("neighbours MISSING FILE --data-dir RECORDS -o NOPARENT/n.png", "missing"),
     ("plot MISSING -o NOPARENT/curves.png", "missing"),
     ("plot RUN -o NOPARENT/curves.png", "history"),
-    ("tune --data-dir MISSING --tune-dir NOPARENT/tune", "metadata.json"),
+    ("tune --data-dir MISSING --tune-dir NOPARENT/tune", "no such directory"),
     ("tune --data-dir RECORDS --tune-dir NOPARENT/tune --space MISSING", "missing"),
     ("tune --data-dir RECORDS --tune-dir NOPARENT/tune --strategy multi-worker", "--strategy"),
     ("tune --data-dir RECORDS --tune-dir NOPARENT/tune --set training.nope=1", "training.nope"),

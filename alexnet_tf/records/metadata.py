@@ -140,6 +140,9 @@ class DatasetMetadata:
     def load(cls, directory: str) -> DatasetMetadata:
         """Reads ``directory/metadata.json``; `InputError` naming the file if it is missing or bad."""
         path = metadata_path(directory)
+        if not tf.io.gfile.isdir(directory):
+            problem = "not a directory" if tf.io.gfile.exists(directory) else "no such directory"
+            raise InputError(f"{directory}: {problem}; give the directory that prepare-data or index-records wrote")
         if not tf.io.gfile.exists(path):
             raise InputError(
                 f"{path}: no dataset metadata; run `alexnet-tf prepare-data` first (image folders), or "
