@@ -118,6 +118,46 @@ def test_a_changed_search_is_refused(records, space_file, tmp_path):
         tune(TuneConfig(records, tune_dir, overrides=TINY, space_path=space_file, epochs=2, max_trials=1))
 
 
+def test_a_search_stopped_before_any_trial_finished_restarts_with_new_settings(
+    records, space_file, tmp_path, monkeypatch
+):
+    """A first search whose first trial could not run (here: fit refuses it) leaves its settings;
+    the corrected command is not refused as "a different search" but starts afresh."""
+    tune_dir = str(tmp_path / "tune")
+
+    def refused(fit_config):
+        raise InputError("this trial cannot run")
+
+    monkeypatch.setattr(search, "fit", refused)
+    with pytest.raises(InputError, match="this trial cannot run"):
+        tune(config(records, tune_dir, space_file, max_trials=1))
+    monkeypatch.undo()
+    smaller = tmp_path / "smaller.yaml"
+    smaller.write_text(yaml.safe_dump({**SPACE, "training.batch_size": {"values": [8]}}))
+    result = tune(config(records, tune_dir, str(smaller), max_trials=1))
+    assert [row.status for row in result.trials] == ["COMPLETED"]
+    assert result.trials[0].values["training.batch_size"] == 8
+    # Once a trial has finished, a changed search is refused again.
+    with pytest.raises(InputError, match="different space"):
+        tune(config(records, tune_dir, space_file, max_trials=1))
+
+
+def test_default_batch_sizes_are_sized_to_the_data(tmp_path):
+    assert load_space(None).ranges["training.batch_size"] == {"values": [64, 128, 256]}
+    assert load_space(None, 200).ranges["training.batch_size"] == {"values": [64, 128]}
+    assert "training.batch_size" not in load_space(None, 63).ranges  # the base recipe's batch then applies
+    path = tmp_path / "space.yaml"
+    path.write_text("training.batch_size: {values: [8, 128]}")
+    with pytest.raises(InputError, match="128 exceed the 64 training records"):
+        load_space(str(path), 64)
+
+
+def test_stepped_floats_are_rounded(tmp_path):
+    space = load_space(None)
+    assert space.value("model.dropout", 0.1 * 3) == 0.3
+    assert "model.dropout=0.3" in space.overrides({"model.dropout": 0.1 * 3})
+
+
 def test_bad_spaces_and_strategies_are_one_line(tmp_path):
     cases = {
         "optimizer.learning_rate: {min: 0.1, max: 0.01}": "min < max",
