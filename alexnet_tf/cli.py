@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import posixpath
 
 import click
 import tensorflow as tf
@@ -346,6 +347,7 @@ def fit(recipe_path, overrides, epochs, batch_size, learning_rate, mixed_precisi
     checkpoints/, best.keras, last.keras, history.csv and tensorboard/.
     """
     from alexnet_tf.recipe import load_recipe
+    from alexnet_tf.runs import next_steps
     from alexnet_tf.train import FitConfig, TrainingDiverged
     from alexnet_tf.train import fit as run_fit
 
@@ -360,11 +362,14 @@ def fit(recipe_path, overrides, epochs, batch_size, learning_rate, mixed_precisi
     recipe = load_recipe(recipe_path, overrides)
     quiet = options.pop("quiet")
     try:
-        run_fit(FitConfig(recipe=recipe, verbose=not quiet, **options))
+        result = run_fit(FitConfig(recipe=recipe, verbose=not quiet, **options))
     except TrainingDiverged as error:
         raise click.ClickException(str(error)) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+    if not quiet:
+        export_dir = posixpath.join(posixpath.dirname(result.model_dir.rstrip("/")) or ".", "export")
+        click.echo("\n".join(next_steps(options["data_dir"], result.model_dir, export_dir)))
 
 
 @main.command("index-records")

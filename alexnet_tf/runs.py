@@ -59,3 +59,14 @@ def load_model(source: str) -> tuple[str, keras.Model]:
         return path, keras.saving.load_model(path, compile=False, safe_mode=True)
     except (ValueError, TypeError, OSError) as error:
         raise InputError(f"{path}: cannot load the model ({error}); pass a .keras file saved by alexnet-tf") from None
+
+
+def next_steps(data_dir: str, run_dir: str, export_dir: str) -> list[str]:
+    """The commands a user runs on a finished run (printed after ``fit`` and ``demo``)."""
+    return [
+        "Next:",
+        f"  alexnet-tf evaluate --data-dir {data_dir} {run_dir} --ten-crop",
+        f"  alexnet-tf plot {run_dir} -o curves.png",
+        f"  alexnet-tf export {run_dir} --export-dir {export_dir}",
+        f"  alexnet-tf predict {run_dir} IMAGE.jpg",
+    ]

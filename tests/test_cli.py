@@ -207,3 +207,14 @@ def test_bad_input_is_one_error_line_and_writes_nothing(world, line, fragment):
     assert len(errors) == 1, output
     assert fragment in errors[0], output
     assert not created, f"final outputs were written: {created}"
+
+
+def test_fit_prints_the_next_steps(records, tmp_path):
+    """After a finished run, fit names the commands that use it, as demo does."""
+    run = str(tmp_path / "run")
+    tiny = ["model.channel_multiplier=0.125", "input.crop_size=64", "training.batch_size=2", "training.epochs=1"]
+    result = invoke(["fit", "--data-dir", records, "--model-dir", run, *(f"--set={value}" for value in tiny)])
+    assert result.exit_code == 0, result.output
+    next_steps = result.output[result.output.index("Next:") :]
+    for command in (f"evaluate --data-dir {records} {run}", f"plot {run}", f"export {run}", f"predict {run}"):
+        assert f"alexnet-tf {command}" in next_steps, result.output
