@@ -468,6 +468,8 @@ class _Run:
         if training.seed is not None:
             keras.utils.set_random_seed(training.seed)
         pipeline = _input_pipeline(self.config.data_dir, recipe, int(self.state.data_seed.numpy()))
+        if (note := pipeline.crop_coverage_note()) is not None:
+            self._say(note, always=True)
         self._build(pipeline)
         resumed = self._restore()
         epoch, step = (0, 0) if resumed is None else resumed

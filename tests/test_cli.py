@@ -210,11 +210,15 @@ def test_bad_input_is_one_error_line_and_writes_nothing(world, line, fragment):
 
 
 def test_fit_prints_the_next_steps(records, tmp_path):
-    """After a finished run, fit names the commands that use it, as demo does."""
+    """After a finished run, fit names the commands that use it, as demo does; crops much smaller
+    than the records (a recipe made for other records) are pointed out first."""
     run = str(tmp_path / "run")
     tiny = ["model.channel_multiplier=0.125", "input.crop_size=64", "training.batch_size=2", "training.epochs=1"]
     result = invoke(["fit", "--data-dir", records, "--model-dir", run, *(f"--set={value}" for value in tiny)])
     assert result.exit_code == 0, result.output
+    # 64-pixel crops of 256-pixel records: said once, with the crop size that sees whole images.
+    assert "note: input.crop_size=64 crops cover 25% of the 256x256 records' side" in result.output
+    assert "set input.crop_size=224" in result.output
     next_steps = result.output[result.output.index("Next:") :]
     for command in (f"evaluate --data-dir {records} {run}", f"plot {run}", f"export {run}", f"predict {run}"):
         assert f"alexnet-tf {command}" in next_steps, result.output

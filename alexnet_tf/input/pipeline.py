@@ -118,6 +118,10 @@ class InputConfig:
             raise invalid("seed", self.seed, "an integer when deterministic=True")
 
 
+# Crops under this fraction of the records' side are worth a note (the paper's is 224/256 = 0.875).
+MIN_CROP_COVERAGE = 0.75
+
+
 class InputPipeline:
     """A prepared dataset, loaded once, and the datasets and layer a run takes from it.
 
@@ -153,6 +157,18 @@ class InputPipeline:
         )
         view_type = Uint8Views if config.normalize_in_model else FloatViews
         self.views: Views = view_type(self.decoder, self.statistics, config.crop_size, config.dtype)
+
+    def crop_coverage_note(self) -> str | None:
+        """A one-line note when the crops cover much less of each record than the paper's 224 of
+        256 (as the demo recipe's 112-pixel crops do of 256-pixel records), else None."""
+        image_size, crop_size = self.decoder.image_size, self.config.crop_size
+        if crop_size >= MIN_CROP_COVERAGE * image_size:
+            return None
+        return (
+            f"note: input.crop_size={crop_size} crops cover {crop_size / image_size:.0%} of the "
+            f"{image_size}x{image_size} records' side (the paper: {paper.CROP_SIZE} of {paper.IMAGE_SIZE}); "
+            f"set input.crop_size={round(image_size * paper.CROP_SIZE / paper.IMAGE_SIZE)} to see whole images"
+        )
 
     def num_records(self, split: str = schema.TRAIN) -> int:
         """Records in ``split`` (`InputError` if the metadata has no such split)."""
