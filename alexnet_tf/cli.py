@@ -136,6 +136,11 @@ def show_augment(
         output, data_dir, split=split, images=images, views=views, lighting_strength=lighting_strength, seed=seed
     )
     click.echo(f"wrote {output} ({width}x{height})")
+    if lighting_strength != 1:
+        click.echo(
+            f"the training views' PCA lighting is {lighting_strength:g}x the paper's, to make it visible "
+            "(--lighting-strength 1: the paper's own)"
+        )
 
 
 @main.command("prepare-data")
@@ -450,11 +455,12 @@ def show_filters(run: str, output: str) -> None:
 @click.option("-k", "--neighbours", "k", type=click.IntRange(min=1), default=6, show_default=True, help="Per image.")
 @click.option("--split", default=schema.TRAIN, show_default=True, help="Split searched.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Records per batch.")
-def neighbours(run: str, images: tuple[str, ...], data_dir: str, output: str, k: int, split: str, batch_size: int):
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+def neighbours(run: str, images: tuple[str, ...], data_dir: str, output: str, **options) -> None:
     """Write the training images nearest to IMAGES in RUN's fc7 space (Euclidean, Figure 4) as a PNG."""
     from alexnet_tf.figures.neighbours import write_neighbours
 
-    found, (width, height) = write_neighbours(output, run, data_dir, images, k=k, batch_size=batch_size, split=split)
+    found, (width, height) = write_neighbours(output, run, data_dir, images, **options)
     for query, labels, distances in zip(found.queries, found.labels, found.distances, strict=True):
         nearest = ", ".join(f"{found.class_names[label]} {d:.3g}" for label, d in zip(labels, distances, strict=True))
         click.echo(f"{query}: {nearest}")

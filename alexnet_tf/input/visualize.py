@@ -1,7 +1,8 @@
 """``show-augment``: a PNG grid of what the network sees, drawn by the pipeline's own functions.
 
 For each of the first few records of a split, two rows: the decoded 256×256 image followed by
-random training views (§4.1 crop, mirror and PCA lighting, exaggerated so a person can see it),
+random training views (§4.1 crop, mirror and PCA lighting, exaggerated so a person can see it:
+each view's title says by how much, ``light×10`` by default),
 then the ten test patches (§4.1) in `augment.TEN_CROP_NAMES` order. Views are shown before mean
 subtraction (``mean="none"``) so they look like photographs; otherwise they are exactly what
 the pipeline's `FloatViews` make for training and ten-crop evaluation.
@@ -64,6 +65,8 @@ def augment_grid(
     )
     for ax in axes.flat:
         ax.set_axis_off()
+    # Each training view says how far its lighting is from the paper's (10x by default).
+    lighting = "" if lighting_strength == 1 else f" light×{lighting_strength:g}"
     for index, record in enumerate(records):
         top, bottom = axes[2 * index], axes[2 * index + 1]
         features = decoder.parse(record)
@@ -74,7 +77,7 @@ def augment_grid(
             view = float_views.sample(view_seed)
             image = float_views.apply(features, view)
             y, x = view.offset.numpy()
-            _show(top[1 + view_index], image, f"({y},{x}){' mirrored' if view.flip else ''}")
+            _show(top[1 + view_index], image, f"({y},{x}){' mirrored' if view.flip else ''}{lighting}")
         crops = float_views.ten_crop(features)
         for crop_index, name in enumerate(augment.TEN_CROP_NAMES):
             _show(bottom[crop_index], crops[crop_index], name)
