@@ -333,7 +333,7 @@ def test_multi_worker_matches_one_worker_with_the_same_global_batch(tmp_path):
 @pytest.mark.slow
 def test_cli_bad_input_is_one_error_line(records, tmp_path):
     cases = [
-        (["--data-dir", str(tmp_path / "none"), "--model-dir", str(tmp_path / "a")], {}, "metadata.json"),
+        (["--data-dir", str(tmp_path / "none"), "--model-dir", str(tmp_path / "a")], {}, "no such directory"),
         (["--data-dir", records, "--model-dir", str(tmp_path / "b"), "--set", "training.epochs=zero"], {},
          "training.epochs='zero': wrong type"),
         (["--data-dir", records, "--model-dir", str(tmp_path / "c"), "--strategy", "multi-worker"],
