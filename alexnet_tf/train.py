@@ -81,7 +81,6 @@ from alexnet_tf.input.pipeline import InputConfig, InputPipeline
 from alexnet_tf.layers import with_view_normalization
 from alexnet_tf.model import AlexNet
 from alexnet_tf.recipe import Recipe, differences
-from alexnet_tf.records.metadata import DatasetMetadata
 from alexnet_tf.runs import BEST_MODEL, CHECKPOINTS, CLASSES_FILE, HISTORY, LAST_MODEL, RECIPE_FILE, TENSORBOARD
 from alexnet_tf.schedule import LearningRateSchedule
 
@@ -220,13 +219,36 @@ def fit(config: FitConfig) -> FitResult:
     configure_devices(config.devices)
     strategy = make_strategy(config.strategy)
     _check_combination(config, strategy)
-    DatasetMetadata.load(config.data_dir)  # refuse a missing or foreign data directory before writing the run's
+    _check_can_start(config)
     run = _Run(config, strategy, is_chief(strategy))
     try:
         with _precision(recipe):
             return run.train()
     finally:
         run.close()
+
+
+def _check_can_start(config: FitConfig) -> None:
+    """Refuses bad data or a recipe that does not fit it before anything is written: a refused run
+    must leave no recipe.yaml behind to refuse the corrected command as "a different recipe".
+    Builds the input pipeline and its datasets as the run will (their checks: splits, shards,
+    statistics) and checks that the training split holds a batch."""
+    pipeline = _input_pipeline(config.data_dir, config.recipe, seed=0)
+    _steps_per_epoch(config, pipeline)
+    pipeline.train_dataset()
+    pipeline.eval_dataset()
+
+
+def _steps_per_epoch(config: FitConfig, pipeline: InputPipeline) -> int:
+    training = config.recipe.training
+    train_records = pipeline.num_records()
+    steps = training.steps_per_epoch or train_records // training.batch_size
+    if steps < 1:
+        raise InputError(
+            f"{config.data_dir}: {train_records} training records are fewer than training.batch_size="
+            f"{training.batch_size}: use a smaller batch"
+        )
+    return steps
 
 
 SOURCES = ("pipeline", "in-memory")
@@ -473,13 +495,7 @@ class _Run:
         self._build(pipeline)
         resumed = self._restore()
         epoch, step = (0, 0) if resumed is None else resumed
-        train_records = pipeline.metadata.splits["train"].num_records
-        steps_per_epoch = training.steps_per_epoch or train_records // training.batch_size
-        if steps_per_epoch < 1:
-            raise InputError(
-                f"{self.config.data_dir}: {train_records} training records are fewer than training.batch_size="
-                f"{training.batch_size}: use a smaller batch"
-            )
+        steps_per_epoch = _steps_per_epoch(self.config, pipeline)
         if resumed is not None:
             done = step - epoch * steps_per_epoch
             self._say(

@@ -110,10 +110,12 @@ def world(tmp_path_factory, records) -> dict[str, str]:
     }
 
 
-def _final_outputs(directory: str) -> list[str]:
-    """Files under ``directory`` other than temporaries and the resume state of a run that failed
-    midway (a truncated shard is found while reading: the state is what lets the re-run resume)."""
-    state = ("_prepare", "_index", "checkpoints", "tensorboard", "recipe.yaml", "classes.json")
+def _final_outputs(directory: str, midway: bool) -> list[str]:
+    """Files under ``directory`` other than temporaries and, if the command failed ``midway`` (a
+    truncated shard is found while reading), the resume state that lets the re-run resume. Any
+    other refusal comes before anything is written: a recipe.yaml left behind would refuse the
+    corrected command as "a different recipe"."""
+    state = ("_prepare", "_index", "checkpoints", "tensorboard", "recipe.yaml", "classes.json") if midway else ()
     found = []
     for folder, _, names in os.walk(directory):
         for name in names:
@@ -143,6 +145,7 @@ BAD_INPUTS = [
     ("fit --data-dir FOREIGN --model-dir NOPARENT/run --quiet", "index-records"),
     ("fit --data-dir RECORDS --model-dir NOPARENT/run --pipeline MISSING --quiet", "(demo, paper)"),
     ("fit --data-dir RECORDS --model-dir NOPARENT/run --set training.batch_size=0 --quiet", "batch_size"),
+    ("fit --data-dir RECORDS --model-dir NOPARENT/run --batch-size 8 --quiet", "fewer than training.batch_size=8"),
     (
         "fit --data-dir RECORDS --model-dir NOPARENT/run --set training.epochs=1 --set input.crop_size=64 "
         "--set model.channel_multiplier=0.125 --set training.batch_size=2 --quiet --set input.shuffle_buffer=-1",
@@ -196,7 +199,7 @@ def test_bad_input_is_one_error_line_and_writes_nothing(world, line, fragment):
     written = os.path.dirname(world["NOPARENT"])
     try:
         result = CliRunner().invoke(main, args)
-        created = _final_outputs(written)
+        created = _final_outputs(written, midway="TRUNCATED" in line)
     finally:
         shutil.rmtree(written, ignore_errors=True)  # one case's leftovers must not fail the next
     output = result.output

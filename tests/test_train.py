@@ -205,6 +205,17 @@ def test_a_different_recipe_or_optimizer_is_refused(records, tmp_path):
     assert resumed.resumed_from == (1, 8) and resumed.epochs == 2
 
 
+def test_a_run_refused_before_training_writes_nothing_and_the_corrected_command_runs(records, tmp_path):
+    """Issue 22: a batch larger than the data was refused after recipe.yaml was written, and the
+    corrected command was then refused as "a different recipe"."""
+    run = tmp_path / "run"
+    with pytest.raises(InputError, match="128 training records are fewer than training.batch_size=256"):
+        fit(FitConfig(records, str(run), tiny("training.batch_size=256", "training.epochs=1"), verbose=False))
+    assert not run.exists() or not list(run.iterdir())
+    result = fit(FitConfig(records, str(run), tiny("training.epochs=1"), verbose=False))
+    assert result.epochs == 1 and result.resumed_from is None
+
+
 @pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(records, tmp_path):
     run = str(tmp_path / "run")
