@@ -29,6 +29,7 @@ The run directory, read by evaluate, export and tune::
     RUN/tensorboard/       scalars (loss, top-1/5, lr, images/s; train and validation),
                            a few augmented inputs, the conv1 filters as an image; steps are
                            global steps, so they continue across resumes
+    RUN/.alexnet-tf.lock   while a fit runs: one run per directory (`alexnet_tf.locks`)
 
 Both ``.keras`` files are the model on the pipeline's views: with ``input.normalize_in_model``
 (the default) the first layer is `ViewNormalization` carrying the dataset's mean and the input is
@@ -68,7 +69,7 @@ import tensorflow as tf
 import yaml
 from tensorflow.core.framework import summary_pb2
 
-from alexnet_tf import files, optim
+from alexnet_tf import files, locks, optim
 from alexnet_tf.distribute import (
     configure_devices,
     is_chief,
@@ -211,7 +212,8 @@ def fit(config: FitConfig) -> FitResult:
 
     Raises:
       InputError: bad data directory, recipe, strategy combination, TF_CONFIG, or a checkpoint
-        that does not match this run.
+        that does not match this run; `alexnet_tf.locks.DirectoryInUse` if another process
+        runs in the run directory.
       TrainingDiverged: the loss became NaN or infinite (the last good checkpoint is kept).
       KeyboardInterrupt: after saving a checkpoint.
     """
@@ -220,12 +222,15 @@ def fit(config: FitConfig) -> FitResult:
     strategy = make_strategy(config.strategy)
     _check_combination(config, strategy)
     _check_can_start(config)
-    run = _Run(config, strategy, is_chief(strategy))
-    try:
-        with _precision(recipe):
-            return run.train()
-    finally:
-        run.close()
+    chief = is_chief(strategy)
+    # One run per run directory; under multi-worker only the chief writes it (`alexnet_tf.locks`).
+    with locks.lock_directory(config.model_dir, "fit") if chief else contextlib.nullcontext():
+        run = _Run(config, strategy, chief)
+        try:
+            with _precision(recipe):
+                return run.train()
+        finally:
+            run.close()
 
 
 def _check_can_start(config: FitConfig) -> None:

@@ -40,7 +40,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from alexnet_tf import files, paper
+from alexnet_tf import files, locks, paper
 from alexnet_tf.errors import InputError
 from alexnet_tf.files import output_errors
 from alexnet_tf.model import MIN_INPUT_SIZE
@@ -200,6 +200,17 @@ def prepare_dataset(config: PrepareConfig) -> PrepareReport:
     """
     started = time.monotonic()
     output = config.output.rstrip("/") or "/"
+    source = None
+    if not tf.io.gfile.isdir(output):
+        source = _discover(config, output)
+        resume.make_directory(output)  # only now: an output inside the dataset must not become a class
+    # One run per output (`alexnet_tf.locks`), from before anything in it is read or deleted.
+    with locks.lock_directory(output, "prepare-data"):
+        return _prepare_locked(config, output, source, started)
+
+
+def _prepare_locked(config: PrepareConfig, output: str, source: Source | None, started: float) -> PrepareReport:
+    """`prepare_dataset` under the output's lock; ``source`` if already discovered."""
     options = config.options()
     if config.overwrite:
         resume.remove_outputs(output)
@@ -213,18 +224,10 @@ def prepare_dataset(config: PrepareConfig) -> PrepareReport:
     else:
         resume.check_options(output, state["options"], options)
 
-    source = discover(
-        config.source,
-        val_labels=config.val_labels,
-        synsets=config.synsets,
-        val_fraction=config.val_fraction,
-        limit_per_class=config.limit_per_class,
-        seed=config.seed,
-    )
-    _refuse_output_inside(output, source)
+    if source is None:
+        source = _discover(config, output)
     tasks, digest, notes = _plan(source, config)
     if state is None:
-        resume.make_directory(output)  # only now: an output inside the dataset must not become a class
         resume.write_state(output, {"options": options, "digest": digest})
     elif state["digest"] != digest:
         raise InputError(
@@ -262,6 +265,21 @@ def prepare_dataset(config: PrepareConfig) -> PrepareReport:
         notes=[_source_note(source), *notes],
         steady_rate=steady_rate,
     )
+
+
+def _discover(config: PrepareConfig, output: str) -> Source:
+    """The source's files; refuses an output inside its class folders (whose shards would be
+    "images")."""
+    source = discover(
+        config.source,
+        val_labels=config.val_labels,
+        synsets=config.synsets,
+        val_fraction=config.val_fraction,
+        limit_per_class=config.limit_per_class,
+        seed=config.seed,
+    )
+    _refuse_output_inside(output, source)
+    return source
 
 
 def _source_note(source: Source) -> str:
