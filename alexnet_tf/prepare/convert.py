@@ -32,6 +32,7 @@ import dataclasses
 import datetime
 import hashlib
 import os
+import posixpath
 import time
 import uuid
 from typing import Any
@@ -246,6 +247,7 @@ def _prepare_locked(config: PrepareConfig, output: str, source: Source | None, s
             f"{config.source}: none of the {len(source.splits[TRAIN]):,} training files is a readable "
             f"image (e.g. {first.path}: {first.reason})"
         )
+    notes.extend(_classes_without_records(source, metadata))
     for name, split in metadata.splits.items():
         empty = [shard.name for shard in split.shards if shard.records == 0]
         if empty:
@@ -280,6 +282,21 @@ def _discover(config: PrepareConfig, output: str) -> Source:
     )
     _refuse_output_inside(output, source)
     return source
+
+
+def _classes_without_records(source: Source, metadata: DatasetMetadata) -> list[str]:
+    """A warning naming the training class folders all of whose files were skipped (unreadable):
+    such a class would otherwise have no records without a word (an empty folder is refused)."""
+    per_class = metadata.splits[TRAIN].per_class
+    empty = [posixpath.join(source.folders[0], c.wnid) for c in source.classes if per_class[c.wnid] == 0]
+    if not empty:
+        return []
+    listed = ", ".join(empty[:5]) + (", ..." if len(empty) > 5 else "")
+    has, its = ("has", "its") if len(empty) == 1 else ("have", "their")
+    return [
+        f"warning: {len(empty)} of {len(source.classes)} classes {has} no training records, all {its} files were "
+        f"skipped (reasons in {METADATA_FILENAME}): {listed}"
+    ]
 
 
 def _source_note(source: Source) -> str:
