@@ -1,5 +1,6 @@
 """The command line as a new user meets it: quiet start-up, one-line errors for bad input."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -98,6 +99,11 @@ def world(tmp_path_factory, records) -> dict[str, str]:
     unfinished = root / "unfinished"  # a run interrupted before its first epoch ended
     (unfinished / "checkpoints").mkdir(parents=True)
     (unfinished / "checkpoints" / "checkpoint").write_text('model_checkpoint_path: "ckpt-3"\n')
+    badmeta = root / "badmeta"
+    shutil.copytree(records, badmeta)
+    metadata = json.loads((badmeta / "metadata.json").read_text())
+    metadata["splits"]["train"]["num_records"] = "lots"
+    (badmeta / "metadata.json").write_text(json.dumps(metadata))
     return {
         "RECORDS": records,
         "RUN": str(run),
@@ -105,6 +111,7 @@ def world(tmp_path_factory, records) -> dict[str, str]:
         "FOREIGN": str(foreign),
         "TRUNCATED": str(truncated),
         "UNFINISHED": str(unfinished),
+        "BADMETA": str(badmeta),
         "MISSING": str(root / "missing"),
         "NOPARENT": str(root / "no" / "such" / "dir"),
     }
@@ -143,6 +150,10 @@ BAD_INPUTS = [
     ("index-records TRUNCATED --output NOPARENT/index --no-progress", "truncated"),
     ("fit --data-dir MISSING --model-dir NOPARENT/run --quiet", "no such directory"),
     ("fit --data-dir FOREIGN --model-dir NOPARENT/run --quiet", "index-records"),
+    (
+        "fit --data-dir BADMETA --model-dir NOPARENT/run --quiet",
+        "metadata.json: unreadable metadata (splits.train.num_records",
+    ),
     ("fit --data-dir RECORDS --model-dir NOPARENT/run --pipeline MISSING --quiet", "(demo, paper)"),
     ("fit --data-dir RECORDS --model-dir NOPARENT/run --set training.batch_size=0 --quiet", "batch_size"),
     ("fit --data-dir RECORDS --model-dir NOPARENT/run --batch-size 8 --quiet", "fewer than training.batch_size=8"),
