@@ -119,19 +119,18 @@ def lock_directory(directory: str, command: str) -> Iterator[None]:
 
 def _acquire(path: str, me: Owner) -> None:
     local = "://" not in path
+    stale = None  # the dead owner whose lock this process removed
     for _ in range(_ATTEMPTS):
-        if local:
-            if _create_exclusively(path, me):
-                return
-        elif not tf.io.gfile.exists(path):
-            if _write_and_confirm(path, me):
-                return
+        if _create_exclusively(path, me) if local else _create_best_effort(path, me):
+            if stale is not None:
+                logger.warning("%s: took over the lock of %s, which is no longer running", path, stale.describe())
+            return
         owner = _read_owner(path)
         if owner is None:
             continue  # released in the meantime
         _refuse_unless_stale(path, owner)
         if _remove_stale(path, owner, local):
-            logger.warning("%s: took over the lock of %s, which is no longer running", path, owner.describe())
+            stale = owner
     raise DirectoryInUse(f"{path}: other processes keep taking this lock; is another run starting in a loop?")
 
 
@@ -148,8 +147,11 @@ def _create_exclusively(path: str, me: Owner) -> bool:
     return True
 
 
-def _write_and_confirm(path: str, me: Owner) -> bool:
-    """gs:// and the like: writes the lock, then whether it is still ours after the settle time."""
+def _create_best_effort(path: str, me: Owner) -> bool:
+    """gs:// and the like: writes the lock if there is none; whether it is still ours after the
+    settle time."""
+    if tf.io.gfile.exists(path):
+        return False
     with output_errors(path), tf.io.gfile.GFile(path, "w") as f:
         f.write(me.to_json())
     time.sleep(REMOTE_SETTLE_SECONDS)
