@@ -28,15 +28,14 @@ from typing import Any
 import yaml
 
 from alexnet_tf import paper
+from alexnet_tf.constants import INITIALIZATIONS, MEAN_MODES, MIN_INPUT_SIZE
 from alexnet_tf.errors import InputError
 
-# Names of the choices, shared with the code that acts on them.
-INITIALIZATIONS = ("paper", "he")
+# Names of the choices, shared with the code that acts on them (the rest: `alexnet_tf.constants`).
 DECAYED_VARIABLES = ("kernels", "all")
 POLICIES = ("plateau", "step", "constant")
 BATCH_SCALING = ("linear", "none")
 MIXED_PRECISION = ("none", "mixed_bfloat16", "mixed_float16")
-MEAN_MODES = ("image", "channel", "none")
 
 
 class _Invalid(Exception):
@@ -107,7 +106,8 @@ class InputSection:
         _require(self.label_offset is None or self.label_offset >= 0, "label_offset", "null or an integer >= 0")
         _require(self.mean in MEAN_MODES, "mean", f"one of {', '.join(MEAN_MODES)}")
         _require(self.lighting_strength >= 0, "lighting_strength", "a number >= 0 (0 turns lighting off)")
-        _require(self.crop_size >= 64, "crop_size", "an integer >= 64 (AlexNet's smallest input)")
+        smallest = f"an integer >= {MIN_INPUT_SIZE} (AlexNet's smallest input)"
+        _require(self.crop_size >= MIN_INPUT_SIZE, "crop_size", smallest)
 
 
 @dataclasses.dataclass(frozen=True)
