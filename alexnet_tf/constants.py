@@ -44,6 +44,10 @@ SINGLE_WORKER_STRATEGIES = ("one-device", "mirrored", "two-tower")
 # Model Garden's ImageNet shard counts (~1,250 train and ~390 validation records per shard).
 DEFAULT_TRAIN_SHARDS = 1024
 DEFAULT_VALIDATION_SHARDS = 128
+# Pillow's own default bomb limit (about 89.5 M pixels: 1 GiB of 24-bit pixels / 4), far above
+# the size of photos in ImageNet.
+DEFAULT_MAX_PIXELS = 89_478_485
+DEFAULT_JPEG_QUALITY = 90
 
 # show-augment's grid (`alexnet_tf.input.visualize`).
 DEFAULT_AUGMENT_LIGHTING_STRENGTH = 10.0  # ×paper.PCA_LIGHTING_STD: shifts of tens of levels, visible.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import os
 import re
 import types
 import typing
@@ -306,14 +307,28 @@ _MISSING = object()
 _FLOAT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
 
 
-def _read_file(path: str) -> dict[str, Any]:
-    import tensorflow as tf  # gfile, so that gs:// recipes work; imported here to keep this module light.
+def _read_text(path: str) -> str | None:
+    """The text of the file ``path``, None if there is no such file. A local file is read without
+    TensorFlow, so a recipe's errors answer before TensorFlow loads; ``gs://`` and other URLs go
+    through `tf.io.gfile` (imported here to keep this module light)."""
+    if "://" not in path:
+        if not os.path.isfile(path):
+            return None
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    import tensorflow as tf
 
     if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path, "r") as f:
+        return f.read()
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    text = _read_text(path)
+    if text is None:
         builtin = ", ".join(sorted(builtin_recipes()))
         raise InputError(f"{path}: recipe file not found; give a YAML file or a built-in recipe ({builtin})")
-    with tf.io.gfile.GFile(path, "r") as f:
-        text = f.read()
     try:
         values = yaml.safe_load(text)
     except yaml.YAMLError as error:
