@@ -323,12 +323,20 @@ def export(
 @main.command()
 @click.argument("model")
 @click.argument("images", nargs=-1, required=True)
-@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="Classes shown per image.")
+@click.option(
+    "--top-k",
+    "--top",
+    "top_k",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Classes shown per image.",
+)
 @click.option("--classes", help="For a run or .keras MODEL: classes.json, metadata.json or a directory with one.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @click.pass_context
 def predict(
-    ctx: click.Context, model: str, images: tuple[str, ...], top: int, classes: str | None, as_json: bool
+    ctx: click.Context, model: str, images: tuple[str, ...], top_k: int, classes: str | None, as_json: bool
 ) -> None:
     """Print the top classes of IMAGES by MODEL (an export, a run directory or a .keras file).
 
@@ -338,7 +346,7 @@ def predict(
 
     from alexnet_tf.predict import open_classifier, predict_files
 
-    with open_classifier(model, top_k=top, classes=classes) as classifier:
+    with open_classifier(model, top_k=top_k, classes=classes) as classifier:
         predictions, failures = predict_files(classifier, images)
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(p) for p in predictions], indent=2))
@@ -356,7 +364,9 @@ def predict(
 @main.command()
 @click.option("--data-dir", required=True, help="prepare-data output directory (local or gs://).")
 @click.option("--model-dir", required=True, help="Run directory: checkpoints, models, history, TensorBoard.")
-@click.option("--pipeline", "recipe_path", help="Recipe YAML file (default: the paper's recipe).")
+@click.option(
+    "--recipe", "--pipeline", "recipe_path", help="Recipe: a YAML file or a built-in name (default: the paper's)."
+)
 @_strategy_option()
 @_devices_option
 @_fc_device_option
@@ -372,7 +382,7 @@ def predict(
 def fit(recipe_path, overrides, epochs, batch_size, learning_rate, mixed_precision, seed, **options) -> None:
     """Train AlexNet on prepared records; re-run the same command to resume.
 
-    Without --pipeline this is the paper's recipe (section 5). Writes MODEL_DIR/recipe.yaml,
+    Without --recipe this is the paper's recipe (section 5). Writes MODEL_DIR/recipe.yaml,
     checkpoints/, best.keras, last.keras, history.csv and tensorboard/.
     """
     from alexnet_tf.recipe import load_recipe
@@ -509,7 +519,9 @@ def plot(run: str, output: str) -> None:
 @main.command()
 @click.option("--data-dir", required=True, help="prepare-data output directory (local or gs://).")
 @click.option("--tune-dir", required=True, help="The search's directory: settings, keras-tuner state, trial runs.")
-@click.option("--pipeline", "recipe_path", help="Base recipe YAML file (default: the paper's recipe).")
+@click.option(
+    "--recipe", "--pipeline", "recipe_path", help="Base recipe: a YAML file or a built-in name (default: the paper's)."
+)
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Fix a base recipe value.")
 @click.option("--space", "space_path", help="Search space YAML (section.key: {min, max} or {values}); see docs.")
 @click.option(
@@ -525,7 +537,7 @@ def tune(overrides: tuple[str, ...], **options) -> None:
     """Search hyper-parameters with keras-tuner, each trial a real fit; re-run to resume.
 
     Ends with a table of the trials and writes TUNE_DIR/best.yaml, the best trial's recipe
-    (alexnet-tf fit --pipeline TUNE_DIR/best.yaml).
+    (alexnet-tf fit --recipe TUNE_DIR/best.yaml).
     """
     from alexnet_tf.tuning.search import TuneConfig
     from alexnet_tf.tuning.search import tune as run_tune

@@ -32,12 +32,12 @@ CASES = [
     ("fit --help", 0, ""),
     ("predict --help", 0, ""),
     ("fit --data-dir RECORDS --model-dir RUN --set training.nope=1", 1, "training.nope"),
-    ("fit --data-dir RECORDS --model-dir RUN --pipeline demo --set input.crop_size=32", 1, "input.crop_size=32"),
-    ("fit --data-dir RECORDS --model-dir RUN --pipeline BAD_RECIPE", 1, "bad.yaml: unknown section 'trainig'"),
+    ("fit --data-dir RECORDS --model-dir RUN --recipe demo --set input.crop_size=32", 1, "input.crop_size=32"),
+    ("fit --data-dir RECORDS --model-dir RUN --recipe BAD_RECIPE", 1, "bad.yaml: unknown section 'trainig'"),
     ("fit --data-dir RECORDS --model-dir RUN --pipeline MISSING", 1, "(demo, paper)"),
     ("fit --data-dir RECORDS --model-dir RUN --epochs many", 2, "--epochs"),
     ("evaluate --data-dir RECORDS RUN --batch-size 0", 2, "--batch-size"),
-    ("predict MODEL image.jpg --top 0", 2, "--top"),
+    ("predict MODEL image.jpg --top-k 0", 2, "--top-k"),
     ("nonsense", 2, "nonsense"),
 ]
 
