@@ -1,27 +1,35 @@
-"""The ``alexnet-tf`` command line: a thin layer over the package's importable functions."""
+"""The ``alexnet-tf`` command line: a thin layer over the package's importable functions.
+
+This module imports no TensorFlow, Keras or module that does: each command imports what it needs
+when it runs, after the checks that need none (click's flags, a recipe's keys), so ``--help`` and
+those errors answer at once. Option defaults come from import-free modules (`alexnet_tf.paper`,
+`alexnet_tf.constants`); `tests/test_imports.py` holds it to that.
+"""
 
 from __future__ import annotations
 
 import json
 import posixpath
+import sys
 
 import click
-import tensorflow as tf
 
 from alexnet_tf import paper
-from alexnet_tf.distribute import SINGLE_WORKER_STRATEGIES, STRATEGIES
-from alexnet_tf.errors import InputError
-from alexnet_tf.input import visualize
-from alexnet_tf.prepare.convert import (
+from alexnet_tf.constants import (
+    DEFAULT_AUGMENT_IMAGES,
+    DEFAULT_AUGMENT_LIGHTING_STRENGTH,
+    DEFAULT_AUGMENT_VIEWS,
+    DEFAULT_JPEG_QUALITY,
+    DEFAULT_MAX_PIXELS,
     DEFAULT_TRAIN_SHARDS,
     DEFAULT_VALIDATION_SHARDS,
-    PrepareConfig,
-    prepare_dataset,
+    SINGLE_WORKER_STRATEGIES,
+    STRATEGIES,
+    TRAIN,
+    VALIDATION,
 )
-from alexnet_tf.prepare.images import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_PIXELS
-from alexnet_tf.prepare.index import IndexConfig, index_records
+from alexnet_tf.errors import InputError
 from alexnet_tf.prepare.workers import WorkerError
-from alexnet_tf.records import schema
 
 
 class _Group(click.Group):
@@ -34,11 +42,19 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (InputError, WorkerError) as error:
             raise click.ClickException(str(error)) from None
-        except tf.errors.DataLossError as error:
+        except _data_loss_errors() as error:
             reason = error.message.splitlines()[0]
             raise click.ClickException(
                 f"a record file is truncated or corrupt ({reason}); re-create it (prepare-data) or remove it"
             ) from None
+
+
+def _data_loss_errors() -> tuple[type[Exception], ...]:
+    """TensorFlow's DataLossError once TensorFlow is loaded; before, nothing can raise it and
+    nothing is caught (`except ()`), so that the errors of --help and bad flags, which pass
+    through here too, do not import TensorFlow."""
+    tf = sys.modules.get("tensorflow")
+    return (tf.errors.DataLossError,) if tf is not None else ()
 
 
 def _strategy_option(choices: tuple[str, ...] = STRATEGIES, note: str = "multi-worker reads TF_CONFIG"):
@@ -109,20 +125,24 @@ def summary(
 @main.command("show-augment")
 @click.option("--data-dir", required=True, help="prepare-data output directory (local or gs://).")
 @click.option("-o", "--output", required=True, help="PNG file to write.")
-@click.option("--split", default=schema.TRAIN, show_default=True, help="Split whose first records are shown.")
+@click.option("--split", default=TRAIN, show_default=True, help="Split whose first records are shown.")
 @click.option(
-    "--images", default=visualize.DEFAULT_IMAGES, show_default=True, type=click.IntRange(1, 64), help="Records to show."
+    "--images",
+    default=DEFAULT_AUGMENT_IMAGES,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Records to show.",
 )
 @click.option(
     "--views",
-    default=visualize.DEFAULT_VIEWS,
+    default=DEFAULT_AUGMENT_VIEWS,
     show_default=True,
     type=click.IntRange(1, 64),
     help="Training views per record.",
 )
 @click.option(
     "--lighting-strength",
-    default=visualize.DEFAULT_LIGHTING_STRENGTH,
+    default=DEFAULT_AUGMENT_LIGHTING_STRENGTH,
     show_default=True,
     type=click.FloatRange(min=0),
     help="PCA lighting strength in units of the paper's (alpha std 0.1); exaggerated so it is visible.",
@@ -132,6 +152,8 @@ def show_augment(
     data_dir: str, output: str, split: str, images: int, views: int, lighting_strength: float, seed: int
 ) -> None:
     """Write a PNG grid of training views and the ten test crops (§4.1)."""
+    from alexnet_tf.input import visualize
+
     width, height = visualize.write_augment_grid(
         output, data_dir, split=split, images=images, views=views, lighting_strength=lighting_strength, seed=seed
     )
@@ -194,6 +216,8 @@ def prepare_data(**options) -> None:
     training set's mean RGB and RGB PCA) and mean_image.npy. Re-run the same command to resume
     after an interruption.
     """
+    from alexnet_tf.prepare.convert import PrepareConfig, prepare_dataset
+
     try:
         report = prepare_dataset(PrepareConfig(**options))
     except KeyboardInterrupt:
@@ -208,7 +232,7 @@ def prepare_data(**options) -> None:
 @main.command()
 @click.argument("models", nargs=-1, required=True)
 @click.option("--data-dir", required=True, help="prepare-data output directory (local or gs://).")
-@click.option("--split", default=schema.VALIDATION, show_default=True, help="Split to score.")
+@click.option("--split", default=VALIDATION, show_default=True, help="Split to score.")
 @click.option("--ten-crop", is_flag=True, help="Average the softmax over the paper's ten views (4.1).")
 @click.option(
     "--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per batch (x10 views)."
@@ -299,12 +323,20 @@ def export(
 @main.command()
 @click.argument("model")
 @click.argument("images", nargs=-1, required=True)
-@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="Classes shown per image.")
+@click.option(
+    "--top-k",
+    "--top",
+    "top_k",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Classes shown per image.",
+)
 @click.option("--classes", help="For a run or .keras MODEL: classes.json, metadata.json or a directory with one.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @click.pass_context
 def predict(
-    ctx: click.Context, model: str, images: tuple[str, ...], top: int, classes: str | None, as_json: bool
+    ctx: click.Context, model: str, images: tuple[str, ...], top_k: int, classes: str | None, as_json: bool
 ) -> None:
     """Print the top classes of IMAGES by MODEL (an export, a run directory or a .keras file).
 
@@ -314,7 +346,7 @@ def predict(
 
     from alexnet_tf.predict import open_classifier, predict_files
 
-    with open_classifier(model, top_k=top, classes=classes) as classifier:
+    with open_classifier(model, top_k=top_k, classes=classes) as classifier:
         predictions, failures = predict_files(classifier, images)
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(p) for p in predictions], indent=2))
@@ -332,7 +364,9 @@ def predict(
 @main.command()
 @click.option("--data-dir", required=True, help="prepare-data output directory (local or gs://).")
 @click.option("--model-dir", required=True, help="Run directory: checkpoints, models, history, TensorBoard.")
-@click.option("--pipeline", "recipe_path", help="Recipe YAML file (default: the paper's recipe).")
+@click.option(
+    "--recipe", "--pipeline", "recipe_path", help="Recipe: a YAML file or a built-in name (default: the paper's)."
+)
 @_strategy_option()
 @_devices_option
 @_fc_device_option
@@ -348,13 +382,10 @@ def predict(
 def fit(recipe_path, overrides, epochs, batch_size, learning_rate, mixed_precision, seed, **options) -> None:
     """Train AlexNet on prepared records; re-run the same command to resume.
 
-    Without --pipeline this is the paper's recipe (section 5). Writes MODEL_DIR/recipe.yaml,
+    Without --recipe this is the paper's recipe (section 5). Writes MODEL_DIR/recipe.yaml,
     checkpoints/, best.keras, last.keras, history.csv and tensorboard/.
     """
     from alexnet_tf.recipe import load_recipe
-    from alexnet_tf.runs import next_steps
-    from alexnet_tf.train import FitConfig, TrainingDiverged
-    from alexnet_tf.train import fit as run_fit
 
     named = {
         "training.epochs": epochs,
@@ -365,6 +396,11 @@ def fit(recipe_path, overrides, epochs, batch_size, learning_rate, mixed_precisi
     }
     overrides = list(overrides) + [f"{key}={value}" for key, value in named.items() if value is not None]
     recipe = load_recipe(recipe_path, overrides)
+    # TensorFlow loads here, after the recipe's checks, which need none.
+    from alexnet_tf.runs import next_steps
+    from alexnet_tf.train import FitConfig, TrainingDiverged
+    from alexnet_tf.train import fit as run_fit
+
     quiet = options.pop("quiet")
     try:
         result = run_fit(FitConfig(recipe=recipe, verbose=not quiet, **options))
@@ -399,6 +435,8 @@ def index_records_command(label_offset: str, **options) -> None:
     writes metadata.json and mean_image.npy. The records are only read, never rewritten or moved.
     Re-run the same command to resume after an interruption. See docs/interoperability.md.
     """
+    from alexnet_tf.prepare.index import IndexConfig, index_records
+
     offset = None if label_offset == "auto" else int(label_offset)
     try:
         report = index_records(IndexConfig(label_offset=offset, **options))
@@ -453,7 +491,7 @@ def show_filters(run: str, output: str) -> None:
 @click.option("--data-dir", required=True, help="prepare-data output whose training images are searched.")
 @click.option("-o", "--output", required=True, help="PNG file to write.")
 @click.option("-k", "--neighbours", "k", type=click.IntRange(min=1), default=6, show_default=True, help="Per image.")
-@click.option("--split", default=schema.TRAIN, show_default=True, help="Split searched.")
+@click.option("--split", default=TRAIN, show_default=True, help="Split searched.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Records per batch.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def neighbours(run: str, images: tuple[str, ...], data_dir: str, output: str, **options) -> None:
@@ -481,7 +519,9 @@ def plot(run: str, output: str) -> None:
 @main.command()
 @click.option("--data-dir", required=True, help="prepare-data output directory (local or gs://).")
 @click.option("--tune-dir", required=True, help="The search's directory: settings, keras-tuner state, trial runs.")
-@click.option("--pipeline", "recipe_path", help="Base recipe YAML file (default: the paper's recipe).")
+@click.option(
+    "--recipe", "--pipeline", "recipe_path", help="Base recipe: a YAML file or a built-in name (default: the paper's)."
+)
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Fix a base recipe value.")
 @click.option("--space", "space_path", help="Search space YAML (section.key: {min, max} or {values}); see docs.")
 @click.option(
@@ -497,7 +537,7 @@ def tune(overrides: tuple[str, ...], **options) -> None:
     """Search hyper-parameters with keras-tuner, each trial a real fit; re-run to resume.
 
     Ends with a table of the trials and writes TUNE_DIR/best.yaml, the best trial's recipe
-    (alexnet-tf fit --pipeline TUNE_DIR/best.yaml).
+    (alexnet-tf fit --recipe TUNE_DIR/best.yaml).
     """
     from alexnet_tf.tuning.search import TuneConfig
     from alexnet_tf.tuning.search import tune as run_tune

@@ -18,11 +18,10 @@ from typing import Any
 
 import tensorflow as tf
 
+# Defined in the import-free `alexnet_tf.constants` (the command line's choices); named here too.
+from alexnet_tf.constants import SINGLE_WORKER_STRATEGIES as SINGLE_WORKER_STRATEGIES
+from alexnet_tf.constants import STRATEGIES
 from alexnet_tf.errors import InputError
-
-STRATEGIES = ("one-device", "mirrored", "multi-worker", "tpu", "two-tower")
-# The strategies of one process (what a caller that runs several fits in turn can use).
-SINGLE_WORKER_STRATEGIES = ("one-device", "mirrored", "two-tower")
 
 
 def configure_devices(devices: int | None) -> None:

@@ -71,7 +71,7 @@ def open_classifier(model: str, top_k: int = 5, classes: str | None = None) -> I
     signature = tf.saved_model.load(version_dir).signatures[serving.IMAGE_BYTES_SIGNATURE]
     available = signature.structured_outputs[serving.TOP_K_INDICES].shape[-1]
     if top_k > available:
-        raise InputError(f"--top {top_k}: {version_dir} was exported with --top-k {available}; ask for at most that")
+        raise InputError(f"--top-k {top_k}: {version_dir} was exported with --top-k {available}; ask for at most that")
 
     def classify(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
         outputs = signature(**{serving.IMAGE_BYTES_INPUT: image_bytes})

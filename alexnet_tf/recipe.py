@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import os
 import re
 import types
 import typing
@@ -28,15 +29,14 @@ from typing import Any
 import yaml
 
 from alexnet_tf import paper
+from alexnet_tf.constants import INITIALIZATIONS, MEAN_MODES, MIN_INPUT_SIZE
 from alexnet_tf.errors import InputError
 
-# Names of the choices, shared with the code that acts on them.
-INITIALIZATIONS = ("paper", "he")
+# Names of the choices, shared with the code that acts on them (the rest: `alexnet_tf.constants`).
 DECAYED_VARIABLES = ("kernels", "all")
 POLICIES = ("plateau", "step", "constant")
 BATCH_SCALING = ("linear", "none")
 MIXED_PRECISION = ("none", "mixed_bfloat16", "mixed_float16")
-MEAN_MODES = ("image", "channel", "none")
 
 
 class _Invalid(Exception):
@@ -107,7 +107,8 @@ class InputSection:
         _require(self.label_offset is None or self.label_offset >= 0, "label_offset", "null or an integer >= 0")
         _require(self.mean in MEAN_MODES, "mean", f"one of {', '.join(MEAN_MODES)}")
         _require(self.lighting_strength >= 0, "lighting_strength", "a number >= 0 (0 turns lighting off)")
-        _require(self.crop_size >= 64, "crop_size", "an integer >= 64 (AlexNet's smallest input)")
+        smallest = f"an integer >= {MIN_INPUT_SIZE} (AlexNet's smallest input)"
+        _require(self.crop_size >= MIN_INPUT_SIZE, "crop_size", smallest)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -306,14 +307,28 @@ _MISSING = object()
 _FLOAT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
 
 
-def _read_file(path: str) -> dict[str, Any]:
-    import tensorflow as tf  # gfile, so that gs:// recipes work; imported here to keep this module light.
+def _read_text(path: str) -> str | None:
+    """The text of the file ``path``, None if there is no such file. A local file is read without
+    TensorFlow, so a recipe's errors answer before TensorFlow loads; ``gs://`` and other URLs go
+    through `tf.io.gfile` (imported here to keep this module light)."""
+    if "://" not in path:
+        if not os.path.isfile(path):
+            return None
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    import tensorflow as tf
 
     if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path, "r") as f:
+        return f.read()
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    text = _read_text(path)
+    if text is None:
         builtin = ", ".join(sorted(builtin_recipes()))
         raise InputError(f"{path}: recipe file not found; give a YAML file or a built-in recipe ({builtin})")
-    with tf.io.gfile.GFile(path, "r") as f:
-        text = f.read()
     try:
         values = yaml.safe_load(text)
     except yaml.YAMLError as error:

@@ -22,6 +22,7 @@ import posixpath
 import keras
 import tensorflow as tf
 
+import alexnet_tf.layers  # noqa: F401 - registers the custom layers that load_model reads
 from alexnet_tf.errors import InputError
 
 RECIPE_FILE = "recipe.yaml"
@@ -53,7 +54,7 @@ def resolve_model_file(source: str) -> str:
 
 def load_model(source: str) -> tuple[str, keras.Model]:
     """The resolved ``.keras`` path of ``source`` (`resolve_model_file`) and its model, uncompiled
-    (custom layers are registered by importing `alexnet_tf`)."""
+    (its custom layers are registered by importing `alexnet_tf.layers`)."""
     path = resolve_model_file(source)
     try:
         return path, keras.saving.load_model(path, compile=False, safe_mode=True)

@@ -40,7 +40,7 @@ def compare(
     """
     import keras
 
-    import alexnet_tf  # noqa: F401 - registers the custom layers for load_model
+    import alexnet_tf.layers  # noqa: F401 - registers the custom layers for load_model
 
     model = keras.saving.load_model(keras_file, compile=False)
     result = {}

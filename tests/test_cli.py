@@ -155,6 +155,7 @@ BAD_INPUTS = [
         "metadata.json: unreadable metadata (splits.train.num_records",
     ),
     ("fit --data-dir RECORDS --model-dir NOPARENT/run --pipeline MISSING --quiet", "(demo, paper)"),
+    ("fit --data-dir RECORDS --model-dir NOPARENT/run --recipe MISSING --quiet", "(demo, paper)"),
     ("fit --data-dir RECORDS --model-dir NOPARENT/run --set training.batch_size=0 --quiet", "batch_size"),
     ("fit --data-dir RECORDS --model-dir NOPARENT/run --batch-size 8 --quiet", "fewer than training.batch_size=8"),
     (
@@ -181,6 +182,7 @@ BAD_INPUTS = [
     ("export RUN --export-dir FILE --classes RECORDS", "file.txt"),
     ("export RUN --export-dir NOPARENT/export --classes RECORDS --version -1", "--version"),
     ("predict MISSING FILE", "missing"),
+    ("predict RUN FILE --top-k 0", "--top-k"),
     ("demo --data MISSING --workdir NOPARENT/demo --quiet", "missing"),
     ("demo --data FILE --workdir NOPARENT/demo --quiet", "file.txt"),
     ("show-filters MISSING -o NOPARENT/filters.png", "missing"),
@@ -196,6 +198,7 @@ BAD_INPUTS = [
     ("tune --data-dir RECORDS --tune-dir NOPARENT/tune --space MISSING", "missing"),
     ("tune --data-dir RECORDS --tune-dir NOPARENT/tune --strategy multi-worker", "--strategy"),
     ("tune --data-dir RECORDS --tune-dir NOPARENT/tune --set training.nope=1", "training.nope"),
+    ("tune --data-dir RECORDS --tune-dir NOPARENT/tune --recipe MISSING", "(demo, paper)"),
 ]
 
 
@@ -221,6 +224,24 @@ def test_bad_input_is_one_error_line_and_writes_nothing(world, line, fragment):
     assert len(errors) == 1, output
     assert fragment in errors[0], output
     assert not created, f"final outputs were written: {created}"
+
+
+@pytest.mark.parametrize(
+    "command, args, name, value",
+    [
+        ("fit", ["--data-dir", "D", "--model-dir", "R", "--recipe", "demo"], "recipe_path", "demo"),
+        ("fit", ["--data-dir", "D", "--model-dir", "R", "--pipeline", "demo"], "recipe_path", "demo"),
+        ("tune", ["--data-dir", "D", "--tune-dir", "T", "--recipe", "demo"], "recipe_path", "demo"),
+        ("tune", ["--data-dir", "D", "--tune-dir", "T", "--pipeline", "demo"], "recipe_path", "demo"),
+        ("predict", ["MODEL", "IMAGE", "--top-k", "3"], "top_k", 3),
+        ("predict", ["MODEL", "IMAGE", "--top", "3"], "top_k", 3),
+        ("export", ["SOURCE", "--export-dir", "E", "--top-k", "3"], "top_k", 3),
+    ],
+)
+def test_one_name_per_flag_and_the_old_one_still_works(command, args, name, value):
+    """--recipe names a recipe file (--pipeline, its old name, still works); predict and export
+    both say --top-k (predict's old --top still works)."""
+    assert main.commands[command].make_context(command, args).params[name] == value
 
 
 def test_fit_prints_the_next_steps(records, tmp_path):

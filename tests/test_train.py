@@ -1,8 +1,7 @@
 """`alexnet-tf fit`: learning, the paper's update rule, resume after kill -9, strategies, faults.
 
-Tiny models (channel_multiplier 0.125, 64×64 crops) on generated records. The CPU is split into
-two logical devices before TensorFlow initialises (for the mirrored and two-tower tests); run
-this file on its own or before other TensorFlow tests initialise the runtime.
+Tiny models (channel_multiplier 0.125, 64×64 crops) on generated records. The mirrored and
+two-tower tests use the two logical CPUs that conftest.py sets up for the whole session.
 """
 
 import csv
@@ -19,15 +18,13 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from alexnet_tf import AlexNet, distribute, optim
+from alexnet_tf import AlexNet, optim
 from alexnet_tf.errors import InputError
 from alexnet_tf.recipe import OptimizerSection, load_recipe
 from alexnet_tf.records import schema
 from alexnet_tf.synthetic import write_synthetic_dataset
 from alexnet_tf.train import FitConfig, TrainingDiverged, fit
 from tests.cluster import tf_configs
-
-distribute.configure_devices(2)
 
 TINY = [
     "model.channel_multiplier=0.125",
@@ -234,6 +231,21 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(records, tmp_path):
 
 
 # --- Strategies -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_this_file_imports_after_tensorflow_started_and_leaves_the_devices_alone():
+    """No ordering between test files: importing this one after TensorFlow's runtime has started
+    works and changes no device (the two logical CPUs come from conftest.py, once per session)."""
+    probe = (
+        "import tensorflow as tf\n"
+        "tf.constant(0)  # starts the runtime: the devices are fixed from here on\n"
+        "import tests.test_train\n"
+        "print(len(tf.config.list_logical_devices('CPU')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["1"]
 
 
 def test_mirrored_on_two_logical_cpus(records, tmp_path, capsys):

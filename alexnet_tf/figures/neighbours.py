@@ -33,13 +33,14 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from alexnet_tf.constants import MEAN_NONE
 from alexnet_tf.errors import InputError, invalid
 from alexnet_tf.figures.sheet import CAPTION_BAND, Sheet
 from alexnet_tf.files import write_png
 from alexnet_tf.input import augment
 from alexnet_tf.input.pipeline import InputConfig, InputPipeline
 from alexnet_tf.input.views import fixed_views
-from alexnet_tf.layers import IMAGE, MEAN_NONE
+from alexnet_tf.layers import IMAGE
 from alexnet_tf.records import schema
 from alexnet_tf.runs import load_model
 from alexnet_tf.serving import decode_square, inference_parts

@@ -45,10 +45,11 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import paper
+from alexnet_tf.constants import MEAN_CHANNEL, MEAN_IMAGE, MEAN_MODES
 from alexnet_tf.errors import InputError, invalid
 from alexnet_tf.input.decode import LABEL, RecordDecoder
 from alexnet_tf.input.views import FloatViews, Statistics, Uint8Views, Views
-from alexnet_tf.layers import MEAN_CHANNEL, MEAN_IMAGE, MEAN_MODES, ViewNormalization
+from alexnet_tf.layers import ViewNormalization
 from alexnet_tf.records import schema
 from alexnet_tf.records.metadata import DatasetMetadata, SplitInfo, load_mean_image, metadata_path
 
@@ -83,7 +84,7 @@ class InputConfig:
       normalize_in_model: False (default): the pipeline does everything and yields float
         images. True: it stops at the uint8 crop and yields ``({"image", "offset", "flip",
         "lighting"}, labels)``, and the model finishes the views with the `ViewNormalization`
-        layer from `Preprocessor.view_normalization` (mirror, cast, mean, lighting), on the
+        layer from `InputPipeline.view_normalization` (mirror, cast, mean, lighting), on the
         training device. Same distribution of views, 30–35% less host CPU per image and a
         quarter of the bytes per batch; the views drawn for a given seed differ between the
         two modes. See `alexnet_tf.layers`.

@@ -15,12 +15,17 @@ import tensorflow as tf
 from matplotlib.figure import Figure
 
 from alexnet_tf import paper
+from alexnet_tf.constants import (
+    DEFAULT_AUGMENT_IMAGES,
+    DEFAULT_AUGMENT_LIGHTING_STRENGTH,
+    DEFAULT_AUGMENT_VIEWS,
+    MEAN_NONE,
+)
 from alexnet_tf.files import write_png
 from alexnet_tf.input import augment
 from alexnet_tf.input.decode import LABEL
 from alexnet_tf.input.pipeline import InputConfig, InputPipeline, interleave_records
 from alexnet_tf.input.views import FloatViews
-from alexnet_tf.layers import MEAN_NONE
 from alexnet_tf.records import schema
 from alexnet_tf.records.metadata import DatasetMetadata
 
@@ -29,9 +34,6 @@ from alexnet_tf.records.metadata import DatasetMetadata
 CELL_INCHES = 2.0
 TITLE_INCHES = 0.25
 DPI = 64
-DEFAULT_LIGHTING_STRENGTH = 10.0  # ×paper.PCA_LIGHTING_STD: shifts of tens of levels, visible.
-DEFAULT_IMAGES = 4
-DEFAULT_VIEWS = 9
 
 
 def grid_shape(images: int, views: int) -> tuple[int, int]:
@@ -43,9 +45,9 @@ def augment_grid(
     data_dir: str,
     *,
     split: str = schema.TRAIN,
-    images: int = DEFAULT_IMAGES,
-    views: int = DEFAULT_VIEWS,
-    lighting_strength: float = DEFAULT_LIGHTING_STRENGTH,
+    images: int = DEFAULT_AUGMENT_IMAGES,
+    views: int = DEFAULT_AUGMENT_VIEWS,
+    lighting_strength: float = DEFAULT_AUGMENT_LIGHTING_STRENGTH,
     seed: int = 0,
 ) -> Figure:
     """The grid as a matplotlib figure (Agg canvas; no pyplot state)."""

@@ -42,9 +42,9 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from alexnet_tf import files, locks, paper
+from alexnet_tf.constants import DEFAULT_TRAIN_SHARDS, DEFAULT_VALIDATION_SHARDS, MIN_INPUT_SIZE
 from alexnet_tf.errors import InputError
 from alexnet_tf.files import output_errors
-from alexnet_tf.model import MIN_INPUT_SIZE
 from alexnet_tf.prepare import images, resume
 from alexnet_tf.prepare.shards import (
     ShardContext,
@@ -66,9 +66,6 @@ from alexnet_tf.records.metadata import (
 )
 from alexnet_tf.records.schema import SPLITS, TRAIN
 
-# Model Garden's ImageNet shard counts (~1,250 train and ~390 validation records per shard).
-DEFAULT_TRAIN_SHARDS = 1024
-DEFAULT_VALIDATION_SHARDS = 128
 # Work redone after kill -9 is at most this many seconds plus the shards in flight.
 CHECKPOINT_SECONDS = 30.0
 # Fields that do not change what is written, so a rerun may change them (the output directory

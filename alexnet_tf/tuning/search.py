@@ -13,7 +13,7 @@ Layout of ``TUNE_DIR``::
     TUNE_DIR/settings.yaml          what the search was started with (a re-run must match it)
     TUNE_DIR/search/oracle.json     keras-tuner's state; search/trial_<id>/trial.json per trial
     TUNE_DIR/search/trial_<id>/run/ the trial's fit run directory (recipe, checkpoints, models)
-    TUNE_DIR/best.yaml              the best trial's recipe (``alexnet-tf fit --pipeline``)
+    TUNE_DIR/best.yaml              the best trial's recipe (``alexnet-tf fit --recipe``)
 
 Resume (keras-tuner 1.4.8, ``overwrite=False``): re-running the command reloads the oracle;
 finished trials are kept and the search continues until ``max_trials``; a trial that was
