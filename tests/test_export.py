@@ -415,6 +415,75 @@ def test_an_export_killed_midway_leaves_no_version(run_dir, tmp_path):
     assert export.export_model(str(run_dir), str(serving_dir)) == str(serving_dir / "1")
 
 
+def test_a_version_taken_meanwhile_is_never_replaced(run_dir, tmp_path, monkeypatch):
+    """Another export finishing version 1 (and then 3) while this one writes: this one takes the
+    next free number, and a --version that appears meanwhile is refused, the other's kept."""
+    serving_dir = tmp_path / "serving"
+    write = export._write_warmup_requests
+
+    def write_while_another_finishes(versions):
+        def write_then_another(model, path, name):
+            write(model, path, name)
+            for version in versions:
+                (serving_dir / version).mkdir()
+                (serving_dir / version / "saved_model.pb").write_text("the other export's")
+
+        return write_then_another
+
+    monkeypatch.setattr(export, "_write_warmup_requests", write_while_another_finishes(["1", "3"]))
+    assert export.export_model(str(run_dir), str(serving_dir)) == str(serving_dir / "4")
+    monkeypatch.setattr(export, "_write_warmup_requests", write_while_another_finishes(["5"]))
+    with pytest.raises(InputError, match="5 was written by another export meanwhile"):
+        export.export_model(str(run_dir), str(serving_dir), version=5)
+    for version in ("1", "3", "5"):
+        assert (serving_dir / version / "saved_model.pb").read_text() == "the other export's"
+    assert sorted(p.name for p in serving_dir.iterdir()) == ["1", "3", "4", "5"]
+
+
+# Both processes write their SavedModel, wait for each other, then claim a version at once.
+_RACING_EXPORT = """
+import os, pathlib, sys, time
+from alexnet_tf import export
+from alexnet_tf.cli import main
+sync = pathlib.Path(sys.argv[1])
+write = export._write_warmup_requests
+def write_then_wait(model, path, name):
+    write(model, path, name)
+    (sync / str(os.getpid())).touch()
+    deadline = time.monotonic() + 300
+    while len(list(sync.iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+export._write_warmup_requests = write_then_wait
+main(sys.argv[2:])
+"""
+
+
+def test_two_export_processes_at_once_get_two_versions(run_dir, tmp_path):
+    """Issue 17 item 1: ``export A --export-dir B & export B --export-dir B &`` printed
+    ``exported B/1`` twice and one model replaced the other."""
+    sync, serving_dir = tmp_path / "sync", tmp_path / "serving"
+    sync.mkdir()
+    processes = {
+        top_k: subprocess.Popen(
+            [sys.executable, "-c", _RACING_EXPORT, str(sync),
+             "export", str(run_dir), "--export-dir", str(serving_dir), "--top-k", str(top_k)],
+            cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        for top_k in (1, 2)
+    }
+    printed = {}
+    for top_k, process in processes.items():
+        stdout, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-2000:]
+        printed[top_k] = stdout.strip().removeprefix("exported ")
+    assert len(list(sync.iterdir())) == 2  # both reached the claim before either made it
+    assert sorted(printed.values()) == [str(serving_dir / "1"), str(serving_dir / "2")]
+    assert sorted(p.name for p in serving_dir.iterdir()) == ["1", "2"]
+    for top_k, version in printed.items():  # each printed version is its own model, and loads
+        signature = tf.saved_model.load(version).signatures["serving_default"]
+        assert signature.structured_outputs["top_k_indices"].shape[-1] == top_k
+
+
 # --- Warm-up ---------------------------------------------------------------------------------
 
 
