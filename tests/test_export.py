@@ -463,14 +463,13 @@ def test_two_export_processes_at_once_get_two_versions(run_dir, tmp_path):
     ``exported B/1`` twice and one model replaced the other."""
     sync, serving_dir = tmp_path / "sync", tmp_path / "serving"
     sync.mkdir()
-    processes = {
-        top_k: subprocess.Popen(
-            [sys.executable, "-c", _RACING_EXPORT, str(sync),
-             "export", str(run_dir), "--export-dir", str(serving_dir), "--top-k", str(top_k)],
+    processes = {}
+    for top_k in (1, 2):
+        command = ["export", str(run_dir), "--export-dir", str(serving_dir), "--top-k", str(top_k)]
+        processes[top_k] = subprocess.Popen(
+            [sys.executable, "-c", _RACING_EXPORT, str(sync), *command],
             cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        for top_k in (1, 2)
-    }
     printed = {}
     for top_k, process in processes.items():
         stdout, stderr = process.communicate(timeout=600)
