@@ -139,7 +139,12 @@ class ServingModel:
         return self._outputs(self._probabilities_of_views(views))
 
     def classify_images(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Prepared views ``[b, crop, crop, 3]`` float32, already mean-subtracted → outputs."""
+        """Prepared views ``[b, crop, crop, 3]`` float32, already mean-subtracted → outputs.
+
+        Another shape fails with ``InvalidArgument`` naming the expected one: TF Serving feeds
+        a request's tensor without checking it against the signature's declared shape.
+        """
+        images = tf.ensure_shape(images, [None, self.crop_size, self.crop_size, 3])
         return self._outputs(self._probabilities(images))
 
     def classify_examples(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:

@@ -6,6 +6,7 @@ functions, Python objects) can help the SavedModel here. Each command prints one
     python -m tests.serving_checks compare KERAS_FILE CENTRE_EXPORT TEN_CROP_EXPORT RECORDS SQUARE_RECORDS IMAGE…
     python -m tests.serving_checks warmup EXPORT
     python -m tests.serving_checks bad-batch EXPORT IMAGE
+    python -m tests.serving_checks wrong-shapes EXPORT
 """
 
 from __future__ import annotations
@@ -122,6 +123,19 @@ def bad_batch(export: str, image: str) -> dict:
     return result
 
 
+def wrong_shapes(export: str) -> dict:
+    """Feeds ``image_tensor`` views of the declared shape and of others: the error of each."""
+    signature = tf.saved_model.load(export).signatures["image_tensor"]
+    result = {}
+    for shape in ([2, CROP, CROP, 3], [1, 96, 96, 3], [9, 96, 96, 3], [1, 113, 112, 3], [1, CROP, CROP, 4]):
+        try:
+            outputs = signature(images=tf.zeros(shape))
+            result[str(shape)] = {"error": None, "batch": int(outputs["probabilities"].shape[0])}
+        except tf.errors.OpError as error:
+            result[str(shape)] = {"error": type(error).__name__, "message": error.message}
+    return result
+
+
 # --- Helpers ---------------------------------------------------------------------------------
 
 
@@ -214,5 +228,5 @@ def _prediction_log_class():
 
 if __name__ == "__main__":
     command, *arguments = sys.argv[1:]
-    checks = {"compare": compare, "warmup": warmup, "bad-batch": bad_batch}
+    checks = {"compare": compare, "warmup": warmup, "bad-batch": bad_batch, "wrong-shapes": wrong_shapes}
     print(json.dumps(checks[command](*arguments)))

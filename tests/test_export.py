@@ -268,6 +268,17 @@ def test_a_bad_image_fails_the_request_with_a_readable_message(base, images):
     assert "Invalid JPEG data" in result["truncated"]["message"]
 
 
+def test_image_tensor_refuses_views_of_another_shape(base):
+    """Issue 17 item 10: the declared ``[None, 224, 224, 3]`` is enforced in the graph."""
+    result = check("wrong-shapes", str(base / "1"))
+    assert result[str([2, 224, 224, 3])] == {"error": None, "batch": 2}
+    for shape in ([1, 96, 96, 3], [9, 96, 96, 3], [1, 113, 112, 3], [1, 224, 224, 4]):
+        outcome = result[str(shape)]
+        assert outcome["error"] == "InvalidArgumentError", (shape, outcome)
+        given = ",".join(map(str, shape))
+        assert f"[{given}] is not compatible with expected shape [?,224,224,3]" in outcome["message"]
+
+
 def test_cmyk_jpeg_decodes_to_rgb_close_to_pillow():
     rgb = photo(5, 300, 256)
     buffer = io.BytesIO()
