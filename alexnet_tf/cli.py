@@ -294,6 +294,13 @@ def evaluate(
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Classes listed per image.")
 @click.option("--classes", help="classes.json, metadata.json or a directory with one (default: beside the model).")
 @click.option("--model-name", default="alexnet", show_default=True, help="TF Serving model name in the warm-up file.")
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_PIXELS,
+    show_default=True,
+    help="The serving graph refuses larger images before decoding them (GIF: all frames count).",
+)
 def export(
     source: str,
     export_dir: str,
@@ -303,6 +310,7 @@ def export(
     top_k: int,
     classes: str | None,
     model_name: str,
+    max_pixels: int,
 ) -> None:
     """Export SOURCE (a run directory or a .keras file) as a SavedModel version for TF Serving."""
     from alexnet_tf.export import export_model
@@ -316,6 +324,7 @@ def export(
         top_k=top_k,
         classes=classes,
         model_name=model_name,
+        max_pixels=max_pixels,
     )
     click.echo(f"exported {path}")
 
@@ -334,9 +343,21 @@ def export(
 )
 @click.option("--classes", help="For a run or .keras MODEL: classes.json, metadata.json or a directory with one.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    help=f"For a run or .keras MODEL: refuse larger images before decoding them [default: {DEFAULT_MAX_PIXELS}]; "
+    "an export keeps the limit it was exported with.",
+)
 @click.pass_context
 def predict(
-    ctx: click.Context, model: str, images: tuple[str, ...], top_k: int, classes: str | None, as_json: bool
+    ctx: click.Context,
+    model: str,
+    images: tuple[str, ...],
+    top_k: int,
+    classes: str | None,
+    as_json: bool,
+    max_pixels: int | None,
 ) -> None:
     """Print the top classes of IMAGES by MODEL (an export, a run directory or a .keras file).
 
@@ -346,7 +367,7 @@ def predict(
 
     from alexnet_tf.predict import open_classifier, predict_files
 
-    with open_classifier(model, top_k=top_k, classes=classes) as classifier:
+    with open_classifier(model, top_k=top_k, classes=classes, max_pixels=max_pixels) as classifier:
         predictions, failures = predict_files(classifier, images)
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(p) for p in predictions], indent=2))

@@ -33,6 +33,7 @@ import tensorflow as tf
 from alexnet_tf import files, serving, warmup
 from alexnet_tf.classes import load_classes
 from alexnet_tf.errors import InputError
+from alexnet_tf.prepare.images import DEFAULT_MAX_PIXELS
 from alexnet_tf.records import schema
 from alexnet_tf.runs import load_model
 
@@ -43,7 +44,12 @@ DEFAULT_MODEL_NAME = "alexnet"
 
 
 def load_serving_model(
-    source: str, assets_dir: str, classes: str | None = None, top_k: int = 5, ten_crop: bool = False
+    source: str,
+    assets_dir: str,
+    classes: str | None = None,
+    top_k: int = 5,
+    ten_crop: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> serving.ServingModel:
     """A `serving.ServingModel` for a run directory or ``.keras`` file.
 
@@ -54,7 +60,9 @@ def load_serving_model(
     network, normalization = serving.inference_parts(model, path)
     classes_path = classes or posixpath.dirname(path)
     class_list = load_classes(classes_path, num_classes=network.output_shape[-1])
-    return serving.ServingModel(network, normalization, class_list, assets_dir, top_k=top_k, ten_crop=ten_crop)
+    return serving.ServingModel(
+        network, normalization, class_list, assets_dir, top_k=top_k, ten_crop=ten_crop, max_pixels=max_pixels
+    )
 
 
 def export_model(
@@ -66,6 +74,7 @@ def export_model(
     top_k: int = 5,
     classes: str | None = None,
     model_name: str = DEFAULT_MODEL_NAME,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> str:
     """Exports a run directory or ``.keras`` file as ``export_dir/<version>``; returns that path.
 
@@ -80,6 +89,8 @@ def export_model(
         top_k: classes listed per image.
         classes: where the class wnids and names come from (see `load_serving_model`).
         model_name: the model name in the warm-up requests (TF Serving's ``--model_name``).
+        max_pixels: the serving graph refuses an encoded image whose header claims more pixels,
+            before decoding it (`serving.ServingModel`); default: prepare-data's limit.
     """
     if version is not None and version < 0:
         raise InputError(f"--version {version}: must be a non-negative integer")
@@ -91,7 +102,7 @@ def export_model(
 
     with tempfile.TemporaryDirectory() as assets_dir:
         # Everything that can refuse the input (model, classes) before anything is written.
-        model = load_serving_model(source, assets_dir, classes, top_k=top_k, ten_crop=ten_crop)
+        model = load_serving_model(source, assets_dir, classes, top_k=top_k, ten_crop=ten_crop, max_pixels=max_pixels)
         with files.output_errors(export_dir):
             tf.io.gfile.makedirs(export_dir)
             leftovers = [name for name in tf.io.gfile.listdir(export_dir) if files.is_temporary(name)]

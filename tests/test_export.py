@@ -12,6 +12,7 @@ import io
 import json
 import os
 import pathlib
+import resource
 import signal
 import subprocess
 import sys
@@ -26,14 +27,16 @@ from click.testing import CliRunner
 from PIL import Image
 from tensorflow.core.protobuf import saved_model_pb2
 
-from alexnet_tf import AlexNet, export, runs, serving
+from alexnet_tf import AlexNet, export, image_headers, runs, serving
 from alexnet_tf.classes import CLASSES_FILENAME, load_classes
 from alexnet_tf.cli import main
 from alexnet_tf.errors import InputError
 from alexnet_tf.layers import ViewNormalization, with_view_normalization
 from alexnet_tf.model import place_towers
 from alexnet_tf.predict import open_classifier
+from alexnet_tf.prepare.images import DEFAULT_MAX_PIXELS
 from alexnet_tf.synthetic import write_synthetic_dataset
+from tests.hostile_images import uniform_gif
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SAVED_MODEL_CLI = str(pathlib.Path(sys.executable).parent / "saved_model_cli")
@@ -290,6 +293,100 @@ def test_cmyk_jpeg_decodes_to_rgb_close_to_pillow():
     # decode_square resized 300x256 to the central 256x256; compare the same window of Pillow's.
     assert square.shape == (256, 256, 3)
     assert np.abs(square - pillow[:, 22:278]).mean() < 4.0
+
+
+# --- Hostile images (issue 17 item 9) ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hostile(workdir) -> dict[str, pathlib.Path]:
+    """Small files that once cost gigabytes: a 1×60000 PNG (fine, if only the central square is
+    resampled), a 30000×30000 GIF and a GIF whose 16×16 screen holds a 10000×10000 frame (over
+    the default limit, which must be seen before decoding)."""
+    folder = workdir / "hostile"
+    folder.mkdir()
+    paths = {"long_png": folder / "long.png", "big_gif": folder / "big.gif", "frame_gif": folder / "frame.gif"}
+    Image.fromarray(photo(6, 60000, 1)).save(paths["long_png"])
+    paths["big_gif"].write_bytes(uniform_gif(30000, 30000))
+    paths["frame_gif"].write_bytes(uniform_gif(16, 16, [(0, 0, 10000, 10000)]))
+    return paths
+
+
+def test_hostile_gifs_decode_as_described():
+    """The generator is honest: small versions of the same files decode to what they claim."""
+    for data, shape in ((uniform_gif(300, 200), (200, 300, 3)), (uniform_gif(16, 16, [(0, 0, 40, 30)]), (30, 40, 3))):
+        with Image.open(io.BytesIO(data)) as image:
+            assert image.size == shape[1::-1]
+        decoded = tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
+        assert decoded.shape == shape and (decoded == [120, 60, 200]).all()
+    pixels = tf.function(image_headers.decoded_pixels)
+    assert pixels(tf.constant(uniform_gif(30000, 30000))).numpy() == 30000**2
+    assert pixels(tf.constant(uniform_gif(16, 16, [(0, 0, 40, 30), (0, 0, 50, 50)]))).numpy() == 40 * 30 + 50 * 50
+
+
+@pytest.mark.parametrize("kind", ["jpeg", "png", "gray_png", "gray_jpeg"])
+def test_header_pixel_counts_of_ordinary_images(images, kind):
+    data = images[kind].read_bytes()
+    with Image.open(images[kind]) as image:
+        expected = image.size[0] * image.size[1]
+    assert image_headers.decoded_pixels(tf.constant(data)).numpy() == expected
+
+
+def test_hostile_images_in_the_export_cost_little(base, images, hostile):
+    """Through the SavedModel in a fresh process: the long PNG is served, the GIFs are refused with
+    InvalidArgument naming the limit, each within seconds and tens of MB (decoding the big GIF
+    took 27 s and 4.1 GB, the long PNG would have taken ~12 GB)."""
+    result = check("hostile", str(base / "1"), str(images["jpeg"]), *(str(path) for path in hostile.values()))
+    served = result[str(hostile["long_png"])]
+    assert served["error"] is None and len(served["top_k_names"]) == 2, served
+    for kind, pixels in (("big_gif", 30000 * 30000), ("frame_gif", 10000 * 10000)):
+        refused = result[str(hostile[kind])]
+        assert refused["error"] == "InvalidArgumentError", refused
+        message = f"image 0 of the request has {pixels} pixels to decode, more than the limit of {DEFAULT_MAX_PIXELS}"
+        assert message in refused["message"], refused
+    for outcome in result.values():
+        assert outcome["seconds"] < 5 and outcome["rss_growth_mb"] < 100, result
+
+
+def _predict_process(*arguments: str) -> tuple[subprocess.CompletedProcess, float]:
+    """Runs ``alexnet-tf predict ARGUMENTS`` in a process of its own: its result and peak RSS (MB).
+
+    Its address space is capped at 8 GiB (a CPU TensorFlow process predicting a photo reserves
+    ~1.6 GiB here), so a regression fails the test instead of taking the machine's memory.
+    """
+
+    def cap_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (8 * 1024**3, resource.RLIM_INFINITY))
+
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "alexnet_tf", "predict", *arguments],
+            cwd=REPO, env=ENV, stdout=stdout, stderr=stderr, text=True, preexec_fn=cap_memory,
+        )  # fmt: skip
+        # Reaped here rather than by Popen, which would drop the child's resource usage.
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        stdout.seek(0), stderr.seek(0)
+        completed = subprocess.CompletedProcess(process.args, process.returncode, stdout.read(), stderr.read())
+    return completed, usage.ru_maxrss / 1024
+
+
+def test_predict_refuses_hostile_images_with_one_line_each(base, images, hostile):
+    """``alexnet-tf predict`` in a process of its own: the GIFs get one error line each naming the
+    limit, the others are predicted, and the peak memory is that of predicting one photo."""
+    normal = str(images["jpeg"])
+    baseline, baseline_rss = _predict_process(str(base / "1"), normal, "--top", "2")
+    assert baseline.returncode == 0, baseline.stderr[-2000:]
+    files = [normal, *(str(path) for path in hostile.values())]
+    result, rss = _predict_process(str(base / "1"), *files, "--top", "2")
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert [line for line in result.stdout.splitlines() if not line.startswith(" ")] == files[:2]
+    limit = "pixels to decode, more than the limit of 89,478,485 (--max-pixels)"
+    assert result.stderr.splitlines() == [
+        f"Error: {hostile['big_gif']}: 900,000,000 {limit}",
+        f"Error: {hostile['frame_gif']}: 100,000,000 {limit}",
+    ]
+    assert rss - baseline_rss < 150, (rss, baseline_rss)
 
 
 # --- What the export contains ----------------------------------------------------------------
@@ -563,6 +660,17 @@ def test_predict_json_matches_the_export(base, images):
     assert prediction["path"] == str(images["png"]) and len(prediction["top"]) == 1
     with pytest.raises(InputError, match="exported with --top-k 2"), open_classifier(str(base), top_k=3):
         pass
+    with pytest.raises(InputError, match="--max-pixels: .* whose limit was set by `alexnet-tf export --max-pixels`"):
+        with open_classifier(str(base), max_pixels=1000):
+            pass
+
+
+def test_predict_max_pixels_of_a_run(run_dir, images):
+    jpeg = str(images["jpeg"])  # 333×250 = 83,250 pixels
+    result = CliRunner().invoke(main, ["predict", str(run_dir), jpeg, "--max-pixels", "80000"])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr == f"Error: {jpeg}: 83,250 pixels to decode, more than the limit of 80,000 (--max-pixels)\n"
+    assert CliRunner().invoke(main, ["predict", str(run_dir), jpeg, "--max-pixels", "83250"]).exit_code == 0
 
 
 # --- tools/serving_client.py --------------------------------------------------------------------
