@@ -244,6 +244,13 @@ def prepare_data(**options) -> None:
 @_strategy_option()
 @_devices_option
 @_fc_device_option
+@click.option(
+    "--precision",
+    type=click.Choice(["float32", "trained"]),
+    default="float32",
+    show_default=True,
+    help="float32: what `export` serves; trained: the run's mixed-precision policy, as fit's validation.",
+)
 def evaluate(
     models: tuple[str, ...],
     data_dir: str,
@@ -257,6 +264,7 @@ def evaluate(
     strategy: str,
     devices: int | None,
     fc_device: str | None,
+    precision: str,
 ) -> None:
     """Top-1 and top-5 error of MODELS (run directories or .keras files) and of their ensemble.
 
@@ -280,6 +288,7 @@ def evaluate(
             strategy=strategy,
             devices=devices,
             fc_device=fc_device,
+            precision=precision,
         )
     )
     click.echo(report_json(report) if as_json else report.to_text())

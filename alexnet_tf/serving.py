@@ -259,10 +259,11 @@ def inference_parts(model: keras.Model, source: str) -> tuple[keras.Model, ViewN
             f"{source}: expected a model on views (a ViewNormalization layer and the network, as "
             "`alexnet-tf fit` saves it); this one has neither or several"
         )
-    return place_towers(networks[0], None, dtype="float32"), _float32_normalization(normalizations[0])
+    return place_towers(networks[0], None, dtype="float32"), float32_normalization(normalizations[0])
 
 
-def _float32_normalization(layer: ViewNormalization) -> ViewNormalization:
+def float32_normalization(layer: ViewNormalization) -> ViewNormalization:
+    """A float32 copy of a trained `ViewNormalization` (its mean image included)."""
     copy = ViewNormalization.from_config({**layer.get_config(), "dtype": "float32"})
     copy.build(None)  # its weights exist from __init__; Keras' export wants the layer marked built
     if layer.mean_values is not None:

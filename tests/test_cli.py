@@ -177,6 +177,7 @@ BAD_INPUTS = [
     ("evaluate --data-dir TRUNCATED RUN --split train --no-progress", "truncated"),
     ("evaluate --data-dir RECORDS RUN --fc-device /CPU:1 --no-progress", "--fc-device"),
     ("evaluate --data-dir RECORDS RUN --strategy multi-worker --no-progress", "TF_CONFIG"),
+    ("evaluate --data-dir RECORDS RUN --precision bfloat16 --no-progress", "--precision"),
     ("export MISSING --export-dir NOPARENT/export", "missing"),
     ("export UNFINISHED --export-dir NOPARENT/export", "re-run the same `alexnet-tf fit`"),
     ("export RUN --export-dir FILE --classes RECORDS", "file.txt"),

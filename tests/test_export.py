@@ -31,6 +31,7 @@ from alexnet_tf import AlexNet, export, image_headers, runs, serving
 from alexnet_tf.classes import CLASSES_FILENAME, load_classes
 from alexnet_tf.cli import main
 from alexnet_tf.errors import InputError
+from alexnet_tf.input.pipeline import InputConfig, InputPipeline
 from alexnet_tf.layers import ViewNormalization, with_view_normalization
 from alexnet_tf.model import place_towers
 from alexnet_tf.predict import open_classifier
@@ -48,17 +49,21 @@ TOWER_DEVICES = ["/GPU:0", "/GPU:1"]
 pytestmark = pytest.mark.slow
 
 
-def tiny_network(**options) -> keras.Model:
-    return AlexNet(NUM_CLASSES, channel_multiplier=0.125, seed=3, **options)
+def tiny_network(num_classes: int = NUM_CLASSES, **options) -> keras.Model:
+    return AlexNet(num_classes, channel_multiplier=0.125, seed=3, **options)
 
 
-def make_run(directory: pathlib.Path, *, policy: str = "float32", logits: bool = False) -> pathlib.Path:
+def make_run(
+    directory: pathlib.Path, *, policy: str = "float32", logits: bool = False, num_classes: int = NUM_CLASSES
+) -> pathlib.Path:
     """A run directory as `fit` leaves it: ``best.keras`` (the model on views) and ``classes.json``."""
     directory.mkdir(parents=True)
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)
     try:
-        network = tiny_network(tower_devices=TOWER_DEVICES, classifier_activation=None if logits else "softmax")
+        network = tiny_network(
+            num_classes, tower_devices=TOWER_DEVICES, classifier_activation=None if logits else "softmax"
+        )
         normalization = ViewNormalization("image", 256, dtype=policy)
     finally:
         keras.config.set_dtype_policy(previous)
@@ -75,7 +80,7 @@ def make_run(directory: pathlib.Path, *, policy: str = "float32", logits: bool =
             )
             layer.set_weights([kernel, np.zeros_like(bias)])
     with_view_normalization(network, normalization).save(str(directory / runs.BEST_MODEL))
-    classes = [{"index": i, "wnid": f"n{i:08d}", "name": f"class {i}"} for i in range(NUM_CLASSES)]
+    classes = [{"index": i, "wnid": f"n{i:08d}", "name": f"class {i}"} for i in range(num_classes)]
     (directory / CLASSES_FILENAME).write_text(json.dumps({"classes": classes}))
     return directory
 
@@ -452,6 +457,51 @@ def test_mixed_precision_run_exports_float32(workdir, tmp_path):
         if any(value.type == tf.bfloat16.as_datatype_enum for value in node.attr.values())
     ]
     assert bfloat16_nodes == []
+
+
+def balance_classes(run_dir: pathlib.Path, records: pathlib.Path) -> pathlib.Path:
+    """Sets fc8's biases so that every class has the same mean logit over the records' centre
+    views: the answers then turn on small differences between images, as in a barely trained
+    network, instead of one class winning everywhere, and bfloat16's rounding changes some."""
+    path = run_dir / runs.BEST_MODEL
+    model = keras.saving.load_model(str(path), compile=False)
+    network = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    normalization = next(layer for layer in model.layers if isinstance(layer, ViewNormalization))
+    pipeline = InputPipeline(InputConfig(str(records), batch_size=128, normalize_in_model=True))
+    ((views, _),) = list(pipeline.eval_dataset())
+    fc8 = network.get_layer("fc8")
+    features = keras.Model(network.input, fc8.input)(normalization(views), training=False)
+    kernel, _ = fc8.get_weights()
+    fc8.set_weights([kernel, -(np.asarray(features, np.float64) @ kernel).mean(axis=0)])
+    model.save(str(path))
+    return run_dir
+
+
+def test_evaluate_reports_what_the_export_of_a_mixed_precision_run_serves(tmp_path):
+    """Issue 17 item 11: evaluate scored the bfloat16 network, the export serves a float32 copy,
+    and their top-1 answers differed. By default evaluate now computes what the export serves;
+    ``precision="trained"`` (the bfloat16 network) is the option that differs, and does here."""
+    from alexnet_tf.evaluate import EvaluateConfig, evaluate
+
+    classes = 50
+    records = tmp_path / "records"
+    write_synthetic_dataset(
+        str(records), num_classes=classes, train_records=2, train_shards=1, validation_records=128,
+        validation_shards=1, image_size=None, seed=5,
+    )  # fmt: skip
+    run = str(balance_classes(make_run(tmp_path / "run", policy="mixed_bfloat16", num_classes=classes), records))
+    version = export.export_model(run, str(tmp_path / "serving"))
+    serialized = [r.numpy() for r in tf.data.TFRecordDataset(tf.io.gfile.glob(f"{records}/validation-*"))]
+    served = tf.saved_model.load(version).signatures["tf_example"](examples=tf.constant(serialized))
+    served_top1 = served["top_k_indices"].numpy()[:, 0]
+    answers = {
+        precision: evaluate(EvaluateConfig(str(records), (run,), progress=False, precision=precision)).predictions[run]
+        for precision in ("float32", "trained")
+    }
+    np.testing.assert_array_equal(answers["float32"], served_top1)
+    # The test can tell the two computations apart: "trained" (what evaluate computed before
+    # issue 17) gave 4 of the 128 answers differently on the machine this was written on.
+    assert (answers["trained"] != served_top1).any()
 
 
 def test_a_logits_model_gets_a_softmax(workdir, images):
