@@ -23,6 +23,7 @@ from alexnet_tf.constants import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_TRAIN_SHARDS,
     DEFAULT_VALIDATION_SHARDS,
+    EVALUATE_PRECISIONS,
     SINGLE_WORKER_STRATEGIES,
     STRATEGIES,
     TRAIN,
@@ -246,8 +247,8 @@ def prepare_data(**options) -> None:
 @_fc_device_option
 @click.option(
     "--precision",
-    type=click.Choice(["float32", "trained"]),
-    default="float32",
+    type=click.Choice(EVALUATE_PRECISIONS),
+    default=EVALUATE_PRECISIONS[0],
     show_default=True,
     help="float32: what `export` serves; trained: the run's mixed-precision policy, as fit's validation.",
 )

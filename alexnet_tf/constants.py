@@ -39,13 +39,19 @@ SPLITS = (TRAIN, VALIDATION)
 STRATEGIES = ("one-device", "mirrored", "multi-worker", "tpu", "two-tower")
 SINGLE_WORKER_STRATEGIES = ("one-device", "mirrored", "two-tower")
 
+# --- Evaluation ----------------------------------------------------------------------------
+
+# `alexnet_tf.evaluate`'s precisions: "float32" computes what `export` serves, "trained" the
+# run's own dtype policy (bfloat16 or float16 arithmetic for a mixed-precision run).
+EVALUATE_PRECISIONS = ("float32", "trained")
+
 # --- Defaults of prepare-data and show-augment ---------------------------------------------
 
 # Model Garden's ImageNet shard counts (~1,250 train and ~390 validation records per shard).
 DEFAULT_TRAIN_SHARDS = 1024
 DEFAULT_VALIDATION_SHARDS = 128
 # Pillow's own default bomb limit (about 89.5 M pixels: 1 GiB of 24-bit pixels / 4), far above
-# the size of photos in ImageNet.
+# the size of photos in ImageNet. Also the serving graph's default (export/predict --max-pixels).
 DEFAULT_MAX_PIXELS = 89_478_485
 DEFAULT_JPEG_QUALITY = 90
 

@@ -50,6 +50,7 @@ import tensorflow as tf
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
+from alexnet_tf.constants import EVALUATE_PRECISIONS
 from alexnet_tf.distribute import (
     STRATEGIES,
     configure_devices,
@@ -69,8 +70,8 @@ from alexnet_tf.serving import float32_normalization
 
 TOP_K = (1, 5)
 TEN_VIEWS = 10
-FLOAT32, TRAINED = "float32", "trained"
-PRECISIONS = (FLOAT32, TRAINED)
+PRECISIONS = EVALUATE_PRECISIONS
+FLOAT32 = PRECISIONS[0]
 DEFAULT_BATCH_SIZE = 32  # images per batch; ten views make it 320 network inputs
 
 

@@ -32,8 +32,8 @@ import tensorflow as tf
 
 from alexnet_tf import files, serving, warmup
 from alexnet_tf.classes import load_classes
+from alexnet_tf.constants import DEFAULT_MAX_PIXELS
 from alexnet_tf.errors import InputError
-from alexnet_tf.prepare.images import DEFAULT_MAX_PIXELS
 from alexnet_tf.records import schema
 from alexnet_tf.runs import load_model
 

@@ -25,9 +25,9 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import serving
+from alexnet_tf.constants import DEFAULT_MAX_PIXELS
 from alexnet_tf.errors import InputError
 from alexnet_tf.export import existing_versions, load_serving_model
-from alexnet_tf.prepare.images import DEFAULT_MAX_PIXELS
 
 SAVED_MODEL_FILENAME = "saved_model.pb"
 

@@ -35,12 +35,12 @@ from collections.abc import Callable, Sequence
 import keras
 import tensorflow as tf
 
+from alexnet_tf.constants import DEFAULT_MAX_PIXELS
 from alexnet_tf.errors import InputError, invalid
 from alexnet_tf.image_headers import decoded_pixels, has_known_format
 from alexnet_tf.input import augment
 from alexnet_tf.layers import FLIP, IMAGE, LIGHTING, OFFSET, ViewNormalization
 from alexnet_tf.model import outputs_logits, place_towers
-from alexnet_tf.prepare.images import DEFAULT_MAX_PIXELS
 from alexnet_tf.records import schema
 from alexnet_tf.records.metadata import ClassInfo
 

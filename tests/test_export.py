@@ -30,12 +30,12 @@ from tensorflow.core.protobuf import saved_model_pb2
 from alexnet_tf import AlexNet, export, image_headers, runs, serving
 from alexnet_tf.classes import CLASSES_FILENAME, load_classes
 from alexnet_tf.cli import main
+from alexnet_tf.constants import DEFAULT_MAX_PIXELS
 from alexnet_tf.errors import InputError
 from alexnet_tf.input.pipeline import InputConfig, InputPipeline
 from alexnet_tf.layers import ViewNormalization, with_view_normalization
 from alexnet_tf.model import place_towers
 from alexnet_tf.predict import open_classifier
-from alexnet_tf.prepare.images import DEFAULT_MAX_PIXELS
 from alexnet_tf.synthetic import write_synthetic_dataset
 from tests.hostile_images import uniform_gif
 
@@ -380,10 +380,10 @@ def test_predict_refuses_hostile_images_with_one_line_each(base, images, hostile
     """``alexnet-tf predict`` in a process of its own: the GIFs get one error line each naming the
     limit, the others are predicted, and the peak memory is that of predicting one photo."""
     normal = str(images["jpeg"])
-    baseline, baseline_rss = _predict_process(str(base / "1"), normal, "--top", "2")
+    baseline, baseline_rss = _predict_process(str(base / "1"), normal, "--top-k", "2")
     assert baseline.returncode == 0, baseline.stderr[-2000:]
     files = [normal, *(str(path) for path in hostile.values())]
-    result, rss = _predict_process(str(base / "1"), *files, "--top", "2")
+    result, rss = _predict_process(str(base / "1"), *files, "--top-k", "2")
     assert result.returncode == 1, result.stderr[-2000:]
     assert [line for line in result.stdout.splitlines() if not line.startswith(" ")] == files[:2]
     limit = "pixels to decode, more than the limit of 89,478,485 (--max-pixels)"
