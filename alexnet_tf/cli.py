@@ -20,6 +20,7 @@ from alexnet_tf.prepare.convert import (
 from alexnet_tf.prepare.images import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_PIXELS
 from alexnet_tf.prepare.index import IndexConfig, index_records
 from alexnet_tf.prepare.workers import WorkerError
+from alexnet_tf.recipe import MIXED_PRECISION
 from alexnet_tf.records import schema
 
 
@@ -334,7 +335,7 @@ def predict(
 @click.option("--epochs", type=int, help="= --set training.epochs=N")
 @click.option("--batch-size", type=int, help="= --set training.batch_size=N (the global batch)")
 @click.option("--learning-rate", type=float, help="= --set optimizer.learning_rate=X")
-@click.option("--mixed-precision", type=click.Choice(["none", "mixed_bfloat16", "mixed_float16"]), help="= --set ...")
+@click.option("--mixed-precision", type=click.Choice(MIXED_PRECISION), help="= --set training.mixed_precision=...")
 @click.option("--seed", type=int, help="= --set training.seed=N")
 @click.option("--allow-recipe-change", is_flag=True, help="Resume a run although its recipe differs.")
 @click.option("--overwrite", is_flag=True, help="Delete the run directory's previous outputs and start again.")

@@ -35,7 +35,9 @@ INITIALIZATIONS = ("paper", "he")
 DECAYED_VARIABLES = ("kernels", "all")
 POLICIES = ("plateau", "step", "constant")
 BATCH_SCALING = ("linear", "none")
-MIXED_PRECISION = ("none", "mixed_bfloat16", "mixed_float16")
+# "auto" is decided at the start of a run from the hardware (`alexnet_tf.precision`).
+AUTO_PRECISION = "auto"
+MIXED_PRECISION = (AUTO_PRECISION, "none", "mixed_bfloat16", "mixed_float16")
 MEAN_MODES = ("image", "channel", "none")
 
 
@@ -179,7 +181,9 @@ class TrainingSection:
       epochs: passes over the training set (§5: roughly 90).
       batch_size: the global batch, split evenly over the replicas (§5: 128).
       steps_per_epoch: None: training records // batch_size; a number caps an epoch (demos).
-      mixed_precision: "none", "mixed_bfloat16" or "mixed_float16" (with loss scaling).
+      mixed_precision: "auto" (what the hardware does natively, decided when a run starts and
+        recorded: `alexnet_tf.precision`), "none" (float32), "mixed_bfloat16" or "mixed_float16"
+        (with loss scaling).
       jit_compile: XLA for the forward and backward pass (not with the two-tower strategy).
       checkpoint_every_steps: a checkpoint every N steps, besides one at each epoch end.
       keep_checkpoints: step checkpoints kept (the oldest are deleted).
@@ -191,7 +195,7 @@ class TrainingSection:
     epochs: int = paper.EPOCHS  # §5
     batch_size: int = paper.BATCH_SIZE  # §5
     steps_per_epoch: int | None = None
-    mixed_precision: str = "none"
+    mixed_precision: str = AUTO_PRECISION  # not in the paper (cuda-convnet computes in float32)
     jit_compile: bool = False
     checkpoint_every_steps: int = 1000
     keep_checkpoints: int = 3

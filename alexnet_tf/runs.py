@@ -21,6 +21,7 @@ import posixpath
 
 import keras
 import tensorflow as tf
+import yaml
 
 from alexnet_tf.errors import InputError
 
@@ -54,3 +55,18 @@ def load_model(source: str) -> tuple[str, keras.Model]:
         return path, keras.saving.load_model(path, compile=False, safe_mode=True)
     except (ValueError, TypeError, OSError) as error:
         raise InputError(f"{path}: cannot load the model ({error}); pass a .keras file saved by alexnet-tf") from None
+
+
+def read_recorded_recipe(model_dir: str) -> dict | None:
+    """The run directory's ``recipe.yaml`` as a dict; None if there is none or it is not a YAML
+    mapping (`alexnet_tf.train` refuses a garbled one itself)."""
+    path = posixpath.join(model_dir, RECIPE_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        text = f.read()
+    try:
+        recorded = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    return recorded if isinstance(recorded, dict) else None

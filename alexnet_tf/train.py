@@ -68,7 +68,7 @@ import tensorflow as tf
 import yaml
 from tensorflow.core.framework import summary_pb2
 
-from alexnet_tf import files, optim
+from alexnet_tf import files, optim, precision
 from alexnet_tf.distribute import (
     configure_devices,
     is_chief,
@@ -216,14 +216,14 @@ def fit(config: FitConfig) -> FitResult:
       TrainingDiverged: the loss became NaN or infinite (the last good checkpoint is kept).
       KeyboardInterrupt: after saving a checkpoint.
     """
-    recipe = config.recipe
     configure_devices(config.devices)
     strategy = make_strategy(config.strategy)
     _check_combination(config, strategy)
     DatasetMetadata.load(config.data_dir)  # refuse a missing or foreign data directory before writing the run's
+    config = _resolve_precision(config, is_chief(strategy))
     run = _Run(config, strategy, is_chief(strategy))
     try:
-        with _precision(recipe):
+        with _precision(config.recipe):
             return run.train()
     finally:
         run.close()
@@ -246,6 +246,7 @@ def measure_throughput(config: FitConfig, steps: int, warmup: int, blocks: int =
     configure_devices(config.devices)
     strategy = make_strategy(config.strategy)
     _check_combination(config, strategy)
+    config = _resolve_precision(config, chief=False)
     run = _Run(config, strategy, chief=True)
     try:
         with _precision(config.recipe):
@@ -275,6 +276,15 @@ def measure_throughput(config: FitConfig, steps: int, warmup: int, blocks: int =
             return rates
     finally:
         run.close()
+
+
+def _resolve_precision(config: FitConfig, chief: bool) -> FitConfig:
+    """``config`` with ``training.mixed_precision`` decided (`alexnet_tf.precision.for_run`); the
+    chief prints what was chosen and why."""
+    recipe, lines = precision.for_run(config.recipe, config.model_dir, config.overwrite, config.strategy == "tpu")
+    if chief:
+        print("\n".join(lines), flush=True)
+    return dataclasses.replace(config, recipe=recipe)
 
 
 @contextlib.contextmanager
