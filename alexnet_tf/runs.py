@@ -2,7 +2,8 @@
 
 ::
 
-    RUN/recipe.yaml        the fully resolved recipe (a resumed run must match it)
+    RUN/recipe.yaml        the fully resolved recipe (a resumed run must match it); its
+                           training.mixed_precision is what ``auto`` chose (`alexnet_tf.precision`)
     RUN/classes.json       the classes the model predicts: {"classes": [{index, wnid, name}]}
     RUN/checkpoints/       tf.train.CheckpointManager checkpoints (model, optimizer, schedule)
     RUN/best.keras         the model with the best validation top-1 so far

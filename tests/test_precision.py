@@ -10,8 +10,12 @@ import yaml
 from alexnet_tf import precision
 from alexnet_tf.precision import Choice, choose, resolve
 from alexnet_tf.recipe import load_recipe
-from alexnet_tf.synthetic import write_synthetic_dataset
 from alexnet_tf.train import FitConfig, fit
+from tests import test_train
+from tests.test_train import TINY
+
+AUTO = "training.mixed_precision=auto"  # test_train's TINY recipe fixes none
+records = test_train.records  # its fixture: 4 classes of 72×72 records
 
 # /proc/cpuinfo as Linux writes it (one block per core; trimmed).
 CPUINFO = """processor\t: 0
@@ -29,16 +33,6 @@ VOLTA = {"device_name": "Tesla V100-SXM2-16GB", "compute_capability": (7, 0)}
 PASCAL = {"device_name": "Tesla P100-PCIE-16GB", "compute_capability": (6, 0)}
 BF16_HOST = Choice("mixed_bfloat16", "this CPU has avx512_bf16: bfloat16 in hardware")
 FP32_HOST = Choice("none", "this CPU has no avx512_bf16 or amx_bf16: bfloat16 would be emulated")
-
-TINY = [
-    "model.channel_multiplier=0.125",
-    "model.initialization=he",
-    "input.crop_size=64",
-    "input.shuffle_buffer=256",
-    "schedule.batch_scaling=none",
-    "training.batch_size=16",
-    "training.seed=0",
-]
 
 
 @pytest.mark.parametrize(
@@ -114,15 +108,6 @@ def test_auto_keeps_the_recorded_precision_of_a_resumed_run():
 # --- In fit ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def records(tmp_path_factory):
-    directory = str(tmp_path_factory.mktemp("records"))
-    write_synthetic_dataset(
-        directory, num_classes=4, train_records=128, train_shards=4, validation_records=32, image_size=72
-    )
-    return directory
-
-
 def fake_cpu(monkeypatch, tmp_path, flags: str) -> None:
     """This host's /proc/cpuinfo, as `precision.host_choice` reads it (the test machine has no GPU)."""
     path = tmp_path / f"cpuinfo-{flags or 'plain'}"
@@ -140,14 +125,16 @@ def test_fit_records_the_choice_and_keeps_it_on_a_host_that_would_choose_otherwi
 ):
     run = str(tmp_path / "run")
     fake_cpu(monkeypatch, tmp_path, "avx512_bf16")
-    fit(FitConfig(records, run, load_recipe(None, [*TINY, "training.epochs=1"]), verbose=False))
+    fit(FitConfig(records, run, load_recipe(None, [*TINY, "training.epochs=1", AUTO]), verbose=False))
     first = capsys.readouterr().out.splitlines()[0]
     assert first == "precision: mixed_bfloat16 (auto: this CPU (AMD EPYC 9R14) has avx512_bf16: bfloat16 in hardware)"
     assert recorded_precision(run) == "mixed_bfloat16"
 
     # Resumed on a host without bfloat16: the run keeps its precision (not refused as a changed recipe).
     fake_cpu(monkeypatch, tmp_path, "")
-    resumed = fit(FitConfig(records, run, load_recipe(None, [*TINY, "training.epochs=2"]), allow_recipe_change=True))
+    resumed = fit(
+        FitConfig(records, run, load_recipe(None, [*TINY, "training.epochs=2", AUTO]), allow_recipe_change=True)
+    )
     out = capsys.readouterr().out.splitlines()
     assert resumed.resumed_from == (1, 8)
     assert out[0] == "precision: mixed_bfloat16 (auto: the run's recorded recipe.yaml, which it was started with)"
@@ -159,7 +146,7 @@ def test_fit_records_the_choice_and_keeps_it_on_a_host_that_would_choose_otherwi
     assert recorded_precision(run) == "none"
     capsys.readouterr()
     # --overwrite starts again: this host decides.
-    fit(FitConfig(records, run, load_recipe(None, [*TINY, "training.epochs=1"]), overwrite=True, verbose=False))
+    fit(FitConfig(records, run, load_recipe(None, [*TINY, "training.epochs=1", AUTO]), overwrite=True, verbose=False))
     assert capsys.readouterr().out.startswith("precision: none (auto: this CPU (AMD EPYC 9R14) has no avx512_bf16")
 
 
