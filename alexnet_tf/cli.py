@@ -24,6 +24,7 @@ from alexnet_tf.constants import (
     DEFAULT_TRAIN_SHARDS,
     DEFAULT_VALIDATION_SHARDS,
     EVALUATE_PRECISIONS,
+    MIXED_PRECISION,
     SINGLE_WORKER_STRATEGIES,
     STRATEGIES,
     TRAIN,
@@ -405,7 +406,7 @@ def predict(
 @click.option("--epochs", type=int, help="= --set training.epochs=N")
 @click.option("--batch-size", type=int, help="= --set training.batch_size=N (the global batch)")
 @click.option("--learning-rate", type=float, help="= --set optimizer.learning_rate=X")
-@click.option("--mixed-precision", type=click.Choice(["none", "mixed_bfloat16", "mixed_float16"]), help="= --set ...")
+@click.option("--mixed-precision", type=click.Choice(MIXED_PRECISION), help="= --set training.mixed_precision=...")
 @click.option("--seed", type=int, help="= --set training.seed=N")
 @click.option("--allow-recipe-change", is_flag=True, help="Resume a run although its recipe differs.")
 @click.option("--overwrite", is_flag=True, help="Delete the run directory's previous outputs and start again.")

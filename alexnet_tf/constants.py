@@ -39,6 +39,13 @@ SPLITS = (TRAIN, VALIDATION)
 STRATEGIES = ("one-device", "mirrored", "multi-worker", "tpu", "two-tower")
 SINGLE_WORKER_STRATEGIES = ("one-device", "mirrored", "two-tower")
 
+# --- Training ------------------------------------------------------------------------------
+
+# ``training.mixed_precision``: Keras policies, "none" for float32, and "auto", decided at the
+# start of a run from the hardware (`alexnet_tf.precision`).
+AUTO_PRECISION = "auto"
+MIXED_PRECISION = (AUTO_PRECISION, "none", "mixed_bfloat16", "mixed_float16")
+
 # --- Evaluation ----------------------------------------------------------------------------
 
 # `alexnet_tf.evaluate`'s precisions: "float32" computes what `export` serves, "trained" the

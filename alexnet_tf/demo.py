@@ -10,8 +10,8 @@
 2. ``records/``: ``prepare-data`` at `DEMO_IMAGE_SIZE`² (a named deviation from §2's 256, for
    speed), with a fifth of each class held out for validation unless the folder has ``val/``.
 3. ``run/``: ``fit`` with the built-in ``demo`` recipe (``pipelines/demo.yaml``: a quarter-width
-   AlexNet, He initialisation, a step schedule, mixed bfloat16; each deviation is explained in
-   the file).
+   AlexNet, He initialisation, a step schedule, ``mixed_precision: auto``; each deviation is
+   explained in the file).
 4. ``evaluate`` on the held-out images: centre crop and §4.1's ten views.
 
 Re-running the command continues where an interrupted run stopped (each step resumes or finds

@@ -29,14 +29,13 @@ from typing import Any
 import yaml
 
 from alexnet_tf import paper
-from alexnet_tf.constants import INITIALIZATIONS, MEAN_MODES, MIN_INPUT_SIZE
+from alexnet_tf.constants import AUTO_PRECISION, INITIALIZATIONS, MEAN_MODES, MIN_INPUT_SIZE, MIXED_PRECISION
 from alexnet_tf.errors import InputError
 
 # Names of the choices, shared with the code that acts on them (the rest: `alexnet_tf.constants`).
 DECAYED_VARIABLES = ("kernels", "all")
 POLICIES = ("plateau", "step", "constant")
 BATCH_SCALING = ("linear", "none")
-MIXED_PRECISION = ("none", "mixed_bfloat16", "mixed_float16")
 
 
 class _Invalid(Exception):
@@ -180,7 +179,9 @@ class TrainingSection:
       epochs: passes over the training set (§5: roughly 90).
       batch_size: the global batch, split evenly over the replicas (§5: 128).
       steps_per_epoch: None: training records // batch_size; a number caps an epoch (demos).
-      mixed_precision: "none", "mixed_bfloat16" or "mixed_float16" (with loss scaling).
+      mixed_precision: "auto" (what the hardware does natively, decided when a run starts and
+        recorded: `alexnet_tf.precision`), "none" (float32), "mixed_bfloat16" or "mixed_float16"
+        (with loss scaling).
       jit_compile: XLA for the forward and backward pass (not with the two-tower strategy).
       checkpoint_every_steps: a checkpoint every N steps, besides one at each epoch end.
       keep_checkpoints: step checkpoints kept (the oldest are deleted).
@@ -192,7 +193,7 @@ class TrainingSection:
     epochs: int = paper.EPOCHS  # §5
     batch_size: int = paper.BATCH_SIZE  # §5
     steps_per_epoch: int | None = None
-    mixed_precision: str = "none"
+    mixed_precision: str = AUTO_PRECISION  # not in the paper (cuda-convnet computes in float32)
     jit_compile: bool = False
     checkpoint_every_steps: int = 1000
     keep_checkpoints: int = 3

@@ -2,7 +2,8 @@
 
 ::
 
-    RUN/recipe.yaml        the fully resolved recipe (a resumed run must match it)
+    RUN/recipe.yaml        the fully resolved recipe (a resumed run must match it); its
+                           training.mixed_precision is what ``auto`` chose (`alexnet_tf.precision`)
     RUN/classes.json       the classes the model predicts: {"classes": [{index, wnid, name}]}
     RUN/checkpoints/       tf.train.CheckpointManager checkpoints (model, optimizer, schedule)
     RUN/best.keras         the model with the best validation top-1 so far
@@ -21,6 +22,7 @@ import posixpath
 
 import keras
 import tensorflow as tf
+import yaml
 
 import alexnet_tf.layers  # noqa: F401 - registers the custom layers that load_model reads
 from alexnet_tf.errors import InputError
@@ -71,3 +73,18 @@ def next_steps(data_dir: str, run_dir: str, export_dir: str) -> list[str]:
         f"  alexnet-tf export {run_dir} --export-dir {export_dir}",
         f"  alexnet-tf predict {run_dir} IMAGE.jpg",
     ]
+
+
+def read_recorded_recipe(model_dir: str) -> dict | None:
+    """The run directory's ``recipe.yaml`` as a dict; None if there is none or it is not a YAML
+    mapping (`alexnet_tf.train` refuses a garbled one itself)."""
+    path = posixpath.join(model_dir, RECIPE_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        text = f.read()
+    try:
+        recorded = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    return recorded if isinstance(recorded, dict) else None

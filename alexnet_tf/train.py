@@ -69,7 +69,7 @@ import tensorflow as tf
 import yaml
 from tensorflow.core.framework import summary_pb2
 
-from alexnet_tf import files, locks, optim
+from alexnet_tf import files, locks, optim, precision
 from alexnet_tf.distribute import (
     configure_devices,
     is_chief,
@@ -217,17 +217,17 @@ def fit(config: FitConfig) -> FitResult:
       TrainingDiverged: the loss became NaN or infinite (the last good checkpoint is kept).
       KeyboardInterrupt: after saving a checkpoint.
     """
-    recipe = config.recipe
     configure_devices(config.devices)
     strategy = make_strategy(config.strategy)
     _check_combination(config, strategy)
-    _check_can_start(config)
     chief = is_chief(strategy)
+    config = _resolve_precision(config, chief)
+    _check_can_start(config)
     # One run per run directory; under multi-worker only the chief writes it (`alexnet_tf.locks`).
     with locks.lock_directory(config.model_dir, "fit") if chief else contextlib.nullcontext():
         run = _Run(config, strategy, chief)
         try:
-            with _precision(recipe):
+            with _precision(config.recipe):
                 return run.train()
         finally:
             run.close()
@@ -273,6 +273,7 @@ def measure_throughput(config: FitConfig, steps: int, warmup: int, blocks: int =
     configure_devices(config.devices)
     strategy = make_strategy(config.strategy)
     _check_combination(config, strategy)
+    config = _resolve_precision(config, chief=False)
     run = _Run(config, strategy, chief=True)
     try:
         with _precision(config.recipe):
@@ -304,12 +305,21 @@ def measure_throughput(config: FitConfig, steps: int, warmup: int, blocks: int =
         run.close()
 
 
+def _resolve_precision(config: FitConfig, chief: bool) -> FitConfig:
+    """``config`` with ``training.mixed_precision`` decided (`alexnet_tf.precision.for_run`); the
+    chief prints what was chosen and why."""
+    recipe, lines = precision.for_run(config.recipe, config.model_dir, config.overwrite, config.strategy == "tpu")
+    if chief:
+        print("\n".join(lines), flush=True)
+    return dataclasses.replace(config, recipe=recipe)
+
+
 @contextlib.contextmanager
 def _precision(recipe: Recipe) -> Iterator[None]:
     """The recipe's Keras mixed-precision policy while building and training; restored after."""
     previous = keras.mixed_precision.global_policy()
-    precision = recipe.training.mixed_precision
-    keras.mixed_precision.set_global_policy("float32" if precision == "none" else precision)
+    policy = recipe.training.mixed_precision
+    keras.mixed_precision.set_global_policy("float32" if policy == "none" else policy)
     try:
         yield
     finally:

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from alexnet_tf import precision
 from alexnet_tf.cli import main
 from alexnet_tf.errors import InputError
 from alexnet_tf.recipe import load_recipe
@@ -90,12 +91,17 @@ def test_search_completes_resumes_and_writes_a_recipe(records, space_file, tmp_p
     table = result.output[result.output.index("trial  status") :].splitlines()[2:5]
     assert [line.split()[:2] for line in table] == [["0", "COMPLETED"], ["1", "COMPLETED"], ["2", "COMPLETED"]]
     assert os.path.isdir(os.path.join(tune_dir, "search", "trial_1", "run", "checkpoints"))
+    # Each trial's fit decides training.mixed_precision: auto for this host, says so and records it.
+    assert "precision: " in result.output
+    with open(os.path.join(tune_dir, "search", "trial_1", "run", "recipe.yaml")) as f:
+        assert yaml.safe_load(f)["training"]["mixed_precision"] == precision.host_choice().value
 
     best = os.path.join(tune_dir, "best.yaml")
     recipe = load_recipe(best)  # fit --pipeline reads it the same way
     assert recipe.model.channel_multiplier == 0.125 and recipe.model.initialization == "he"
     assert recipe.training.batch_size in (8, 16)
     assert 0.001 <= recipe.optimizer.learning_rate <= 0.03
+    assert recipe.training.mixed_precision == "auto"  # decided again wherever it is trained
     with open(best) as f:
         assert "validation top-1" in f.readline()
     # fit trains with it (shortened here to one epoch; the file keeps the base recipe's epochs).
