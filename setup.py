@@ -1,7 +1,7 @@
 """The one packaging detail pyproject.toml cannot say: which packages, and where one of them lives.
 
 pipelines/ (the experiment recipes) stays at the top level of the repository, where users find
-it, and is installed as ``alexnet_tf.pipelines``, so that the built-in recipes (``--pipeline
+it, and is installed as ``alexnet_tf.pipelines``, so that the built-in recipes (``--recipe
 demo``) exist after a regular ``pip install .`` and an editable ``pip install -e .`` alike.
 Everything else (metadata, dependencies, extras, the console script) is in pyproject.toml.
 """

@@ -1,27 +1,40 @@
-"""The ``alexnet-tf`` command line: a thin layer over the package's importable functions."""
+"""The ``alexnet-tf`` command line: a thin layer over the package's importable functions.
+
+This module imports no TensorFlow, Keras or module that does: each command imports what it needs
+when it runs, after the checks that need none (click's flags, a recipe's keys), so ``--help`` and
+those errors answer at once. Option defaults come from import-free modules (`alexnet_tf.paper`,
+`alexnet_tf.constants`); `tests/test_imports.py` holds it to that.
+"""
 
 from __future__ import annotations
 
 import json
+import posixpath
+import sys
 
 import click
-import tensorflow as tf
 
-from alexnet_tf import paper, preemption
-from alexnet_tf.cluster import DEFAULT_WORKER_TIMEOUT, TIMEOUT_ENV, WorkerLost
-from alexnet_tf.distribute import SINGLE_WORKER_STRATEGIES, STRATEGIES
-from alexnet_tf.errors import InputError
-from alexnet_tf.input import visualize
-from alexnet_tf.prepare.convert import (
+from alexnet_tf import paper
+from alexnet_tf.constants import (
+    DEFAULT_AUGMENT_IMAGES,
+    DEFAULT_AUGMENT_LIGHTING_STRENGTH,
+    DEFAULT_AUGMENT_VIEWS,
+    DEFAULT_JPEG_QUALITY,
+    DEFAULT_MAX_PIXELS,
     DEFAULT_TRAIN_SHARDS,
     DEFAULT_VALIDATION_SHARDS,
-    PrepareConfig,
-    prepare_dataset,
+    DEFAULT_WORKER_TIMEOUT,
+    EVALUATE_PRECISIONS,
+    MIXED_PRECISION,
+    SINGLE_WORKER_STRATEGIES,
+    STRATEGIES,
+    TRAIN,
+    VALIDATION,
+    WORKER_TIMEOUT_ENV,
 )
-from alexnet_tf.prepare.images import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_PIXELS
-from alexnet_tf.prepare.index import IndexConfig, index_records
+from alexnet_tf.errors import InputError
+from alexnet_tf.preemption import Stopped
 from alexnet_tf.prepare.workers import WorkerError
-from alexnet_tf.records import schema
 
 
 class _Group(click.Group):
@@ -35,13 +48,21 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (InputError, WorkerError) as error:
             raise click.ClickException(str(error)) from None
-        except preemption.Stopped as stopped:
+        except Stopped as stopped:
             raise SystemExit(stopped.status) from None
-        except tf.errors.DataLossError as error:
+        except _data_loss_errors() as error:
             reason = error.message.splitlines()[0]
             raise click.ClickException(
                 f"a record file is truncated or corrupt ({reason}); re-create it (prepare-data) or remove it"
             ) from None
+
+
+def _data_loss_errors() -> tuple[type[Exception], ...]:
+    """TensorFlow's DataLossError once TensorFlow is loaded; before, nothing can raise it and
+    nothing is caught (`except ()`), so that the errors of --help and bad flags, which pass
+    through here too, do not import TensorFlow."""
+    tf = sys.modules.get("tensorflow")
+    return (tf.errors.DataLossError,) if tf is not None else ()
 
 
 def _strategy_option(choices: tuple[str, ...] = STRATEGIES, note: str = "multi-worker reads TF_CONFIG"):
@@ -112,20 +133,24 @@ def summary(
 @main.command("show-augment")
 @click.option("--data-dir", required=True, help="prepare-data output directory (local or gs://).")
 @click.option("-o", "--output", required=True, help="PNG file to write.")
-@click.option("--split", default=schema.TRAIN, show_default=True, help="Split whose first records are shown.")
+@click.option("--split", default=TRAIN, show_default=True, help="Split whose first records are shown.")
 @click.option(
-    "--images", default=visualize.DEFAULT_IMAGES, show_default=True, type=click.IntRange(1, 64), help="Records to show."
+    "--images",
+    default=DEFAULT_AUGMENT_IMAGES,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Records to show.",
 )
 @click.option(
     "--views",
-    default=visualize.DEFAULT_VIEWS,
+    default=DEFAULT_AUGMENT_VIEWS,
     show_default=True,
     type=click.IntRange(1, 64),
     help="Training views per record.",
 )
 @click.option(
     "--lighting-strength",
-    default=visualize.DEFAULT_LIGHTING_STRENGTH,
+    default=DEFAULT_AUGMENT_LIGHTING_STRENGTH,
     show_default=True,
     type=click.FloatRange(min=0),
     help="PCA lighting strength in units of the paper's (alpha std 0.1); exaggerated so it is visible.",
@@ -135,10 +160,17 @@ def show_augment(
     data_dir: str, output: str, split: str, images: int, views: int, lighting_strength: float, seed: int
 ) -> None:
     """Write a PNG grid of training views and the ten test crops (§4.1)."""
+    from alexnet_tf.input import visualize
+
     width, height = visualize.write_augment_grid(
         output, data_dir, split=split, images=images, views=views, lighting_strength=lighting_strength, seed=seed
     )
     click.echo(f"wrote {output} ({width}x{height})")
+    if lighting_strength != 1:
+        click.echo(
+            f"the training views' PCA lighting is {lighting_strength:g}x the paper's, to make it visible "
+            "(--lighting-strength 1: the paper's own)"
+        )
 
 
 @main.command("prepare-data")
@@ -192,6 +224,8 @@ def prepare_data(**options) -> None:
     training set's mean RGB and RGB PCA) and mean_image.npy. Re-run the same command to resume
     after an interruption.
     """
+    from alexnet_tf.prepare.convert import PrepareConfig, prepare_dataset
+
     try:
         report = prepare_dataset(PrepareConfig(**options))
     except KeyboardInterrupt:
@@ -206,7 +240,7 @@ def prepare_data(**options) -> None:
 @main.command()
 @click.argument("models", nargs=-1, required=True)
 @click.option("--data-dir", required=True, help="prepare-data output directory (local or gs://).")
-@click.option("--split", default=schema.VALIDATION, show_default=True, help="Split to score.")
+@click.option("--split", default=VALIDATION, show_default=True, help="Split to score.")
 @click.option("--ten-crop", is_flag=True, help="Average the softmax over the paper's ten views (4.1).")
 @click.option(
     "--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per batch (x10 views)."
@@ -218,6 +252,13 @@ def prepare_data(**options) -> None:
 @_strategy_option()
 @_devices_option
 @_fc_device_option
+@click.option(
+    "--precision",
+    type=click.Choice(EVALUATE_PRECISIONS),
+    default=EVALUATE_PRECISIONS[0],
+    show_default=True,
+    help="float32: what `export` serves; trained: the run's mixed-precision policy, as fit's validation.",
+)
 def evaluate(
     models: tuple[str, ...],
     data_dir: str,
@@ -231,6 +272,7 @@ def evaluate(
     strategy: str,
     devices: int | None,
     fc_device: str | None,
+    precision: str,
 ) -> None:
     """Top-1 and top-5 error of MODELS (run directories or .keras files) and of their ensemble.
 
@@ -254,6 +296,7 @@ def evaluate(
             strategy=strategy,
             devices=devices,
             fc_device=fc_device,
+            precision=precision,
         )
     )
     click.echo(report_json(report) if as_json else report.to_text())
@@ -268,6 +311,13 @@ def evaluate(
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Classes listed per image.")
 @click.option("--classes", help="classes.json, metadata.json or a directory with one (default: beside the model).")
 @click.option("--model-name", default="alexnet", show_default=True, help="TF Serving model name in the warm-up file.")
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_PIXELS,
+    show_default=True,
+    help="The serving graph refuses larger images before decoding them (GIF: all frames count).",
+)
 def export(
     source: str,
     export_dir: str,
@@ -277,6 +327,7 @@ def export(
     top_k: int,
     classes: str | None,
     model_name: str,
+    max_pixels: int,
 ) -> None:
     """Export SOURCE (a run directory or a .keras file) as a SavedModel version for TF Serving."""
     from alexnet_tf.export import export_model
@@ -290,6 +341,7 @@ def export(
         top_k=top_k,
         classes=classes,
         model_name=model_name,
+        max_pixels=max_pixels,
     )
     click.echo(f"exported {path}")
 
@@ -297,12 +349,32 @@ def export(
 @main.command()
 @click.argument("model")
 @click.argument("images", nargs=-1, required=True)
-@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="Classes shown per image.")
+@click.option(
+    "--top-k",
+    "--top",
+    "top_k",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Classes shown per image.",
+)
 @click.option("--classes", help="For a run or .keras MODEL: classes.json, metadata.json or a directory with one.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    help=f"For a run or .keras MODEL: refuse larger images before decoding them [default: {DEFAULT_MAX_PIXELS}]; "
+    "an export keeps the limit it was exported with.",
+)
 @click.pass_context
 def predict(
-    ctx: click.Context, model: str, images: tuple[str, ...], top: int, classes: str | None, as_json: bool
+    ctx: click.Context,
+    model: str,
+    images: tuple[str, ...],
+    top_k: int,
+    classes: str | None,
+    as_json: bool,
+    max_pixels: int | None,
 ) -> None:
     """Print the top classes of IMAGES by MODEL (an export, a run directory or a .keras file).
 
@@ -312,7 +384,7 @@ def predict(
 
     from alexnet_tf.predict import open_classifier, predict_files
 
-    with open_classifier(model, top_k=top, classes=classes) as classifier:
+    with open_classifier(model, top_k=top_k, classes=classes, max_pixels=max_pixels) as classifier:
         predictions, failures = predict_files(classifier, images)
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(p) for p in predictions], indent=2))
@@ -330,7 +402,9 @@ def predict(
 @main.command()
 @click.option("--data-dir", required=True, help="prepare-data output directory (local or gs://).")
 @click.option("--model-dir", required=True, help="Run directory: checkpoints, models, history, TensorBoard.")
-@click.option("--pipeline", "recipe_path", help="Recipe YAML file (default: the paper's recipe).")
+@click.option(
+    "--recipe", "--pipeline", "recipe_path", help="Recipe: a YAML file or a built-in name (default: the paper's)."
+)
 @_strategy_option()
 @_devices_option
 @_fc_device_option
@@ -338,7 +412,7 @@ def predict(
 @click.option("--epochs", type=int, help="= --set training.epochs=N")
 @click.option("--batch-size", type=int, help="= --set training.batch_size=N (the global batch)")
 @click.option("--learning-rate", type=float, help="= --set optimizer.learning_rate=X")
-@click.option("--mixed-precision", type=click.Choice(["none", "mixed_bfloat16", "mixed_float16"]), help="= --set ...")
+@click.option("--mixed-precision", type=click.Choice(MIXED_PRECISION), help="= --set training.mixed_precision=...")
 @click.option("--seed", type=int, help="= --set training.seed=N")
 @click.option("--allow-recipe-change", is_flag=True, help="Resume a run although its recipe differs.")
 @click.option("--overwrite", is_flag=True, help="Delete the run directory's previous outputs and start again.")
@@ -346,13 +420,13 @@ def predict(
 @click.option(
     "--worker-timeout",
     type=click.FloatRange(min=0, min_open=True),
-    help=f"multi-worker: seconds to wait for the other workers to start (default: ${TIMEOUT_ENV} or "
+    help=f"multi-worker: seconds to wait for the other workers to start (default: ${WORKER_TIMEOUT_ENV} or "
     f"{DEFAULT_WORKER_TIMEOUT:g}).",
 )
 def fit(recipe_path, overrides, epochs, batch_size, learning_rate, mixed_precision, seed, **options) -> None:
     """Train AlexNet on prepared records; re-run the same command to resume.
 
-    Without --pipeline this is the paper's recipe (section 5). Writes MODEL_DIR/recipe.yaml,
+    Without --recipe this is the paper's recipe (section 5). Writes MODEL_DIR/recipe.yaml,
     checkpoints/, best.keras, last.keras, history.csv and tensorboard/.
 
     Ctrl-C or SIGTERM (Kubernetes, Slurm, spot VMs): a checkpoint at the next step, then exit
@@ -360,8 +434,6 @@ def fit(recipe_path, overrides, epochs, batch_size, learning_rate, mixed_precisi
     A second Ctrl-C stops at once, without saving.
     """
     from alexnet_tf.recipe import load_recipe
-    from alexnet_tf.train import FitConfig, TrainingDiverged
-    from alexnet_tf.train import fit as run_fit
 
     named = {
         "training.epochs": epochs,
@@ -372,15 +444,24 @@ def fit(recipe_path, overrides, epochs, batch_size, learning_rate, mixed_precisi
     }
     overrides = list(overrides) + [f"{key}={value}" for key, value in named.items() if value is not None]
     recipe = load_recipe(recipe_path, overrides)
+    # TensorFlow loads here, after the recipe's checks, which need none.
+    from alexnet_tf.cluster import WorkerLost
+    from alexnet_tf.runs import next_steps
+    from alexnet_tf.train import FitConfig, TrainingDiverged
+    from alexnet_tf.train import fit as run_fit
+
     quiet = options.pop("quiet")
     try:
-        run_fit(FitConfig(recipe=recipe, verbose=not quiet, **options))
+        result = run_fit(FitConfig(recipe=recipe, verbose=not quiet, **options))
     except (TrainingDiverged, WorkerLost) as error:
         raise click.ClickException(str(error)) from None
-    except preemption.Stopped as stopped:  # a checkpoint was saved, and it said so
+    except Stopped as stopped:  # a checkpoint was saved, and it said so
         raise SystemExit(stopped.status) from None
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
         raise SystemExit(130) from None
+    if not quiet:
+        export_dir = posixpath.join(posixpath.dirname(result.model_dir.rstrip("/")) or ".", "export")
+        click.echo("\n".join(next_steps(options["data_dir"], result.model_dir, export_dir)))
 
 
 @main.command("index-records")
@@ -405,6 +486,8 @@ def index_records_command(label_offset: str, **options) -> None:
     writes metadata.json and mean_image.npy. The records are only read, never rewritten or moved.
     Re-run the same command to resume after an interruption. See docs/interoperability.md.
     """
+    from alexnet_tf.prepare.index import IndexConfig, index_records
+
     offset = None if label_offset == "auto" else int(label_offset)
     try:
         report = index_records(IndexConfig(label_offset=offset, **options))
@@ -459,13 +542,14 @@ def show_filters(run: str, output: str) -> None:
 @click.option("--data-dir", required=True, help="prepare-data output whose training images are searched.")
 @click.option("-o", "--output", required=True, help="PNG file to write.")
 @click.option("-k", "--neighbours", "k", type=click.IntRange(min=1), default=6, show_default=True, help="Per image.")
-@click.option("--split", default=schema.TRAIN, show_default=True, help="Split searched.")
+@click.option("--split", default=TRAIN, show_default=True, help="Split searched.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Records per batch.")
-def neighbours(run: str, images: tuple[str, ...], data_dir: str, output: str, k: int, split: str, batch_size: int):
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+def neighbours(run: str, images: tuple[str, ...], data_dir: str, output: str, **options) -> None:
     """Write the training images nearest to IMAGES in RUN's fc7 space (Euclidean, Figure 4) as a PNG."""
     from alexnet_tf.figures.neighbours import write_neighbours
 
-    found, (width, height) = write_neighbours(output, run, data_dir, images, k=k, batch_size=batch_size, split=split)
+    found, (width, height) = write_neighbours(output, run, data_dir, images, **options)
     for query, labels, distances in zip(found.queries, found.labels, found.distances, strict=True):
         nearest = ", ".join(f"{found.class_names[label]} {d:.3g}" for label, d in zip(labels, distances, strict=True))
         click.echo(f"{query}: {nearest}")
@@ -486,7 +570,9 @@ def plot(run: str, output: str) -> None:
 @main.command()
 @click.option("--data-dir", required=True, help="prepare-data output directory (local or gs://).")
 @click.option("--tune-dir", required=True, help="The search's directory: settings, keras-tuner state, trial runs.")
-@click.option("--pipeline", "recipe_path", help="Base recipe YAML file (default: the paper's recipe).")
+@click.option(
+    "--recipe", "--pipeline", "recipe_path", help="Base recipe: a YAML file or a built-in name (default: the paper's)."
+)
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Fix a base recipe value.")
 @click.option("--space", "space_path", help="Search space YAML (section.key: {min, max} or {values}); see docs.")
 @click.option(
@@ -502,7 +588,7 @@ def tune(overrides: tuple[str, ...], **options) -> None:
     """Search hyper-parameters with keras-tuner, each trial a real fit; re-run to resume.
 
     Ends with a table of the trials and writes TUNE_DIR/best.yaml, the best trial's recipe
-    (alexnet-tf fit --pipeline TUNE_DIR/best.yaml).
+    (alexnet-tf fit --recipe TUNE_DIR/best.yaml).
     """
     from alexnet_tf.tuning.search import TuneConfig
     from alexnet_tf.tuning.search import tune as run_tune

@@ -33,10 +33,9 @@ from types import FrameType
 import tensorflow as tf
 
 from alexnet_tf import preemption
+from alexnet_tf.constants import DEFAULT_WORKER_TIMEOUT, WORKER_TIMEOUT_ENV
 from alexnet_tf.errors import InputError
 
-TIMEOUT_ENV = "ALEXNET_TF_WORKER_TIMEOUT"
-DEFAULT_WORKER_TIMEOUT = 600.0
 # The jobs of MultiWorkerMirroredStrategy's cluster (an evaluator is not part of it).
 JOBS = ("chief", "worker")
 _TASK = re.compile(r"/job:(\w+)(?:/replica:\d+)?/task:(\d+)")
@@ -52,7 +51,7 @@ def worker_timeout(seconds: float | None = None) -> float:
         if not seconds > 0:
             raise InputError(f"--worker-timeout {seconds:g}: must be a number of seconds > 0")
         return seconds
-    text = os.environ.get(TIMEOUT_ENV)
+    text = os.environ.get(WORKER_TIMEOUT_ENV)
     if not text:
         return DEFAULT_WORKER_TIMEOUT
     try:
@@ -60,7 +59,7 @@ def worker_timeout(seconds: float | None = None) -> float:
     except ValueError:
         value = 0.0
     if not value > 0:
-        raise InputError(f"{TIMEOUT_ENV}={text!r}: must be a number of seconds > 0")
+        raise InputError(f"{WORKER_TIMEOUT_ENV}={text!r}: must be a number of seconds > 0")
     return value
 
 
@@ -116,7 +115,8 @@ def wait_for_workers(timeout: float, poll: float = 0.2, report_every: float = 30
             if elapsed >= timeout:
                 raise InputError(
                     f"{name}: {waiting} did not start within {timeout:g} s; start every worker of TF_CONFIG's "
-                    f"cluster ({len(addresses)} in all), or allow more time with --worker-timeout or {TIMEOUT_ENV}"
+                    f"cluster ({len(addresses)} in all), or allow more time with --worker-timeout or "
+                    f"{WORKER_TIMEOUT_ENV}"
                 )
             if reported is None:
                 _say(f"{name}: waiting for {waiting} to start (giving up after {timeout:g} s: --worker-timeout)")

@@ -10,8 +10,8 @@
 2. ``records/``: ``prepare-data`` at `DEMO_IMAGE_SIZE`² (a named deviation from §2's 256, for
    speed), with a fifth of each class held out for validation unless the folder has ``val/``.
 3. ``run/``: ``fit`` with the built-in ``demo`` recipe (``pipelines/demo.yaml``: a quarter-width
-   AlexNet, He initialisation, a step schedule, mixed bfloat16; each deviation is explained in
-   the file).
+   AlexNet, He initialisation, a step schedule, ``mixed_precision: auto``; each deviation is
+   explained in the file).
 4. ``evaluate`` on the held-out images: centre crop and §4.1's ten views.
 
 Re-running the command continues where an interrupted run stopped (each step resumes or finds
@@ -31,6 +31,7 @@ from alexnet_tf.evaluate import EvaluateConfig, EvaluationReport, evaluate
 from alexnet_tf.files import output_errors
 from alexnet_tf.prepare.convert import PrepareConfig, prepare_dataset
 from alexnet_tf.recipe import load_recipe
+from alexnet_tf.runs import next_steps
 from alexnet_tf.train import FitConfig, FitResult, fit
 
 DEMO_IMAGE_SIZE = 128  # stored side; the demo recipe's crops are 112×112
@@ -90,11 +91,8 @@ class DemoReport:
                 f"  run directory    {self.run} (best.keras, last.keras, history.csv, checkpoints/)",
                 f"  TensorBoard      tensorboard --logdir {posixpath.join(self.run, 'tensorboard')}",
                 "",
-                "Next:",
+                *next_steps(self.records, self.run, posixpath.join(self.config.workdir, "export")),
                 f"  alexnet-tf show-augment --data-dir {self.records} -o augment.png",
-                f"  alexnet-tf evaluate --data-dir {self.records} {self.run} --ten-crop",
-                f"  alexnet-tf export {self.run} --export-dir {posixpath.join(self.config.workdir, 'export')}",
-                f"  alexnet-tf predict {self.run} IMAGE.jpg",
             ]
         )
 

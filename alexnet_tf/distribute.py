@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import tensorflow as tf
 
 from alexnet_tf import cluster
-from alexnet_tf.errors import InputError
 
-STRATEGIES = ("one-device", "mirrored", "multi-worker", "tpu", "two-tower")
-# The strategies of one process (what a caller that runs several fits in turn can use).
-SINGLE_WORKER_STRATEGIES = ("one-device", "mirrored", "two-tower")
+# Defined in the import-free `alexnet_tf.constants` (the command line's choices); named here too.
+from alexnet_tf.constants import SINGLE_WORKER_STRATEGIES as SINGLE_WORKER_STRATEGIES
+from alexnet_tf.constants import STRATEGIES
+from alexnet_tf.errors import InputError
 
 
 def configure_devices(devices: int | None) -> None:
@@ -105,6 +106,21 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return task_type == "chief" or (
         task_type == "worker" and task_id == 0 and "chief" not in resolver.cluster_spec().jobs
     )
+
+
+def sum_over_replicas(strategy: tf.distribute.Strategy) -> Callable[[list[float]], list[float]] | None:
+    """Under ``multi-worker``: a function summing a short list of floats over all replicas of all
+    workers (a collective: every worker must call it at the same points of its loop); None for
+    the strategies of one process, where there is nothing to sum."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return None
+
+    @tf.function
+    def reduce(values: tf.Tensor) -> tf.Tensor:
+        per_replica = strategy.run(tf.identity, args=(values,))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    return lambda values: reduce(tf.constant(values, tf.float32)).numpy().tolist()
 
 
 def tower_placement(strategy: str, fc_device: str | None = None) -> tuple[list[str] | None, str | None]:

@@ -25,6 +25,13 @@ placement is moved off it, so the strategy decides where it runs. ``tpu`` is not
 Top-k counts an image as correct when its label is among the k classes with the highest
 probability (ties broken by the lower class index, `top_k`); with fewer than k classes, top-k is
 top-(number of classes).
+
+Precision: by default every model is scored in float32 (``precision="float32"``), the
+computation `alexnet-tf export` serves (`alexnet_tf.serving.inference_parts`), so that what
+evaluate reports for a mixed-precision run is what its export answers. ``precision="trained"``
+scores the network in the dtype policy it was trained with (bfloat16 or float16 arithmetic for
+``mixed_*`` runs), as `fit`'s validation during training computed it. For a float32 run both
+are the same.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ import tensorflow as tf
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
+from alexnet_tf.constants import EVALUATE_PRECISIONS
 from alexnet_tf.distribute import (
     STRATEGIES,
     configure_devices,
@@ -58,9 +66,12 @@ from alexnet_tf.layers import IMAGE, ViewNormalization, network_of, with_view_no
 from alexnet_tf.model import outputs_logits, place_towers, placed_devices
 from alexnet_tf.records import schema
 from alexnet_tf.runs import load_model
+from alexnet_tf.serving import float32_normalization
 
 TOP_K = (1, 5)
 TEN_VIEWS = 10
+PRECISIONS = EVALUATE_PRECISIONS
+FLOAT32 = PRECISIONS[0]
 DEFAULT_BATCH_SIZE = 32  # images per batch; ten views make it 320 network inputs
 
 
@@ -83,6 +94,8 @@ class EvaluateConfig:
       devices: split the CPU into this many logical devices (``mirrored`` or ``two-tower``
         without GPUs).
       fc_device: ``two-tower``: the device of everything but the towers (default: tower 0's).
+      precision: ``float32`` (what the export serves) or ``trained`` (the run's own dtype
+        policy, e.g. ``mixed_bfloat16``); see the module docstring.
     """
 
     data_dir: str
@@ -96,6 +109,7 @@ class EvaluateConfig:
     strategy: str = "one-device"
     devices: int | None = None
     fc_device: str | None = None
+    precision: str = FLOAT32
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -104,6 +118,8 @@ class EvaluateConfig:
             raise invalid("batch_size", self.batch_size, "a positive integer")
         if self.strategy not in STRATEGIES:
             raise invalid("strategy", self.strategy, f"one of {', '.join(STRATEGIES)}")
+        if self.precision not in PRECISIONS:
+            raise invalid("precision", self.precision, f"one of {', '.join(PRECISIONS)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,7 +196,7 @@ def evaluate(config: EvaluateConfig) -> EvaluationReport:
     strategy = make_strategy(config.strategy)
     towers, fc_device = tower_placement(config.strategy, config.fc_device)
     with strategy.scope(), tf.device(fc_device):
-        models = {path: _placed(path, load_model(path)[1], towers) for path in config.models}
+        models = {path: _placed(path, load_model(path)[1], towers, config.precision) for path in config.models}
     # The views are cut at the models' input size (§4.1's 224 for the paper's network).
     sizes = {path: _image_side(path, model) for path, model in models.items()}
     if len(set(sizes.values())) > 1:
@@ -281,20 +297,28 @@ class _Scorer:
         return tf.reduce_mean(tf.reshape(outputs, [-1, views_per_image, outputs.shape[-1]]), axis=1)
 
 
-def _placed(path: str, model: keras.Model, towers: list[str] | None) -> keras.Model:
+def _placed(path: str, model: keras.Model, towers: list[str] | None, precision: str = FLOAT32) -> keras.Model:
     """``model`` with its network's towers on ``towers`` (``two-tower``), or off the devices it
-    was trained on (other strategies decide placement themselves)."""
+    was trained on (other strategies decide placement themselves); with ``precision`` float32,
+    rebuilt in float32 as the export serves it (only if it computes in another dtype)."""
     network = network_of(model)
-    if towers is None and not placed_devices(network):
+    dtype = "float32" if precision == FLOAT32 else None
+    if towers is None and not placed_devices(network) and (dtype is None or _float32_throughout(model)):
         return model
     try:
-        network = place_towers(network, towers)
+        network = place_towers(network, towers, dtype=dtype)
     except InputError as error:
         raise InputError(f"{path}: {error}; evaluate it under another --strategy") from None
     if not isinstance(model.input, dict):
         return network
     normalization = next(layer for layer in model.layers if isinstance(layer, ViewNormalization))
+    if dtype is not None:
+        normalization = float32_normalization(normalization)
     return with_view_normalization(network, normalization)
+
+
+def _float32_throughout(model: keras.Model) -> bool:
+    return all(layer.compute_dtype == "float32" for layer in [*model.layers, *network_of(model).layers])
 
 
 def _image_side(path: str, model: keras.Model) -> int:

@@ -56,6 +56,40 @@ def atomic_path(path: str, run_id: str | None = None) -> Iterator[str]:
         raise
 
 
+def rename_unless_exists(source: str, target: str) -> bool:
+    """Renames the directory ``source`` to ``target`` unless ``target`` exists; False if it does
+    (and ``source`` is left as it was).
+
+    The claim for a name that several processes may want at once (export versions). On a local
+    disk it is atomic: rename(2) refuses to replace a non-empty directory, so of two processes
+    renaming complete directories onto one name exactly one succeeds (an *empty* directory under
+    that name is replaced: nothing is lost). On ``gs://`` it is not: the existence check is a
+    separate request and a directory rename copies and deletes object by object, so two
+    processes racing for one name can both succeed and mix their objects.
+    """
+    try:
+        tf.io.gfile.rename(source, target, overwrite=False)
+        return True
+    except (tf.errors.AlreadyExistsError, tf.errors.FailedPreconditionError):
+        # AlreadyExists: gfile's own check saw it; FailedPrecondition: rename(2) found a
+        # non-empty directory there (another process won the race after that check).
+        if tf.io.gfile.exists(target):
+            return False
+        raise
+
+
+@contextlib.contextmanager
+def scratch_path(path: str) -> Iterator[str]:
+    """Yields a temporary path for ``path`` (`temporary_path`); whatever is still there on exit is
+    removed. For callers that choose the final name only when the content is complete (they
+    rename it away themselves, e.g. with `rename_unless_exists`)."""
+    temp = temporary_path(path)
+    try:
+        yield temp
+    finally:
+        _remove_quietly(temp)
+
+
 def write_atomically(path: str, data: bytes) -> None:
     """Writes ``data`` to ``path`` via a temporary name and a rename (see the module docstring)."""
     with output_errors(path), atomic_path(path) as temp:

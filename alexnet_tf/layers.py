@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 
 from alexnet_tf import paper
+from alexnet_tf.constants import MEAN_CHANNEL, MEAN_IMAGE, MEAN_MODES, MEAN_NONE
 from alexnet_tf.errors import InputError, invalid
 
 _PACKAGE = "alexnet_tf"
@@ -124,11 +125,6 @@ class LocalResponseNormalization(DevicePlacement, keras.layers.Layer):
 
 
 # --- ViewNormalization ---------------------------------------------------------------------
-
-MEAN_IMAGE = "image"  # §2: "subtracting the mean activity over the training set from each pixel".
-MEAN_CHANNEL = "channel"  # named deviation: one mean per RGB channel (Caffe, most ports).
-MEAN_NONE = "none"  # raw 0–255 RGB, for models that normalize inside and for show-augment.
-MEAN_MODES = (MEAN_IMAGE, MEAN_CHANNEL, MEAN_NONE)
 
 # The features the layer reads, as the pipeline names them.
 IMAGE, OFFSET, FLIP, LIGHTING = "image", "offset", "flip", "lighting"

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import keras
 
 from alexnet_tf import paper
+from alexnet_tf.constants import INITIALIZATIONS, MIN_INPUT_SIZE
 from alexnet_tf.errors import InputError, invalid
 from alexnet_tf.layers import LocalResponseNormalization, TowerConv2D, TowerMaxPooling2D
 
@@ -30,11 +31,6 @@ CONV1_PADDING = ((1, 2), (1, 2))
 # Suffix of each tower's layer names: conv1_tower0, lrn1_tower1, ...
 TOWER_SUFFIX = "_tower"
 
-# The smallest input whose maps survive the three 3×3/2 poolings (pool5 at least 1×1).
-MIN_INPUT_SIZE = 64
-
-# `AlexNet(initialization=...)`: "paper" is §5's; "he" is a named deviation for small data.
-INITIALIZATIONS = ("paper", "he")
 # The spread of ImageNet pixel values (0–255 scale) about their mean, per channel about 58
 # (the familiar 0.229, 0.224, 0.225 × 255); "he" divides the inputs by it.
 PIXEL_STDDEV = 58.0

@@ -7,7 +7,8 @@ same `serving.ServingModel` the export is made of, in-process. Either way the im
 through the serving graph's decoding and evaluation preprocessing, so ``predict`` shows what a
 TF Serving client would get.
 
-Images are predicted one request each: a file that is not an image fails its own request only,
+Images are predicted one request each: a file that is not an image, or one over the pixel
+limit (``max_pixels``, refused from its header before decoding), fails its own request only,
 and is reported by name while the others are still predicted.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import posixpath
+import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 
@@ -23,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import serving
+from alexnet_tf.constants import DEFAULT_MAX_PIXELS
 from alexnet_tf.errors import InputError
 from alexnet_tf.export import existing_versions, load_serving_model
 
@@ -30,6 +33,9 @@ SAVED_MODEL_FILENAME = "saved_model.pb"
 
 # A batch of encoded images → the serving outputs (`serving.OUTPUT_KEYS`) as tensors.
 Classifier = Callable[[tf.Tensor], dict[str, tf.Tensor]]
+
+# The serving graph's pixel-limit error: "... has N pixels to decode, more than the limit of M".
+_TOO_MANY_PIXELS = re.compile(rf"has (\d+) {serving.TOO_MANY_PIXELS} (\d+)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,25 +59,34 @@ class Failure:
 
 
 @contextlib.contextmanager
-def open_classifier(model: str, top_k: int = 5, classes: str | None = None) -> Iterator[Classifier]:
+def open_classifier(
+    model: str, top_k: int = 5, classes: str | None = None, max_pixels: int | None = None
+) -> Iterator[Classifier]:
     """The ``serving_default`` function of an export, or of a run / ``.keras`` file in-process.
 
     An export lists a fixed number of classes per image (its ``--top-k``); asking for more is
-    an `InputError`. ``classes`` applies to run directories and ``.keras`` files only.
+    an `InputError`. ``classes`` and ``max_pixels`` (default: prepare-data's limit) apply to
+    run directories and ``.keras`` files only: an export has its own.
     """
     version_dir = saved_model_dir(model)
     if version_dir is None:
         with tempfile.TemporaryDirectory() as assets_dir:
-            serving_model = load_serving_model(model, assets_dir, classes, top_k=top_k)
+            limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+            serving_model = load_serving_model(model, assets_dir, classes, top_k=top_k, max_pixels=limit)
             function, input_signature = serving_model.signatures()[serving.IMAGE_BYTES_SIGNATURE]
             yield tf.function(function, input_signature=input_signature)
         return
     if classes is not None:
         raise InputError(f"--classes: {model} is an export, whose class names are inside it; drop --classes")
+    if max_pixels is not None:
+        raise InputError(
+            f"--max-pixels: {model} is an export, whose limit was set by `alexnet-tf export --max-pixels`; "
+            "drop --max-pixels, or export again with another limit"
+        )
     signature = tf.saved_model.load(version_dir).signatures[serving.IMAGE_BYTES_SIGNATURE]
     available = signature.structured_outputs[serving.TOP_K_INDICES].shape[-1]
     if top_k > available:
-        raise InputError(f"--top {top_k}: {version_dir} was exported with --top-k {available}; ask for at most that")
+        raise InputError(f"--top-k {top_k}: {version_dir} was exported with --top-k {available}; ask for at most that")
 
     def classify(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
         outputs = signature(**{serving.IMAGE_BYTES_INPUT: image_bytes})
@@ -92,11 +107,20 @@ def predict_files(classifier: Classifier, paths: Sequence[str]) -> tuple[list[Pr
             continue
         try:
             outputs = classifier(tf.constant([data]))
-        except tf.errors.InvalidArgumentError:
-            failures.append(Failure(path, "not a JPEG, PNG, GIF or BMP image, or a corrupt one"))
+        except tf.errors.InvalidArgumentError as error:
+            failures.append(Failure(path, _refusal(error.message)))
             continue
         predictions.append(Prediction(path, _top_classes(outputs)))
     return predictions, failures
+
+
+def _refusal(message: str) -> str:
+    """Why the serving graph refused an image, from its ``InvalidArgument`` message."""
+    too_big = _TOO_MANY_PIXELS.search(message)
+    if too_big:
+        pixels, limit = (int(number) for number in too_big.groups())
+        return f"{pixels:,} {serving.TOO_MANY_PIXELS} {limit:,} (--max-pixels)"
+    return "not a JPEG, PNG, GIF or BMP image, or a corrupt one"
 
 
 def _top_classes(outputs: dict[str, tf.Tensor]) -> list[ClassScore]:

@@ -9,8 +9,9 @@ signal number, so a script sees what stopped the run; the message says a checkpo
 
 Under ``multi-worker`` one worker may get the signal and the others not, and every step is a
 collective all workers must take part in; so `check` sums each worker's "signal seen" flags over
-all workers (one small all-reduce per call: 1.9 ms measured on localhost, 2 workers),
-and every worker sees the same answer at the same step: all save at that step and exit. This
+all workers (`alexnet_tf.distribute.sum_over_replicas`: one small all-reduce per call, 1.9 ms
+measured on localhost, 2 workers), and every worker sees the same answer at the same step: all
+save at that step and exit. This
 replaces TensorFlow's own handling, which swallows SIGTERM once the strategy is created (its
 coordination service installs a C++ handler that only takes note). We do not use
 `tf.distribute.experimental.PreemptionCheckpointHandler` (TF 2.21): it restores the checkpoint
@@ -21,7 +22,8 @@ and on a GCE CPU VM it does nothing at all (its ``run`` just calls the step).
 Python runs signal handlers between bytecodes of the main thread, so a signal takes effect once
 the running step returns; handlers are installed only when `fit` runs in the main thread. A
 second Ctrl-C stops at once, without saving (the last checkpoint is kept); a repeated SIGTERM
-changes nothing, as orchestrators may send it more than once.
+changes nothing, as orchestrators may send it more than once. This module imports no TensorFlow
+(the command line catches `Stopped` before anything loads it).
 """
 
 from __future__ import annotations
@@ -31,8 +33,6 @@ import threading
 from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import Any
-
-import tensorflow as tf
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # What the command exits with after saving: the shell's status for a process ended by the signal.
@@ -81,11 +81,12 @@ class StopSignals:
     """While entered: SIGINT and SIGTERM are recorded instead of ending the process, and `check`
     raises `Stopped` at the step boundary where it is called (see the module docstring)."""
 
-    def __init__(self, strategy: tf.distribute.Strategy) -> None:
+    def __init__(self, agree: Callable[[list[float]], list[float]] | None = None) -> None:
+        """``agree``: under ``multi-worker``, sums a list of flags over all workers
+        (`alexnet_tf.distribute.sum_over_replicas`); None in one process, whose flags decide."""
         self._received: list[int] = []
         self._previous: dict[int, Any] | None = None
-        # One process: the local flags decide. Several: the flags of all workers, summed.
-        self._agree = _agreement(strategy) if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) else None
+        self._agree = agree
 
     def __enter__(self) -> StopSignals:
         self._previous = installed(self._record)
@@ -108,19 +109,8 @@ class StopSignals:
         """
         flags = [float(signum in self._received) for signum in SIGNALS]
         if self._agree is not None:
-            flags = self._agree(tf.constant(flags)).numpy().tolist()
+            flags = self._agree(flags)
         # SIGTERM first: the machine is going away, whatever else was asked.
         for signum, flag in reversed(list(zip(SIGNALS, flags, strict=True))):
             if flag > 0:
                 raise Stopped(signum, here=signum in self._received)
-
-
-def _agreement(strategy: tf.distribute.Strategy):
-    """A function summing a small float vector over all replicas of all workers."""
-
-    @tf.function
-    def agree(flags: tf.Tensor) -> tf.Tensor:
-        per_replica = strategy.run(tf.identity, args=(flags,))
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-
-    return agree

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import os
 import re
 import types
 import typing
@@ -28,15 +29,13 @@ from typing import Any
 import yaml
 
 from alexnet_tf import paper
+from alexnet_tf.constants import AUTO_PRECISION, INITIALIZATIONS, MEAN_MODES, MIN_INPUT_SIZE, MIXED_PRECISION
 from alexnet_tf.errors import InputError
 
-# Names of the choices, shared with the code that acts on them.
-INITIALIZATIONS = ("paper", "he")
+# Names of the choices, shared with the code that acts on them (the rest: `alexnet_tf.constants`).
 DECAYED_VARIABLES = ("kernels", "all")
 POLICIES = ("plateau", "step", "constant")
 BATCH_SCALING = ("linear", "none")
-MIXED_PRECISION = ("none", "mixed_bfloat16", "mixed_float16")
-MEAN_MODES = ("image", "channel", "none")
 
 
 class _Invalid(Exception):
@@ -107,7 +106,8 @@ class InputSection:
         _require(self.label_offset is None or self.label_offset >= 0, "label_offset", "null or an integer >= 0")
         _require(self.mean in MEAN_MODES, "mean", f"one of {', '.join(MEAN_MODES)}")
         _require(self.lighting_strength >= 0, "lighting_strength", "a number >= 0 (0 turns lighting off)")
-        _require(self.crop_size >= 64, "crop_size", "an integer >= 64 (AlexNet's smallest input)")
+        smallest = f"an integer >= {MIN_INPUT_SIZE} (AlexNet's smallest input)"
+        _require(self.crop_size >= MIN_INPUT_SIZE, "crop_size", smallest)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,7 +179,9 @@ class TrainingSection:
       epochs: passes over the training set (§5: roughly 90).
       batch_size: the global batch, split evenly over the replicas (§5: 128).
       steps_per_epoch: None: training records // batch_size; a number caps an epoch (demos).
-      mixed_precision: "none", "mixed_bfloat16" or "mixed_float16" (with loss scaling).
+      mixed_precision: "auto" (what the hardware does natively, decided when a run starts and
+        recorded: `alexnet_tf.precision`), "none" (float32), "mixed_bfloat16" or "mixed_float16"
+        (with loss scaling).
       jit_compile: XLA for the forward and backward pass (not with the two-tower strategy).
       checkpoint_every_steps: a checkpoint every N steps, besides one at each epoch end.
       keep_checkpoints: step checkpoints kept (the oldest are deleted).
@@ -191,7 +193,7 @@ class TrainingSection:
     epochs: int = paper.EPOCHS  # §5
     batch_size: int = paper.BATCH_SIZE  # §5
     steps_per_epoch: int | None = None
-    mixed_precision: str = "none"
+    mixed_precision: str = AUTO_PRECISION  # not in the paper (cuda-convnet computes in float32)
     jit_compile: bool = False
     checkpoint_every_steps: int = 1000
     keep_checkpoints: int = 3
@@ -306,13 +308,28 @@ _MISSING = object()
 _FLOAT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
 
 
-def _read_file(path: str) -> dict[str, Any]:
-    import tensorflow as tf  # gfile, so that gs:// recipes work; imported here to keep this module light.
+def _read_text(path: str) -> str | None:
+    """The text of the file ``path``, None if there is no such file. A local file is read without
+    TensorFlow, so a recipe's errors answer before TensorFlow loads; ``gs://`` and other URLs go
+    through `tf.io.gfile` (imported here to keep this module light)."""
+    if "://" not in path:
+        if not os.path.isfile(path):
+            return None
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    import tensorflow as tf
 
     if not tf.io.gfile.exists(path):
-        raise InputError(f"{path}: recipe file not found")
+        return None
     with tf.io.gfile.GFile(path, "r") as f:
-        text = f.read()
+        return f.read()
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    text = _read_text(path)
+    if text is None:
+        builtin = ", ".join(sorted(builtin_recipes()))
+        raise InputError(f"{path}: recipe file not found; give a YAML file or a built-in recipe ({builtin})")
     try:
         values = yaml.safe_load(text)
     except yaml.YAMLError as error:

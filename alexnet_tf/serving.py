@@ -5,10 +5,13 @@ holding the dataset's mean image, then the network. `ServingModel` takes it apar
 evaluation path around it as TensorFlow ops, so the SavedModel (`alexnet_tf.export`) and
 ``alexnet-tf predict`` compute the same numbers as evaluation does for the same image:
 
-1. decode (`tf.io.decode_image`: JPEG, PNG, GIF, BMP; grayscale and CMYK JPEGs come out RGB —
-   TF's JPEG decoder converts CMYK and Adobe-inverted CMYK itself);
+1. refuse an image whose header claims more than ``max_pixels`` pixels, before decoding it
+   (`alexnet_tf.image_headers`), then decode (`tf.io.decode_image`: JPEG, PNG, GIF, BMP;
+   grayscale and CMYK JPEGs come out RGB — TF's JPEG decoder converts CMYK and Adobe-inverted
+   CMYK itself);
 2. §2: shorter side to 256 and the central 256×256, with the input pipeline's own
-   `resize_and_center_crop` (skipped for an image that is already 256×256, as the pipeline does);
+   `resize_and_center_crop`, which resamples only the central patch (skipped for an image that
+   is already 256×256, as the pipeline does);
 3. the centre 224×224 view, or §4.1's ten views (an export option);
 4. the trained `ViewNormalization` (centre offsets, mirror bits of the ten views, zero lighting);
 5. the network, rebuilt in float32 without device placement (`inference_parts`); softmax, averaged over the views.
@@ -17,9 +20,11 @@ Outputs (`OUTPUT_KEYS`): ``probabilities`` ``[b, C]`` float32, and the top k cla
 ``top_k_indices`` (int32), ``top_k_probabilities``, ``top_k_wnids`` and ``top_k_names`` (strings
 looked up in two asset files, ``wnids.txt`` and ``names.txt``, that travel inside the SavedModel).
 
-A batch holding something that is not an image fails as a whole with ``InvalidArgument`` naming
-the image's position (a JPEG, PNG, GIF or BMP header is checked first); a corrupt image with a
-valid header fails with the decoder's own ``InvalidArgument`` message.
+A batch holding something that is not an image, or an image over the pixel limit, fails as a
+whole with ``InvalidArgument`` naming the image's position (a JPEG, PNG, GIF or BMP header is
+checked first); a corrupt image with a valid header fails with the decoder's own
+``InvalidArgument`` message. So each image of a request costs memory in proportion to
+``max_pixels`` at most, whatever its file claims: TF Serving runs every model in one process.
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ from collections.abc import Callable, Sequence
 import keras
 import tensorflow as tf
 
-from alexnet_tf.errors import InputError
+from alexnet_tf.constants import DEFAULT_MAX_PIXELS
+from alexnet_tf.errors import InputError, invalid
+from alexnet_tf.image_headers import decoded_pixels, has_known_format
 from alexnet_tf.input import augment
 from alexnet_tf.layers import FLIP, IMAGE, LIGHTING, OFFSET, ViewNormalization
 from alexnet_tf.model import outputs_logits, place_towers
@@ -55,8 +62,8 @@ OUTPUT_KEYS = (PROBABILITIES, TOP_K_INDICES, TOP_K_PROBABILITIES, TOP_K_WNIDS, T
 WNIDS_ASSET = "wnids.txt"
 NAMES_ASSET = "names.txt"
 
-# First bytes of the formats `tf.io.decode_image` reads.
-_FORMAT_MAGIC_BYTES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
+# The words of the pixel-limit error; `alexnet_tf.predict` finds the numbers after them.
+TOO_MANY_PIXELS = "pixels to decode, more than the limit of"
 
 
 class ServingModel:
@@ -74,6 +81,8 @@ class ServingModel:
             an export copies them into the SavedModel's ``assets/``, so it may be temporary.
         top_k: classes listed per image (at most the number of classes).
         ten_crop: average the softmax over §4.1's ten views instead of using the centre view.
+        max_pixels: an encoded image whose header claims more pixels is refused before it is
+            decoded (for a GIF, all frames count: TF's decoder reads them all).
     """
 
     def __init__(
@@ -84,9 +93,13 @@ class ServingModel:
         assets_dir: str,
         top_k: int = 5,
         ten_crop: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         if top_k < 1:
             raise InputError(f"top_k={top_k}: must be at least 1")
+        if max_pixels < 1:
+            raise invalid("max_pixels", max_pixels, "a positive integer")
+        self.max_pixels = max_pixels
         self.network = network
         self.normalization = normalization
         self.num_classes = len(classes)
@@ -139,7 +152,12 @@ class ServingModel:
         return self._outputs(self._probabilities_of_views(views))
 
     def classify_images(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Prepared views ``[b, crop, crop, 3]`` float32, already mean-subtracted → outputs."""
+        """Prepared views ``[b, crop, crop, 3]`` float32, already mean-subtracted → outputs.
+
+        Another shape fails with ``InvalidArgument`` naming the expected one: TF Serving feeds
+        a request's tensor without checking it against the signature's declared shape.
+        """
+        images = tf.ensure_shape(images, [None, self.crop_size, self.crop_size, 3])
         return self._outputs(self._probabilities(images))
 
     def classify_examples(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -152,15 +170,13 @@ class ServingModel:
     def _views_of_encoded(self, item: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
         """One encoded image → its uint8 views ``[views, crop, crop, 3]``."""
         data, index = item
-        known = tf.reduce_any(
-            [tf.equal(tf.strings.substr(data, 0, len(magic)), magic) for magic in _FORMAT_MAGIC_BYTES]
-        )
         check = tf.debugging.Assert(
-            known,
+            has_known_format(data),
             [tf.strings.format("image {} of the request is not a JPEG, PNG, GIF or BMP image", index)],
         )
         with tf.control_dependencies([check]):
-            square = decode_square(data, self.image_size)
+            name = tf.strings.format("image {} of the request", index)
+            square = decode_square(data, self.image_size, self.max_pixels, name)
         if self.ten_crop:
             patches = augment.five_crop(square, self.crop_size)
             return tf.concat([patches, patches], axis=0)  # mirrored by ViewNormalization (the flips)
@@ -198,14 +214,29 @@ class ServingModel:
         }
 
 
-def decode_square(data: tf.Tensor, size: int) -> tf.Tensor:
+def decode_square(
+    data: tf.Tensor, size: int, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | tf.Tensor = "the image"
+) -> tf.Tensor:
     """Encoded image → RGB uint8 ``[size, size, 3]``: §2's rescale and central crop.
 
+    An image whose header claims more than ``max_pixels`` pixels fails with ``InvalidArgument``
+    (``"<name> has N pixels to decode, more than the limit of M"``) before it is decoded.
     `tf.io.decode_image` gives RGB for grayscale, palette and alpha PNGs, GIFs (first frame),
     BMPs, and CMYK JPEGs (TF's JPEG decoder converts CMYK, Adobe-inverted or not, itself).
     An image already ``size``² is used as it is, as the input pipeline does.
     """
-    image = tf.ensure_shape(tf.io.decode_image(data, channels=3, expand_animations=False), [None, None, 3])
+    pixels = decoded_pixels(data)
+    check = tf.debugging.Assert(
+        pixels <= max_pixels,
+        [
+            tf.strings.join(
+                [name, tf.strings.format(" has {} " + TOO_MANY_PIXELS + " {} (--max-pixels)", (pixels, max_pixels))]
+            )
+        ],
+    )
+    with tf.control_dependencies([check]):
+        decoded = tf.io.decode_image(data, channels=3, expand_animations=False)
+    image = tf.ensure_shape(decoded, [None, None, 3])
     shape = tf.shape(image)
     fits = (shape[0] == size) & (shape[1] == size)
     square = tf.cond(fits, lambda: image, lambda: augment.resize_and_center_crop(image, size))
@@ -228,10 +259,11 @@ def inference_parts(model: keras.Model, source: str) -> tuple[keras.Model, ViewN
             f"{source}: expected a model on views (a ViewNormalization layer and the network, as "
             "`alexnet-tf fit` saves it); this one has neither or several"
         )
-    return place_towers(networks[0], None, dtype="float32"), _float32_normalization(normalizations[0])
+    return place_towers(networks[0], None, dtype="float32"), float32_normalization(normalizations[0])
 
 
-def _float32_normalization(layer: ViewNormalization) -> ViewNormalization:
+def float32_normalization(layer: ViewNormalization) -> ViewNormalization:
+    """A float32 copy of a trained `ViewNormalization` (its mean image included)."""
     copy = ViewNormalization.from_config({**layer.get_config(), "dtype": "float32"})
     copy.build(None)  # its weights exist from __init__; Keras' export wants the layer marked built
     if layer.mean_values is not None:

@@ -29,6 +29,7 @@ The run directory, read by evaluate, export and tune::
     RUN/tensorboard/       scalars (loss, top-1/5, lr, images/s; train and validation),
                            a few augmented inputs, the conv1 filters as an image; steps are
                            global steps, so they continue across resumes
+    RUN/.alexnet-tf.lock   while a fit runs: one run per directory (`alexnet_tf.locks`)
 
 Both ``.keras`` files are the model on the pipeline's views: with ``input.normalize_in_model``
 (the default) the first layer is `ViewNormalization` carrying the dataset's mean and the input is
@@ -69,13 +70,14 @@ import tensorflow as tf
 import yaml
 from tensorflow.core.framework import summary_pb2
 
-from alexnet_tf import files, optim, preemption
+from alexnet_tf import files, locks, optim, precision, preemption
 from alexnet_tf.cluster import lost_workers
 from alexnet_tf.distribute import (
     configure_devices,
     is_chief,
     make_strategy,
     padded_if_empty,
+    sum_over_replicas,
     tower_placement,
 )
 from alexnet_tf.errors import InputError
@@ -83,7 +85,6 @@ from alexnet_tf.input.pipeline import InputConfig, InputPipeline
 from alexnet_tf.layers import with_view_normalization
 from alexnet_tf.model import AlexNet
 from alexnet_tf.recipe import Recipe, differences
-from alexnet_tf.records.metadata import DatasetMetadata
 from alexnet_tf.runs import BEST_MODEL, CHECKPOINTS, CLASSES_FILE, HISTORY, LAST_MODEL, RECIPE_FILE, TENSORBOARD
 from alexnet_tf.schedule import LearningRateSchedule
 
@@ -217,24 +218,52 @@ def fit(config: FitConfig) -> FitResult:
 
     Raises:
       InputError: bad data directory, recipe, strategy combination, TF_CONFIG, or a checkpoint
-        that does not match this run.
+        that does not match this run; `alexnet_tf.locks.DirectoryInUse` if another process
+        runs in the run directory.
       TrainingDiverged: the loss became NaN or infinite (the last good checkpoint is kept).
       preemption.Stopped: SIGINT or SIGTERM (here or on another worker), after saving a
         checkpoint at the step boundary where training stopped (`alexnet_tf.preemption`).
       KeyboardInterrupt: a second Ctrl-C, without saving.
       WorkerLost: ``multi-worker``: another worker went away (`alexnet_tf.cluster`).
     """
-    recipe = config.recipe
     configure_devices(config.devices)
     strategy = make_strategy(config.strategy, config.worker_timeout)
     _check_combination(config, strategy)
-    DatasetMetadata.load(config.data_dir)  # refuse a missing or foreign data directory before writing the run's
-    run = _Run(config, strategy, is_chief(strategy))
-    try:
-        with _precision(recipe), run.stop, lost_workers(strategy, posixpath.join(config.model_dir, CHECKPOINTS)):
-            return run.train()
-    finally:
-        run.close()
+    chief = is_chief(strategy)
+    config = _resolve_precision(config, chief)
+    _check_can_start(config)
+    # One run per run directory; under multi-worker only the chief writes it (`alexnet_tf.locks`).
+    with locks.lock_directory(config.model_dir, "fit") if chief else contextlib.nullcontext():
+        run = _Run(config, strategy, chief)
+        try:
+            checkpoints = posixpath.join(config.model_dir, CHECKPOINTS)
+            with _precision(config.recipe), run.stop, lost_workers(strategy, checkpoints):
+                return run.train()
+        finally:
+            run.close()
+
+
+def _check_can_start(config: FitConfig) -> None:
+    """Refuses bad data or a recipe that does not fit it before anything is written: a refused run
+    must leave no recipe.yaml behind to refuse the corrected command as "a different recipe".
+    Builds the input pipeline and its datasets as the run will (their checks: splits, shards,
+    statistics) and checks that the training split holds a batch."""
+    pipeline = _input_pipeline(config.data_dir, config.recipe, seed=0)
+    _steps_per_epoch(config, pipeline)
+    pipeline.train_dataset()
+    pipeline.eval_dataset()
+
+
+def _steps_per_epoch(config: FitConfig, pipeline: InputPipeline) -> int:
+    training = config.recipe.training
+    train_records = pipeline.num_records()
+    steps = training.steps_per_epoch or train_records // training.batch_size
+    if steps < 1:
+        raise InputError(
+            f"{config.data_dir}: {train_records} training records are fewer than training.batch_size="
+            f"{training.batch_size}: use a smaller batch"
+        )
+    return steps
 
 
 SOURCES = ("pipeline", "in-memory")
@@ -254,6 +283,7 @@ def measure_throughput(config: FitConfig, steps: int, warmup: int, blocks: int =
     configure_devices(config.devices)
     strategy = make_strategy(config.strategy)
     _check_combination(config, strategy)
+    config = _resolve_precision(config, chief=False)
     run = _Run(config, strategy, chief=True)
     try:
         with _precision(config.recipe):
@@ -285,12 +315,21 @@ def measure_throughput(config: FitConfig, steps: int, warmup: int, blocks: int =
         run.close()
 
 
+def _resolve_precision(config: FitConfig, chief: bool) -> FitConfig:
+    """``config`` with ``training.mixed_precision`` decided (`alexnet_tf.precision.for_run`); the
+    chief prints what was chosen and why."""
+    recipe, lines = precision.for_run(config.recipe, config.model_dir, config.overwrite, config.strategy == "tpu")
+    if chief:
+        print("\n".join(lines), flush=True)
+    return dataclasses.replace(config, recipe=recipe)
+
+
 @contextlib.contextmanager
 def _precision(recipe: Recipe) -> Iterator[None]:
     """The recipe's Keras mixed-precision policy while building and training; restored after."""
     previous = keras.mixed_precision.global_policy()
-    precision = recipe.training.mixed_precision
-    keras.mixed_precision.set_global_policy("float32" if precision == "none" else precision)
+    policy = recipe.training.mixed_precision
+    keras.mixed_precision.set_global_policy("float32" if policy == "none" else policy)
     try:
         yield
     finally:
@@ -312,7 +351,7 @@ class _Run:
         seed = self.recipe.training.seed
         self.state = _RunState(secrets.randbits(31) if seed is None else seed)
         self._writer = None
-        self.stop = preemption.StopSignals(strategy)  # checked at each step boundary
+        self.stop = preemption.StopSignals(sum_over_replicas(strategy))  # checked at each step boundary
 
     # -- Run directory and recipe
 
@@ -477,16 +516,12 @@ class _Run:
         if training.seed is not None:
             keras.utils.set_random_seed(training.seed)
         pipeline = _input_pipeline(self.config.data_dir, recipe, int(self.state.data_seed.numpy()))
+        if (note := pipeline.crop_coverage_note()) is not None:
+            self._say(note, always=True)
         self._build(pipeline)
         resumed = self._restore()
         epoch, step = (0, 0) if resumed is None else resumed
-        train_records = pipeline.metadata.splits["train"].num_records
-        steps_per_epoch = training.steps_per_epoch or train_records // training.batch_size
-        if steps_per_epoch < 1:
-            raise InputError(
-                f"{self.config.data_dir}: {train_records} training records are fewer than training.batch_size="
-                f"{training.batch_size}: use a smaller batch"
-            )
+        steps_per_epoch = _steps_per_epoch(self.config, pipeline)
         if resumed is not None:
             done = step - epoch * steps_per_epoch
             self._say(

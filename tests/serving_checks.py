@@ -6,12 +6,15 @@ functions, Python objects) can help the SavedModel here. Each command prints one
     python -m tests.serving_checks compare KERAS_FILE CENTRE_EXPORT TEN_CROP_EXPORT RECORDS SQUARE_RECORDS IMAGE…
     python -m tests.serving_checks warmup EXPORT
     python -m tests.serving_checks bad-batch EXPORT IMAGE
+    python -m tests.serving_checks wrong-shapes EXPORT
+    python -m tests.serving_checks hostile EXPORT NORMAL_IMAGE IMAGE…
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -40,7 +43,7 @@ def compare(
     """
     import keras
 
-    import alexnet_tf  # noqa: F401 - registers the custom layers for load_model
+    import alexnet_tf.layers  # noqa: F401 - registers the custom layers for load_model
 
     model = keras.saving.load_model(keras_file, compile=False)
     result = {}
@@ -63,8 +66,7 @@ def compare(
             result[f"{name}/{kind}/top_k"] = _top_k_consistent(by_bytes, expected)
             result[f"{name}/{kind}/spread"] = float((expected.max(axis=0) - expected.min(axis=0)).max())
         for path in images:
-            with tf.io.gfile.GFile(path, "rb") as f:
-                data = f.read()
+            data = _read(path)
             image_views = _views(_pixels(path, data), ten_crop)
             got = loaded.signatures["serving_default"](image_bytes=tf.constant([data]))
             result[f"{path}/{kind}"] = _difference(got["probabilities"], _model_probabilities(model, image_views))
@@ -106,8 +108,7 @@ def warmup(export: str) -> dict:
 
 def bad_batch(export: str, image: str) -> dict:
     """Serves [image, not-an-image, image] and [image, half of image]: error type and message of each."""
-    with tf.io.gfile.GFile(image, "rb") as f:
-        data = f.read()
+    data = _read(image)
     signature = tf.saved_model.load(export).signatures["serving_default"]
     result = {}
     for name, batch in (
@@ -122,7 +123,56 @@ def bad_batch(export: str, image: str) -> dict:
     return result
 
 
+def wrong_shapes(export: str) -> dict:
+    """Feeds ``image_tensor`` views of the declared shape and of others: the error of each."""
+    signature = tf.saved_model.load(export).signatures["image_tensor"]
+    result = {}
+    for shape in ([2, CROP, CROP, 3], [1, 96, 96, 3], [9, 96, 96, 3], [1, 113, 112, 3], [1, CROP, CROP, 4]):
+        try:
+            outputs = signature(images=tf.zeros(shape))
+            result[str(shape)] = {"error": None, "batch": int(outputs["probabilities"].shape[0])}
+        except tf.errors.OpError as error:
+            result[str(shape)] = {"error": type(error).__name__, "message": error.message}
+    return result
+
+
+def hostile(export: str, normal: str, *images: str) -> dict:
+    """Serves each image alone after a warm-up with ``normal``: the outcome, the seconds it took and
+    the growth of the process's peak RSS (MB).
+
+    The address space is capped at its size after the warm-up plus 2 GiB, so an image that needs
+    gigabytes fails here (``ResourceExhausted``) instead of taking the test machine's memory.
+    """
+    import resource
+
+    signature = tf.saved_model.load(export).signatures["serving_default"]
+    for path in (normal, normal):  # the second call runs with everything allocated and traced
+        signature(image_bytes=tf.constant([_read(path)]))
+    with open("/proc/self/status") as status:
+        size = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+    resource.setrlimit(resource.RLIMIT_AS, (size + 2 * 1024**3, resource.RLIM_INFINITY))
+    result = {}
+    for path in images:
+        data = _read(path)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        start = time.monotonic()
+        try:
+            outputs = signature(image_bytes=tf.constant([data]))
+            outcome = {"error": None, "top_k_names": [n.decode() for n in outputs["top_k_names"].numpy()[0]]}
+        except tf.errors.OpError as error:
+            outcome = {"error": type(error).__name__, "message": error.message}
+        outcome["seconds"] = time.monotonic() - start
+        outcome["rss_growth_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak) / 1024
+        result[path] = outcome
+    return result
+
+
 # --- Helpers ---------------------------------------------------------------------------------
+
+
+def _read(path: str) -> bytes:
+    with tf.io.gfile.GFile(path, "rb") as f:
+        return f.read()
 
 
 def _pixels(path: str, data: bytes) -> np.ndarray:
@@ -214,5 +264,11 @@ def _prediction_log_class():
 
 if __name__ == "__main__":
     command, *arguments = sys.argv[1:]
-    checks = {"compare": compare, "warmup": warmup, "bad-batch": bad_batch}
+    checks = {
+        "compare": compare,
+        "warmup": warmup,
+        "bad-batch": bad_batch,
+        "wrong-shapes": wrong_shapes,
+        "hostile": hostile,
+    }
     print(json.dumps(checks[command](*arguments)))

@@ -1,5 +1,6 @@
 """The command line as a new user meets it: quiet start-up, one-line errors for bad input."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -95,21 +96,33 @@ def world(tmp_path_factory, records) -> dict[str, str]:
     synthetic.write_synthetic_dataset(str(truncated), train_records=4, train_shards=1, validation_records=2)
     shard = next(path for path in truncated.iterdir() if path.name.startswith("train-"))
     shard.write_bytes(shard.read_bytes()[:-100])
+    unfinished = root / "unfinished"  # a run interrupted before its first epoch ended
+    (unfinished / "checkpoints").mkdir(parents=True)
+    (unfinished / "checkpoints" / "checkpoint").write_text('model_checkpoint_path: "ckpt-3"\n')
+    badmeta = root / "badmeta"
+    shutil.copytree(records, badmeta)
+    metadata = json.loads((badmeta / "metadata.json").read_text())
+    metadata["splits"]["train"]["num_records"] = "lots"
+    (badmeta / "metadata.json").write_text(json.dumps(metadata))
     return {
         "RECORDS": records,
         "RUN": str(run),
         "FILE": str(plain),
         "FOREIGN": str(foreign),
         "TRUNCATED": str(truncated),
+        "UNFINISHED": str(unfinished),
+        "BADMETA": str(badmeta),
         "MISSING": str(root / "missing"),
         "NOPARENT": str(root / "no" / "such" / "dir"),
     }
 
 
-def _final_outputs(directory: str) -> list[str]:
-    """Files under ``directory`` other than temporaries and the resume state of a run that failed
-    midway (a truncated shard is found while reading: the state is what lets the re-run resume)."""
-    state = ("_prepare", "_index", "checkpoints", "tensorboard", "recipe.yaml", "classes.json")
+def _final_outputs(directory: str, midway: bool) -> list[str]:
+    """Files under ``directory`` other than temporaries and, if the command failed ``midway`` (a
+    truncated shard is found while reading), the resume state that lets the re-run resume. Any
+    other refusal comes before anything is written: a recipe.yaml left behind would refuse the
+    corrected command as "a different recipe"."""
+    state = ("_prepare", "_index", "checkpoints", "tensorboard", "recipe.yaml", "classes.json") if midway else ()
     found = []
     for folder, _, names in os.walk(directory):
         for name in names:
@@ -123,8 +136,8 @@ BAD_INPUTS = [
     # (command line with placeholders, a fragment the error must contain)
     ("summary --input-size 32", "input_size"),
     ("summary --channel-multiplier 0", "--channel-multiplier"),
-    ("show-augment --data-dir MISSING -o NOPARENT/grid.png", "metadata.json"),
-    ("show-augment --data-dir FILE -o NOPARENT/grid.png", "metadata.json"),
+    ("show-augment --data-dir MISSING -o NOPARENT/grid.png", "no such directory"),
+    ("show-augment --data-dir FILE -o NOPARENT/grid.png", "not a directory"),
     ("show-augment --data-dir FOREIGN -o NOPARENT/grid.png", "index-records"),
     ("show-augment --data-dir RECORDS -o NOPARENT/grid.png", "cannot write"),
     ("show-augment --data-dir TRUNCATED -o NOPARENT/grid.png", "truncated"),
@@ -135,10 +148,16 @@ BAD_INPUTS = [
     ("index-records MISSING --no-progress", "missing"),
     ("index-records FILE --no-progress", "file.txt"),
     ("index-records TRUNCATED --output NOPARENT/index --no-progress", "truncated"),
-    ("fit --data-dir MISSING --model-dir NOPARENT/run --quiet", "metadata.json"),
+    ("fit --data-dir MISSING --model-dir NOPARENT/run --quiet", "no such directory"),
     ("fit --data-dir FOREIGN --model-dir NOPARENT/run --quiet", "index-records"),
-    ("fit --data-dir RECORDS --model-dir NOPARENT/run --pipeline MISSING --quiet", "missing"),
+    (
+        "fit --data-dir BADMETA --model-dir NOPARENT/run --quiet",
+        "metadata.json: unreadable metadata (splits.train.num_records",
+    ),
+    ("fit --data-dir RECORDS --model-dir NOPARENT/run --pipeline MISSING --quiet", "(demo, paper)"),
+    ("fit --data-dir RECORDS --model-dir NOPARENT/run --recipe MISSING --quiet", "(demo, paper)"),
     ("fit --data-dir RECORDS --model-dir NOPARENT/run --set training.batch_size=0 --quiet", "batch_size"),
+    ("fit --data-dir RECORDS --model-dir NOPARENT/run --batch-size 8 --quiet", "fewer than training.batch_size=8"),
     (
         "fit --data-dir RECORDS --model-dir NOPARENT/run --strategy multi-worker --worker-timeout 0 --quiet",
         "Invalid value for '--worker-timeout'",
@@ -155,16 +174,22 @@ BAD_INPUTS = [
     ),
     ("evaluate --data-dir RECORDS MISSING --no-progress", "missing"),
     ("evaluate --data-dir RECORDS FILE --no-progress", "file.txt"),
-    ("evaluate --data-dir MISSING RUN --no-progress", "metadata.json"),
+    ("evaluate --data-dir RECORDS UNFINISHED --no-progress", "re-run the same `alexnet-tf fit`"),
+    ("evaluate --data-dir MISSING RUN --no-progress", "no such directory"),
     ("evaluate --data-dir RECORDS RUN --batch-size 0", "--batch-size"),
     ("evaluate --data-dir RECORDS RUN --split test --no-progress", "test"),
     ("evaluate --data-dir TRUNCATED RUN --split train --no-progress", "truncated"),
     ("evaluate --data-dir RECORDS RUN --fc-device /CPU:1 --no-progress", "--fc-device"),
     ("evaluate --data-dir RECORDS RUN --strategy multi-worker --no-progress", "TF_CONFIG"),
+    ("evaluate --data-dir RECORDS RUN --precision bfloat16 --no-progress", "--precision"),
     ("export MISSING --export-dir NOPARENT/export", "missing"),
+    ("export UNFINISHED --export-dir NOPARENT/export", "re-run the same `alexnet-tf fit`"),
     ("export RUN --export-dir FILE --classes RECORDS", "file.txt"),
     ("export RUN --export-dir NOPARENT/export --classes RECORDS --version -1", "--version"),
+    ("export RUN --export-dir NOPARENT/export --classes RECORDS --max-pixels 0", "--max-pixels"),
     ("predict MISSING FILE", "missing"),
+    ("predict RUN FILE --top-k 0", "--top-k"),
+    ("predict RUN FILE --classes RECORDS --max-pixels 0", "--max-pixels"),
     ("demo --data MISSING --workdir NOPARENT/demo --quiet", "missing"),
     ("demo --data FILE --workdir NOPARENT/demo --quiet", "file.txt"),
     ("show-filters MISSING -o NOPARENT/filters.png", "missing"),
@@ -172,14 +197,15 @@ BAD_INPUTS = [
     ("show-filters RUN -o NOPARENT/filters.png", "cannot write"),
     ("neighbours RUN FILE --data-dir RECORDS -o NOPARENT/n.png", "file.txt"),
     ("neighbours RUN MISSING --data-dir RECORDS -o NOPARENT/n.png", "missing"),
-    ("neighbours RUN FILE --data-dir MISSING -o NOPARENT/n.png", "metadata.json"),
+    ("neighbours RUN FILE --data-dir MISSING -o NOPARENT/n.png", "no such directory"),
     ("neighbours MISSING FILE --data-dir RECORDS -o NOPARENT/n.png", "missing"),
     ("plot MISSING -o NOPARENT/curves.png", "missing"),
     ("plot RUN -o NOPARENT/curves.png", "history"),
-    ("tune --data-dir MISSING --tune-dir NOPARENT/tune", "metadata.json"),
+    ("tune --data-dir MISSING --tune-dir NOPARENT/tune", "no such directory"),
     ("tune --data-dir RECORDS --tune-dir NOPARENT/tune --space MISSING", "missing"),
     ("tune --data-dir RECORDS --tune-dir NOPARENT/tune --strategy multi-worker", "--strategy"),
     ("tune --data-dir RECORDS --tune-dir NOPARENT/tune --set training.nope=1", "training.nope"),
+    ("tune --data-dir RECORDS --tune-dir NOPARENT/tune --recipe MISSING", "(demo, paper)"),
 ]
 
 
@@ -194,7 +220,7 @@ def test_bad_input_is_one_error_line_and_writes_nothing(world, line, fragment):
     written = os.path.dirname(world["NOPARENT"])
     try:
         result = CliRunner().invoke(main, args)
-        created = _final_outputs(written)
+        created = _final_outputs(written, midway="TRUNCATED" in line)
     finally:
         shutil.rmtree(written, ignore_errors=True)  # one case's leftovers must not fail the next
     output = result.output
@@ -205,3 +231,36 @@ def test_bad_input_is_one_error_line_and_writes_nothing(world, line, fragment):
     assert len(errors) == 1, output
     assert fragment in errors[0], output
     assert not created, f"final outputs were written: {created}"
+
+
+@pytest.mark.parametrize(
+    "command, args, name, value",
+    [
+        ("fit", ["--data-dir", "D", "--model-dir", "R", "--recipe", "demo"], "recipe_path", "demo"),
+        ("fit", ["--data-dir", "D", "--model-dir", "R", "--pipeline", "demo"], "recipe_path", "demo"),
+        ("tune", ["--data-dir", "D", "--tune-dir", "T", "--recipe", "demo"], "recipe_path", "demo"),
+        ("tune", ["--data-dir", "D", "--tune-dir", "T", "--pipeline", "demo"], "recipe_path", "demo"),
+        ("predict", ["MODEL", "IMAGE", "--top-k", "3"], "top_k", 3),
+        ("predict", ["MODEL", "IMAGE", "--top", "3"], "top_k", 3),
+        ("export", ["SOURCE", "--export-dir", "E", "--top-k", "3"], "top_k", 3),
+    ],
+)
+def test_one_name_per_flag_and_the_old_one_still_works(command, args, name, value):
+    """--recipe names a recipe file (--pipeline, its old name, still works); predict and export
+    both say --top-k (predict's old --top still works)."""
+    assert main.commands[command].make_context(command, args).params[name] == value
+
+
+def test_fit_prints_the_next_steps(records, tmp_path):
+    """After a finished run, fit names the commands that use it, as demo does; crops much smaller
+    than the records (a recipe made for other records) are pointed out first."""
+    run = str(tmp_path / "run")
+    tiny = ["model.channel_multiplier=0.125", "input.crop_size=64", "training.batch_size=2", "training.epochs=1"]
+    result = invoke(["fit", "--data-dir", records, "--model-dir", run, *(f"--set={value}" for value in tiny)])
+    assert result.exit_code == 0, result.output
+    # 64-pixel crops of 256-pixel records: said once, with the crop size that sees whole images.
+    assert "note: input.crop_size=64 crops cover 25% of the 256x256 records' side" in result.output
+    assert "set input.crop_size=224" in result.output
+    next_steps = result.output[result.output.index("Next:") :]
+    for command in (f"evaluate --data-dir {records} {run}", f"plot {run}", f"export {run}", f"predict {run}"):
+        assert f"alexnet-tf {command}" in next_steps, result.output

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import pathlib
+import resource
 import signal
 import subprocess
 import sys
@@ -26,14 +27,17 @@ from click.testing import CliRunner
 from PIL import Image
 from tensorflow.core.protobuf import saved_model_pb2
 
-from alexnet_tf import AlexNet, export, runs, serving
+from alexnet_tf import AlexNet, export, image_headers, runs, serving
 from alexnet_tf.classes import CLASSES_FILENAME, load_classes
 from alexnet_tf.cli import main
+from alexnet_tf.constants import DEFAULT_MAX_PIXELS
 from alexnet_tf.errors import InputError
+from alexnet_tf.input.pipeline import InputConfig, InputPipeline
 from alexnet_tf.layers import ViewNormalization, with_view_normalization
 from alexnet_tf.model import place_towers
 from alexnet_tf.predict import open_classifier
 from alexnet_tf.synthetic import write_synthetic_dataset
+from tests.hostile_images import uniform_gif
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SAVED_MODEL_CLI = str(pathlib.Path(sys.executable).parent / "saved_model_cli")
@@ -45,17 +49,21 @@ TOWER_DEVICES = ["/GPU:0", "/GPU:1"]
 pytestmark = pytest.mark.slow
 
 
-def tiny_network(**options) -> keras.Model:
-    return AlexNet(NUM_CLASSES, channel_multiplier=0.125, seed=3, **options)
+def tiny_network(num_classes: int = NUM_CLASSES, **options) -> keras.Model:
+    return AlexNet(num_classes, channel_multiplier=0.125, seed=3, **options)
 
 
-def make_run(directory: pathlib.Path, *, policy: str = "float32", logits: bool = False) -> pathlib.Path:
+def make_run(
+    directory: pathlib.Path, *, policy: str = "float32", logits: bool = False, num_classes: int = NUM_CLASSES
+) -> pathlib.Path:
     """A run directory as `fit` leaves it: ``best.keras`` (the model on views) and ``classes.json``."""
     directory.mkdir(parents=True)
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)
     try:
-        network = tiny_network(tower_devices=TOWER_DEVICES, classifier_activation=None if logits else "softmax")
+        network = tiny_network(
+            num_classes, tower_devices=TOWER_DEVICES, classifier_activation=None if logits else "softmax"
+        )
         normalization = ViewNormalization("image", 256, dtype=policy)
     finally:
         keras.config.set_dtype_policy(previous)
@@ -72,7 +80,7 @@ def make_run(directory: pathlib.Path, *, policy: str = "float32", logits: bool =
             )
             layer.set_weights([kernel, np.zeros_like(bias)])
     with_view_normalization(network, normalization).save(str(directory / runs.BEST_MODEL))
-    classes = [{"index": i, "wnid": f"n{i:08d}", "name": f"class {i}"} for i in range(NUM_CLASSES)]
+    classes = [{"index": i, "wnid": f"n{i:08d}", "name": f"class {i}"} for i in range(num_classes)]
     (directory / CLASSES_FILENAME).write_text(json.dumps({"classes": classes}))
     return directory
 
@@ -268,6 +276,17 @@ def test_a_bad_image_fails_the_request_with_a_readable_message(base, images):
     assert "Invalid JPEG data" in result["truncated"]["message"]
 
 
+def test_image_tensor_refuses_views_of_another_shape(base):
+    """Issue 17 item 10: the declared ``[None, 224, 224, 3]`` is enforced in the graph."""
+    result = check("wrong-shapes", str(base / "1"))
+    assert result[str([2, 224, 224, 3])] == {"error": None, "batch": 2}
+    for shape in ([1, 96, 96, 3], [9, 96, 96, 3], [1, 113, 112, 3], [1, 224, 224, 4]):
+        outcome = result[str(shape)]
+        assert outcome["error"] == "InvalidArgumentError", (shape, outcome)
+        given = ",".join(map(str, shape))
+        assert f"[{given}] is not compatible with expected shape [?,224,224,3]" in outcome["message"]
+
+
 def test_cmyk_jpeg_decodes_to_rgb_close_to_pillow():
     rgb = photo(5, 300, 256)
     buffer = io.BytesIO()
@@ -279,6 +298,100 @@ def test_cmyk_jpeg_decodes_to_rgb_close_to_pillow():
     # decode_square resized 300x256 to the central 256x256; compare the same window of Pillow's.
     assert square.shape == (256, 256, 3)
     assert np.abs(square - pillow[:, 22:278]).mean() < 4.0
+
+
+# --- Hostile images (issue 17 item 9) ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hostile(workdir) -> dict[str, pathlib.Path]:
+    """Small files that once cost gigabytes: a 1×60000 PNG (fine, if only the central square is
+    resampled), a 30000×30000 GIF and a GIF whose 16×16 screen holds a 10000×10000 frame (over
+    the default limit, which must be seen before decoding)."""
+    folder = workdir / "hostile"
+    folder.mkdir()
+    paths = {"long_png": folder / "long.png", "big_gif": folder / "big.gif", "frame_gif": folder / "frame.gif"}
+    Image.fromarray(photo(6, 60000, 1)).save(paths["long_png"])
+    paths["big_gif"].write_bytes(uniform_gif(30000, 30000))
+    paths["frame_gif"].write_bytes(uniform_gif(16, 16, [(0, 0, 10000, 10000)]))
+    return paths
+
+
+def test_hostile_gifs_decode_as_described():
+    """The generator is honest: small versions of the same files decode to what they claim."""
+    for data, shape in ((uniform_gif(300, 200), (200, 300, 3)), (uniform_gif(16, 16, [(0, 0, 40, 30)]), (30, 40, 3))):
+        with Image.open(io.BytesIO(data)) as image:
+            assert image.size == shape[1::-1]
+        decoded = tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
+        assert decoded.shape == shape and (decoded == [120, 60, 200]).all()
+    pixels = tf.function(image_headers.decoded_pixels)
+    assert pixels(tf.constant(uniform_gif(30000, 30000))).numpy() == 30000**2
+    assert pixels(tf.constant(uniform_gif(16, 16, [(0, 0, 40, 30), (0, 0, 50, 50)]))).numpy() == 40 * 30 + 50 * 50
+
+
+@pytest.mark.parametrize("kind", ["jpeg", "png", "gray_png", "gray_jpeg"])
+def test_header_pixel_counts_of_ordinary_images(images, kind):
+    data = images[kind].read_bytes()
+    with Image.open(images[kind]) as image:
+        expected = image.size[0] * image.size[1]
+    assert image_headers.decoded_pixels(tf.constant(data)).numpy() == expected
+
+
+def test_hostile_images_in_the_export_cost_little(base, images, hostile):
+    """Through the SavedModel in a fresh process: the long PNG is served, the GIFs are refused with
+    InvalidArgument naming the limit, each within seconds and tens of MB (decoding the big GIF
+    took 27 s and 4.1 GB, the long PNG would have taken ~12 GB)."""
+    result = check("hostile", str(base / "1"), str(images["jpeg"]), *(str(path) for path in hostile.values()))
+    served = result[str(hostile["long_png"])]
+    assert served["error"] is None and len(served["top_k_names"]) == 2, served
+    for kind, pixels in (("big_gif", 30000 * 30000), ("frame_gif", 10000 * 10000)):
+        refused = result[str(hostile[kind])]
+        assert refused["error"] == "InvalidArgumentError", refused
+        message = f"image 0 of the request has {pixels} pixels to decode, more than the limit of {DEFAULT_MAX_PIXELS}"
+        assert message in refused["message"], refused
+    for outcome in result.values():
+        assert outcome["seconds"] < 5 and outcome["rss_growth_mb"] < 100, result
+
+
+def _predict_process(*arguments: str) -> tuple[subprocess.CompletedProcess, float]:
+    """Runs ``alexnet-tf predict ARGUMENTS`` in a process of its own: its result and peak RSS (MB).
+
+    Its address space is capped at 8 GiB (a CPU TensorFlow process predicting a photo reserves
+    ~1.6 GiB here), so a regression fails the test instead of taking the machine's memory.
+    """
+
+    def cap_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (8 * 1024**3, resource.RLIM_INFINITY))
+
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "alexnet_tf", "predict", *arguments],
+            cwd=REPO, env=ENV, stdout=stdout, stderr=stderr, text=True, preexec_fn=cap_memory,
+        )  # fmt: skip
+        # Reaped here rather than by Popen, which would drop the child's resource usage.
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        stdout.seek(0), stderr.seek(0)
+        completed = subprocess.CompletedProcess(process.args, process.returncode, stdout.read(), stderr.read())
+    return completed, usage.ru_maxrss / 1024
+
+
+def test_predict_refuses_hostile_images_with_one_line_each(base, images, hostile):
+    """``alexnet-tf predict`` in a process of its own: the GIFs get one error line each naming the
+    limit, the others are predicted, and the peak memory is that of predicting one photo."""
+    normal = str(images["jpeg"])
+    baseline, baseline_rss = _predict_process(str(base / "1"), normal, "--top-k", "2")
+    assert baseline.returncode == 0, baseline.stderr[-2000:]
+    files = [normal, *(str(path) for path in hostile.values())]
+    result, rss = _predict_process(str(base / "1"), *files, "--top-k", "2")
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert [line for line in result.stdout.splitlines() if not line.startswith(" ")] == files[:2]
+    limit = "pixels to decode, more than the limit of 89,478,485 (--max-pixels)"
+    assert result.stderr.splitlines() == [
+        f"Error: {hostile['big_gif']}: 900,000,000 {limit}",
+        f"Error: {hostile['frame_gif']}: 100,000,000 {limit}",
+    ]
+    assert rss - baseline_rss < 150, (rss, baseline_rss)
 
 
 # --- What the export contains ----------------------------------------------------------------
@@ -344,6 +457,51 @@ def test_mixed_precision_run_exports_float32(workdir, tmp_path):
         if any(value.type == tf.bfloat16.as_datatype_enum for value in node.attr.values())
     ]
     assert bfloat16_nodes == []
+
+
+def balance_classes(run_dir: pathlib.Path, records: pathlib.Path) -> pathlib.Path:
+    """Sets fc8's biases so that every class has the same mean logit over the records' centre
+    views: the answers then turn on small differences between images, as in a barely trained
+    network, instead of one class winning everywhere, and bfloat16's rounding changes some."""
+    path = run_dir / runs.BEST_MODEL
+    model = keras.saving.load_model(str(path), compile=False)
+    network = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    normalization = next(layer for layer in model.layers if isinstance(layer, ViewNormalization))
+    pipeline = InputPipeline(InputConfig(str(records), batch_size=128, normalize_in_model=True))
+    ((views, _),) = list(pipeline.eval_dataset())
+    fc8 = network.get_layer("fc8")
+    features = keras.Model(network.input, fc8.input)(normalization(views), training=False)
+    kernel, _ = fc8.get_weights()
+    fc8.set_weights([kernel, -(np.asarray(features, np.float64) @ kernel).mean(axis=0)])
+    model.save(str(path))
+    return run_dir
+
+
+def test_evaluate_reports_what_the_export_of_a_mixed_precision_run_serves(tmp_path):
+    """Issue 17 item 11: evaluate scored the bfloat16 network, the export serves a float32 copy,
+    and their top-1 answers differed. By default evaluate now computes what the export serves;
+    ``precision="trained"`` (the bfloat16 network) is the option that differs, and does here."""
+    from alexnet_tf.evaluate import EvaluateConfig, evaluate
+
+    classes = 50
+    records = tmp_path / "records"
+    write_synthetic_dataset(
+        str(records), num_classes=classes, train_records=2, train_shards=1, validation_records=128,
+        validation_shards=1, image_size=None, seed=5,
+    )  # fmt: skip
+    run = str(balance_classes(make_run(tmp_path / "run", policy="mixed_bfloat16", num_classes=classes), records))
+    version = export.export_model(run, str(tmp_path / "serving"))
+    serialized = [r.numpy() for r in tf.data.TFRecordDataset(tf.io.gfile.glob(f"{records}/validation-*"))]
+    served = tf.saved_model.load(version).signatures["tf_example"](examples=tf.constant(serialized))
+    served_top1 = served["top_k_indices"].numpy()[:, 0]
+    answers = {
+        precision: evaluate(EvaluateConfig(str(records), (run,), progress=False, precision=precision)).predictions[run]
+        for precision in ("float32", "trained")
+    }
+    np.testing.assert_array_equal(answers["float32"], served_top1)
+    # The test can tell the two computations apart: "trained" (what evaluate computed before
+    # issue 17) gave 4 of the 128 answers differently on the machine this was written on.
+    assert (answers["trained"] != served_top1).any()
 
 
 def test_a_logits_model_gets_a_softmax(workdir, images):
@@ -415,6 +573,74 @@ def test_an_export_killed_midway_leaves_no_version(run_dir, tmp_path):
     assert export.export_model(str(run_dir), str(serving_dir)) == str(serving_dir / "1")
 
 
+def test_a_version_taken_meanwhile_is_never_replaced(run_dir, tmp_path, monkeypatch):
+    """Another export finishing version 1 (and then 3) while this one writes: this one takes the
+    next free number, and a --version that appears meanwhile is refused, the other's kept."""
+    serving_dir = tmp_path / "serving"
+    write = export._write_warmup_requests
+
+    def write_while_another_finishes(versions):
+        def write_then_another(model, path, name):
+            write(model, path, name)
+            for version in versions:
+                (serving_dir / version).mkdir()
+                (serving_dir / version / "saved_model.pb").write_text("the other export's")
+
+        return write_then_another
+
+    monkeypatch.setattr(export, "_write_warmup_requests", write_while_another_finishes(["1", "3"]))
+    assert export.export_model(str(run_dir), str(serving_dir)) == str(serving_dir / "4")
+    monkeypatch.setattr(export, "_write_warmup_requests", write_while_another_finishes(["5"]))
+    with pytest.raises(InputError, match="5 was written by another export meanwhile"):
+        export.export_model(str(run_dir), str(serving_dir), version=5)
+    for version in ("1", "3", "5"):
+        assert (serving_dir / version / "saved_model.pb").read_text() == "the other export's"
+    assert sorted(p.name for p in serving_dir.iterdir()) == ["1", "3", "4", "5"]
+
+
+# Both processes write their SavedModel, wait for each other, then claim a version at once.
+_RACING_EXPORT = """
+import os, pathlib, sys, time
+from alexnet_tf import export
+from alexnet_tf.cli import main
+sync = pathlib.Path(sys.argv[1])
+write = export._write_warmup_requests
+def write_then_wait(model, path, name):
+    write(model, path, name)
+    (sync / str(os.getpid())).touch()
+    deadline = time.monotonic() + 300
+    while len(list(sync.iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+export._write_warmup_requests = write_then_wait
+main(sys.argv[2:])
+"""
+
+
+def test_two_export_processes_at_once_get_two_versions(run_dir, tmp_path):
+    """Issue 17 item 1: ``export A --export-dir B & export B --export-dir B &`` printed
+    ``exported B/1`` twice and one model replaced the other."""
+    sync, serving_dir = tmp_path / "sync", tmp_path / "serving"
+    sync.mkdir()
+    processes = {}
+    for top_k in (1, 2):
+        command = ["export", str(run_dir), "--export-dir", str(serving_dir), "--top-k", str(top_k)]
+        processes[top_k] = subprocess.Popen(
+            [sys.executable, "-c", _RACING_EXPORT, str(sync), *command],
+            cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+    printed = {}
+    for top_k, process in processes.items():
+        stdout, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-2000:]
+        printed[top_k] = stdout.strip().removeprefix("exported ")
+    assert len(list(sync.iterdir())) == 2  # both reached the claim before either made it
+    assert sorted(printed.values()) == [str(serving_dir / "1"), str(serving_dir / "2")]
+    assert sorted(p.name for p in serving_dir.iterdir()) == ["1", "2"]
+    for top_k, version in printed.items():  # each printed version is its own model, and loads
+        signature = tf.saved_model.load(version).signatures["serving_default"]
+        assert signature.structured_outputs["top_k_indices"].shape[-1] == top_k
+
+
 # --- Warm-up ---------------------------------------------------------------------------------
 
 
@@ -484,6 +710,17 @@ def test_predict_json_matches_the_export(base, images):
     assert prediction["path"] == str(images["png"]) and len(prediction["top"]) == 1
     with pytest.raises(InputError, match="exported with --top-k 2"), open_classifier(str(base), top_k=3):
         pass
+    with pytest.raises(InputError, match="--max-pixels: .* whose limit was set by `alexnet-tf export --max-pixels`"):
+        with open_classifier(str(base), max_pixels=1000):
+            pass
+
+
+def test_predict_max_pixels_of_a_run(run_dir, images):
+    jpeg = str(images["jpeg"])  # 333×250 = 83,250 pixels
+    result = CliRunner().invoke(main, ["predict", str(run_dir), jpeg, "--max-pixels", "80000"])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr == f"Error: {jpeg}: 83,250 pixels to decode, more than the limit of 80,000 (--max-pixels)\n"
+    assert CliRunner().invoke(main, ["predict", str(run_dir), jpeg, "--max-pixels", "83250"]).exit_code == 0
 
 
 # --- tools/serving_client.py --------------------------------------------------------------------

@@ -112,11 +112,15 @@ def training_jpegs(records: str, directory, count: int) -> list[str]:
     return paths
 
 
-def test_a_training_image_is_its_own_nearest_neighbour(setup, tmp_path):
+def test_a_training_image_is_its_own_nearest_neighbour(setup, tmp_path, capsys):
     records, run, _, _ = setup
     queries = training_jpegs(records, tmp_path, 3)
     output = str(tmp_path / "neighbours.png")
-    found, (width, height) = neighbours.write_neighbours(output, run, records, queries, k=4, batch_size=5)
+    found, (width, height) = neighbours.write_neighbours(
+        output, run, records, queries, k=4, batch_size=5, progress=True
+    )
+    bar = capsys.readouterr().err  # 24 records in batches of 5: five batches, the last short
+    assert "neighbours: 100%" in bar and "5/5" in bar, bar
     assert found.images.shape == (3, 4, CROP, CROP, 3)
     assert np.all(np.diff(found.distances, axis=1) >= 0)  # nearest first
     for q in range(3):

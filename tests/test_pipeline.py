@@ -421,3 +421,10 @@ def test_shards_are_found_by_their_listed_names(tmp_path):
             info.shards[index] = dataclasses.replace(shard, name=renamed)
     metadata.save(directory)
     assert sorted(labels_of(input_pipeline(directory, batch_size=2).eval_dataset(schema.TRAIN))) == [0, 1, 2, 3]
+
+
+def test_crops_much_smaller_than_the_records_are_noted(data_dir):
+    """The paper's 224 of 256 needs no note; the demo recipe's 112 of 256-pixel records does."""
+    assert input_pipeline(data_dir).crop_coverage_note() is None
+    note = input_pipeline(data_dir, crop_size=112).crop_coverage_note()
+    assert note is not None and "44% of the 256x256" in note and "input.crop_size=224" in note

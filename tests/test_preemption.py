@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from alexnet_tf import cluster, preemption
+from alexnet_tf import cluster, constants, preemption
 from alexnet_tf.errors import InputError
 from alexnet_tf.synthetic import write_synthetic_dataset
 from tests.cluster import free_ports, tf_configs
@@ -97,10 +97,8 @@ def last_line(text: str) -> str:
 
 
 def test_signals_are_recorded_and_stop_at_the_next_check():
-    import tensorflow as tf
-
     before = signal.getsignal(signal.SIGTERM)
-    with preemption.StopSignals(tf.distribute.get_strategy()) as stop:
+    with preemption.StopSignals() as stop:
         stop.check()  # nothing yet
         os.kill(os.getpid(), signal.SIGTERM)  # recorded, the process goes on
         with pytest.raises(preemption.Stopped) as stopped:
@@ -127,10 +125,10 @@ def test_wait_for_workers_returns_once_every_worker_answers_and_names_the_missin
     assert f"waiting for worker 1 at localhost:{peer} to start" in capsys.readouterr().err
     with socket.create_server(("localhost", peer)):  # worker 1 is up
         cluster.wait_for_workers(0.5)
-    monkeypatch.setenv(cluster.TIMEOUT_ENV, "soon")
+    monkeypatch.setenv(constants.WORKER_TIMEOUT_ENV, "soon")
     with pytest.raises(InputError, match=r"ALEXNET_TF_WORKER_TIMEOUT='soon': must be a number of seconds > 0"):
         cluster.worker_timeout()
-    monkeypatch.setenv(cluster.TIMEOUT_ENV, "7.5")
+    monkeypatch.setenv(constants.WORKER_TIMEOUT_ENV, "7.5")
     assert cluster.worker_timeout() == 7.5 and cluster.worker_timeout(2) == 2
 
 

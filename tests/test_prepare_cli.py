@@ -130,3 +130,18 @@ def test_refuses_an_output_inside_the_class_folders(tmp_path):
     data = make_dataset(str(tmp_path / "flowers"), per_class=1, val_form=None, quirks=False)
     classes_root = os.path.join(data.root, "train")  # a root of class folders, no train/ inside
     assert_one_line_error(run(classes_root, os.path.join(classes_root, "records")), "inside the dataset folder")
+
+
+def test_a_class_folder_of_unreadable_files_is_a_warning_naming_it(dataset, tmp_path):
+    folder = os.path.join(dataset.root, "train", "n09999999")
+    os.makedirs(folder)
+    for name in ("a.JPEG", "b.JPEG"):
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(b"not an image")
+    result = run(dataset.root, str(tmp_path / "records"), "--train-shards", "2", "--validation-shards", "1")
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        f"warning: 1 of 4 classes has no training records, all its files were skipped (reasons in "
+        f"metadata.json): {folder}"
+    ], result.output

@@ -60,7 +60,7 @@ def test_integers_are_accepted_for_floats():
         ("model:\n  two_towers: 1\n", "model.two_towers=1: wrong type; expected bool"),
         ("training:\n  batch_size: null\n", "training.batch_size: null is not allowed"),
         ("optimizer:\n  momentum: 1.5\n", "optimizer.momentum=1.5 is impossible; use a number in [0, 1)"),
-        ("training:\n  mixed_precision: fp16\n", "training.mixed_precision='fp16' is impossible; use one of none"),
+        ("training:\n  mixed_precision: fp16\n", "training.mixed_precision='fp16' is impossible; use one of auto,"),
         ("- a\n- b\n", "a recipe is a mapping of sections"),
         ("training: [1\n", "not valid YAML"),
     ],

@@ -30,4 +30,5 @@ def test_bench_fit_prints_paired_ratios_for_every_model():
     for *_, pipeline, memory, ratio in rows:
         assert float(pipeline) > 0 and float(memory) > 0 and float(ratio) > 0
     assert len(re.findall(r"^two-tower / one-device, .*: [\d.]+$", run.stdout, re.M)) == 4
-    assert len(re.findall(r"^bfloat16 / float32, .*: [\d.]+$", run.stdout, re.M)) == 4
+    assert len(re.findall(r"^bfloat16 / float32, .*: [\d.]+ \(rounds [\d.]+-[\d.]+\)$", run.stdout, re.M)) == 4
+    assert re.match(r"host: this CPU .* (has|has no) avx512_bf16", run.stdout)  # the figures' host

@@ -1,8 +1,7 @@
 """`alexnet-tf fit`: learning, the paper's update rule, resume after kill -9, strategies, faults.
 
-Tiny models (channel_multiplier 0.125, 64×64 crops) on generated records. The CPU is split into
-two logical devices before TensorFlow initialises (for the mirrored and two-tower tests); run
-this file on its own or before other TensorFlow tests initialise the runtime.
+Tiny models (channel_multiplier 0.125, 64×64 crops) on generated records. The mirrored and
+two-tower tests use the two logical CPUs that conftest.py sets up for the whole session.
 """
 
 import csv
@@ -19,15 +18,13 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from alexnet_tf import AlexNet, distribute, optim
+from alexnet_tf import AlexNet, optim
 from alexnet_tf.errors import InputError
 from alexnet_tf.recipe import OptimizerSection, load_recipe
 from alexnet_tf.records import schema
 from alexnet_tf.synthetic import write_synthetic_dataset
 from alexnet_tf.train import FitConfig, TrainingDiverged, fit
 from tests.cluster import tf_configs
-
-distribute.configure_devices(2)
 
 TINY = [
     "model.channel_multiplier=0.125",
@@ -39,6 +36,7 @@ TINY = [
     "training.batch_size=16",
     "training.seed=0",
     "training.log_every_steps=2",
+    "training.mixed_precision=none",  # not auto: the same numbers on every host
 ]
 ENV = {
     **os.environ,
@@ -205,6 +203,17 @@ def test_a_different_recipe_or_optimizer_is_refused(records, tmp_path):
     assert resumed.resumed_from == (1, 8) and resumed.epochs == 2
 
 
+def test_a_run_refused_before_training_writes_nothing_and_the_corrected_command_runs(records, tmp_path):
+    """Issue 22: a batch larger than the data was refused after recipe.yaml was written, and the
+    corrected command was then refused as "a different recipe"."""
+    run = tmp_path / "run"
+    with pytest.raises(InputError, match="128 training records are fewer than training.batch_size=256"):
+        fit(FitConfig(records, str(run), tiny("training.batch_size=256", "training.epochs=1"), verbose=False))
+    assert not run.exists() or not list(run.iterdir())
+    result = fit(FitConfig(records, str(run), tiny("training.epochs=1"), verbose=False))
+    assert result.epochs == 1 and result.resumed_from is None
+
+
 @pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(records, tmp_path):
     run = str(tmp_path / "run")
@@ -223,6 +232,21 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(records, tmp_path):
 
 
 # --- Strategies -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_this_file_imports_after_tensorflow_started_and_leaves_the_devices_alone():
+    """No ordering between test files: importing this one after TensorFlow's runtime has started
+    works and changes no device (the two logical CPUs come from conftest.py, once per session)."""
+    probe = (
+        "import tensorflow as tf\n"
+        "tf.constant(0)  # starts the runtime: the devices are fixed from here on\n"
+        "import tests.test_train\n"
+        "print(len(tf.config.list_logical_devices('CPU')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["1"]
 
 
 def test_mirrored_on_two_logical_cpus(records, tmp_path, capsys):
@@ -333,7 +357,7 @@ def test_multi_worker_matches_one_worker_with_the_same_global_batch(tmp_path):
 @pytest.mark.slow
 def test_cli_bad_input_is_one_error_line(records, tmp_path):
     cases = [
-        (["--data-dir", str(tmp_path / "none"), "--model-dir", str(tmp_path / "a")], {}, "metadata.json"),
+        (["--data-dir", str(tmp_path / "none"), "--model-dir", str(tmp_path / "a")], {}, "no such directory"),
         (["--data-dir", records, "--model-dir", str(tmp_path / "b"), "--set", "training.epochs=zero"], {},
          "training.epochs='zero': wrong type"),
         (["--data-dir", records, "--model-dir", str(tmp_path / "c"), "--strategy", "multi-worker"],

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from alexnet_tf import precision
 from alexnet_tf.cli import main
 from alexnet_tf.errors import InputError
 from alexnet_tf.recipe import load_recipe
@@ -90,12 +91,17 @@ def test_search_completes_resumes_and_writes_a_recipe(records, space_file, tmp_p
     table = result.output[result.output.index("trial  status") :].splitlines()[2:5]
     assert [line.split()[:2] for line in table] == [["0", "COMPLETED"], ["1", "COMPLETED"], ["2", "COMPLETED"]]
     assert os.path.isdir(os.path.join(tune_dir, "search", "trial_1", "run", "checkpoints"))
+    # Each trial's fit decides training.mixed_precision: auto for this host, says so and records it.
+    assert "precision: " in result.output
+    with open(os.path.join(tune_dir, "search", "trial_1", "run", "recipe.yaml")) as f:
+        assert yaml.safe_load(f)["training"]["mixed_precision"] == precision.host_choice().value
 
     best = os.path.join(tune_dir, "best.yaml")
     recipe = load_recipe(best)  # fit --pipeline reads it the same way
     assert recipe.model.channel_multiplier == 0.125 and recipe.model.initialization == "he"
     assert recipe.training.batch_size in (8, 16)
     assert 0.001 <= recipe.optimizer.learning_rate <= 0.03
+    assert recipe.training.mixed_precision == "auto"  # decided again wherever it is trained
     with open(best) as f:
         assert "validation top-1" in f.readline()
     # fit trains with it (shortened here to one epoch; the file keeps the base recipe's epochs).
@@ -116,6 +122,46 @@ def test_a_changed_search_is_refused(records, space_file, tmp_path):
     tune(config(records, tune_dir, space_file, max_trials=1))
     with pytest.raises(InputError, match="different epochs"):
         tune(TuneConfig(records, tune_dir, overrides=TINY, space_path=space_file, epochs=2, max_trials=1))
+
+
+def test_a_search_stopped_before_any_trial_finished_restarts_with_new_settings(
+    records, space_file, tmp_path, monkeypatch
+):
+    """A first search whose first trial could not run (here: fit refuses it) leaves its settings;
+    the corrected command is not refused as "a different search" but starts afresh."""
+    tune_dir = str(tmp_path / "tune")
+
+    def refused(fit_config):
+        raise InputError("this trial cannot run")
+
+    monkeypatch.setattr(search, "fit", refused)
+    with pytest.raises(InputError, match="this trial cannot run"):
+        tune(config(records, tune_dir, space_file, max_trials=1))
+    monkeypatch.undo()
+    smaller = tmp_path / "smaller.yaml"
+    smaller.write_text(yaml.safe_dump({**SPACE, "training.batch_size": {"values": [8]}}))
+    result = tune(config(records, tune_dir, str(smaller), max_trials=1))
+    assert [row.status for row in result.trials] == ["COMPLETED"]
+    assert result.trials[0].values["training.batch_size"] == 8
+    # Once a trial has finished, a changed search is refused again.
+    with pytest.raises(InputError, match="different space"):
+        tune(config(records, tune_dir, space_file, max_trials=1))
+
+
+def test_default_batch_sizes_are_sized_to_the_data(tmp_path):
+    assert load_space(None).ranges["training.batch_size"] == {"values": [64, 128, 256]}
+    assert load_space(None, 200).ranges["training.batch_size"] == {"values": [64, 128]}
+    assert "training.batch_size" not in load_space(None, 63).ranges  # the base recipe's batch then applies
+    path = tmp_path / "space.yaml"
+    path.write_text("training.batch_size: {values: [8, 128]}")
+    with pytest.raises(InputError, match="128 exceed the 64 training records"):
+        load_space(str(path), 64)
+
+
+def test_stepped_floats_are_rounded(tmp_path):
+    space = load_space(None)
+    assert space.value("model.dropout", 0.1 * 3) == 0.3
+    assert "model.dropout=0.3" in space.overrides({"model.dropout": 0.1 * 3})
 
 
 def test_bad_spaces_and_strategies_are_one_line(tmp_path):

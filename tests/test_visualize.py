@@ -29,6 +29,19 @@ def test_show_augment_writes_a_png_grid_of_the_expected_size(tmp_path):
         assert np.asarray(grid.convert("L")).std() > 10  # something was drawn
     assert f"({columns * 128}x{rows * 144})" in result.output
     assert not [path for path in tmp_path.iterdir() if path.name.startswith(".tmp-")]
+    assert "PCA lighting is 10x the paper's" in result.output
+
+
+def test_each_training_view_says_how_much_its_lighting_is_exaggerated(tmp_path):
+    data_dir = str(tmp_path / "data")
+    synthetic.write_synthetic_dataset(data_dir, train_records=1, validation_records=0, validation_shards=0)
+
+    def view_titles(**options) -> list[str]:
+        axes = visualize.augment_grid(data_dir, images=1, views=2, **options).axes
+        return [ax.get_title() for ax in axes[1:3]]  # the row: whole image, then the two views
+
+    assert all(title.endswith(" light×10") for title in view_titles())
+    assert not any("light" in title for title in view_titles(lighting_strength=1))
 
 
 def test_show_augment_reports_a_missing_dataset_in_one_line(tmp_path):

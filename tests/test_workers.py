@@ -6,7 +6,7 @@ import pytest
 
 from alexnet_tf.errors import InputError
 from alexnet_tf.prepare.workers import WorkerError, run_tasks
-from tests.worker_tasks import misbehave, square
+from tests.worker_tasks import DiesWhenUnpickled, misbehave, square
 
 
 def run(fn, shared, tasks, workers=2):
@@ -32,3 +32,12 @@ def test_every_task_runs_once_with_progress(workers):
 def test_worker_failures_reach_the_parent(task, error, message):
     with pytest.raises(error, match=message):
         run(misbehave, None, ["fine", task, "fine", "fine"])
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_before_its_first_task_is_reported():
+    """The parent is still sending the first task (larger than the pipe's buffer) when the worker
+    dies: that BrokenPipeError used to escape, and the CLI then exited 1 without a message."""
+    big = "x" * (4 << 20)
+    with pytest.raises(WorkerError, match=r"^worker prepare-worker-\d died \(exit code -9"):
+        run(misbehave, DiesWhenUnpickled(), [big, big])

@@ -21,3 +21,14 @@ def misbehave(_: None, task: str, progress) -> str:
     if task == "die":
         os.kill(os.getpid(), signal.SIGKILL)
     return task
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class DiesWhenUnpickled:
+    """Shared data that kills the worker unpickling it: a worker that dies before its first task."""
+
+    def __reduce__(self):
+        return _die, ()

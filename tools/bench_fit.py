@@ -13,7 +13,10 @@ and on one batch of its output held in memory (`alexnet_tf.train.measure_through
   apart; reported as the median of the paired ratios, with their range.
 * **two-tower / one-device** (the placement's cost on CPU; aim ≥ 0.90) and **bfloat16 / float32**:
   different models, built in turn; rounds alternate between them so load from other processes
-  hits all alike, and the ratios are of the medians over all blocks of all rounds.
+  hits all alike, and the ratios are of the medians over all blocks of all rounds (bfloat16 /
+  float32 also with the range of the rounds' own ratios).
+
+The first line names the host's CPU and whether it does bfloat16 natively (`alexnet_tf.precision`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import tempfile
 import click
 
 from alexnet_tf import distribute, synthetic, train
+from alexnet_tf.precision import host_choice
 from alexnet_tf.recipe import load_recipe
 
 PRECISIONS = ("none", "mixed_bfloat16")
@@ -58,10 +62,14 @@ def main(
 ) -> None:
     """Training images/s: real pipeline vs in-memory, float32 vs bfloat16, one device vs two towers."""
     distribute.configure_devices(2)
+    click.echo(f"host: {host_choice().reason}")
     precisions, strategies = precisions or PRECISIONS, strategies or STRATEGIES
     models = list(itertools.product(precisions, strategies))
     rates: dict[tuple[str, str], dict[str, list[float]]] = {
         model: {source: [] for source in train.SOURCES} for model in models
+    }
+    round_medians: dict[tuple[str, str, str], list[float]] = {
+        (*model, source): [] for model in models for source in train.SOURCES
     }
     with tempfile.TemporaryDirectory() as scratch:
         if data_dir is None:
@@ -86,6 +94,7 @@ def main(
                 gc.collect()  # free this model and optimizer before the next
                 for source, values in measured.items():
                     rates[(precision, strategy)][source].extend(values)
+                    round_medians[(precision, strategy, source)].append(statistics.median(values))
                 pipeline, memory = (statistics.median(measured[source]) for source in train.SOURCES)
                 click.echo(
                     f"round {round_index + 1}: {precision:15s} {strategy:10s} pipeline {pipeline:7.1f} "
@@ -114,7 +123,11 @@ def main(
     for strategy, source in itertools.product(strategies, train.SOURCES):
         if len(precisions) == 2:
             ratio = medians[("mixed_bfloat16", strategy, source)] / medians[("none", strategy, source)]
-            click.echo(f"bfloat16 / float32, {strategy}, {source}: {ratio:.3f}")
+            bf16, fp32 = (round_medians[(name, strategy, source)] for name in ("mixed_bfloat16", "none"))
+            rounds = [a / b for a, b in zip(bf16, fp32, strict=True)]
+            click.echo(
+                f"bfloat16 / float32, {strategy}, {source}: {ratio:.3f} (rounds {min(rounds):.3f}-{max(rounds):.3f})"
+            )
 
 
 if __name__ == "__main__":

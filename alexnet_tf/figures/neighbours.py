@@ -24,20 +24,23 @@ with their distances, so one pass is enough.
 from __future__ import annotations
 
 import dataclasses
+import math
 import posixpath
 from collections.abc import Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
+from tqdm import tqdm
 
+from alexnet_tf.constants import MEAN_NONE
 from alexnet_tf.errors import InputError, invalid
 from alexnet_tf.figures.sheet import CAPTION_BAND, Sheet
 from alexnet_tf.files import write_png
 from alexnet_tf.input import augment
 from alexnet_tf.input.pipeline import InputConfig, InputPipeline
 from alexnet_tf.input.views import fixed_views
-from alexnet_tf.layers import IMAGE, MEAN_NONE
+from alexnet_tf.layers import IMAGE
 from alexnet_tf.records import schema
 from alexnet_tf.runs import load_model
 from alexnet_tf.serving import decode_square, inference_parts
@@ -78,8 +81,10 @@ def find_neighbours(
     k: int = DEFAULT_NEIGHBOURS,
     batch_size: int = DEFAULT_BATCH_SIZE,
     split: str = schema.TRAIN,
+    progress: bool = False,
 ) -> Neighbours:
-    """The ``k`` records of ``split`` nearest to each query in fc7 space (module docstring)."""
+    """The ``k`` records of ``split`` nearest to each query in fc7 space (module docstring);
+    ``progress`` shows a bar over the split's batches (one forward pass over all of them)."""
     if not queries:
         raise invalid("queries", queries, "at least one image file")
     if k < 1:
@@ -114,8 +119,11 @@ def find_neighbours(
 
     query_features = embed(queried)
     best = _Best(len(queries), k, crop)
-    for views, labels in pipeline.eval_dataset(split):
-        best.merge(query_features, embed(views), views[IMAGE], labels)
+    batches = math.ceil(pipeline.num_records(split) / batch_size)
+    with tqdm(total=batches, unit="batch", desc="neighbours", disable=not progress, dynamic_ncols=True) as bar:
+        for views, labels in pipeline.eval_dataset(split):
+            best.merge(query_features, embed(views), views[IMAGE], labels)
+            bar.update()
     found = int(np.sum(np.isfinite(best.distances.numpy()[0])))
     if found == 0:
         raise InputError(f"{data_dir}: the '{split}' split has no records")

@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from alexnet_tf.constants import MEAN_CHANNEL, MEAN_IMAGE
 from alexnet_tf.errors import invalid
 from alexnet_tf.input import augment
 from alexnet_tf.input.decode import RecordDecoder
-from alexnet_tf.layers import FLIP, IMAGE, LIGHTING, MEAN_CHANNEL, MEAN_IMAGE, OFFSET, ViewNormalization
+from alexnet_tf.layers import FLIP, IMAGE, LIGHTING, OFFSET, ViewNormalization
 from alexnet_tf.records.metadata import DatasetStats
 
 
@@ -38,7 +39,7 @@ class Statistics:
     """The dataset's mean (§2) and PCA lighting (§4.1) as the views apply them.
 
     Args:
-      mean: `MEAN_IMAGE`, `MEAN_CHANNEL` or `MEAN_NONE` (`alexnet_tf.layers`).
+      mean: `MEAN_IMAGE`, `MEAN_CHANNEL` or `MEAN_NONE` (`alexnet_tf.constants`).
       image_size: side of the square images the views are cut from.
       mean_image: the ``[h, w, 3]`` mean image (0–255) for `MEAN_IMAGE`; resized if not
         ``image_size``².

@@ -1,7 +1,8 @@
 """``show-augment``: a PNG grid of what the network sees, drawn by the pipeline's own functions.
 
 For each of the first few records of a split, two rows: the decoded 256×256 image followed by
-random training views (§4.1 crop, mirror and PCA lighting, exaggerated so a person can see it),
+random training views (§4.1 crop, mirror and PCA lighting, exaggerated so a person can see it:
+each view's title says by how much, ``light×10`` by default),
 then the ten test patches (§4.1) in `augment.TEN_CROP_NAMES` order. Views are shown before mean
 subtraction (``mean="none"``) so they look like photographs; otherwise they are exactly what
 the pipeline's `FloatViews` make for training and ten-crop evaluation.
@@ -14,12 +15,17 @@ import tensorflow as tf
 from matplotlib.figure import Figure
 
 from alexnet_tf import paper
+from alexnet_tf.constants import (
+    DEFAULT_AUGMENT_IMAGES,
+    DEFAULT_AUGMENT_LIGHTING_STRENGTH,
+    DEFAULT_AUGMENT_VIEWS,
+    MEAN_NONE,
+)
 from alexnet_tf.files import write_png
 from alexnet_tf.input import augment
 from alexnet_tf.input.decode import LABEL
 from alexnet_tf.input.pipeline import InputConfig, InputPipeline, interleave_records
 from alexnet_tf.input.views import FloatViews
-from alexnet_tf.layers import MEAN_NONE
 from alexnet_tf.records import schema
 from alexnet_tf.records.metadata import DatasetMetadata
 
@@ -28,9 +34,6 @@ from alexnet_tf.records.metadata import DatasetMetadata
 CELL_INCHES = 2.0
 TITLE_INCHES = 0.25
 DPI = 64
-DEFAULT_LIGHTING_STRENGTH = 10.0  # ×paper.PCA_LIGHTING_STD: shifts of tens of levels, visible.
-DEFAULT_IMAGES = 4
-DEFAULT_VIEWS = 9
 
 
 def grid_shape(images: int, views: int) -> tuple[int, int]:
@@ -42,9 +45,9 @@ def augment_grid(
     data_dir: str,
     *,
     split: str = schema.TRAIN,
-    images: int = DEFAULT_IMAGES,
-    views: int = DEFAULT_VIEWS,
-    lighting_strength: float = DEFAULT_LIGHTING_STRENGTH,
+    images: int = DEFAULT_AUGMENT_IMAGES,
+    views: int = DEFAULT_AUGMENT_VIEWS,
+    lighting_strength: float = DEFAULT_AUGMENT_LIGHTING_STRENGTH,
     seed: int = 0,
 ) -> Figure:
     """The grid as a matplotlib figure (Agg canvas; no pyplot state)."""
@@ -64,6 +67,8 @@ def augment_grid(
     )
     for ax in axes.flat:
         ax.set_axis_off()
+    # Each training view says how far its lighting is from the paper's (10x by default).
+    lighting = "" if lighting_strength == 1 else f" light×{lighting_strength:g}"
     for index, record in enumerate(records):
         top, bottom = axes[2 * index], axes[2 * index + 1]
         features = decoder.parse(record)
@@ -74,7 +79,7 @@ def augment_grid(
             view = float_views.sample(view_seed)
             image = float_views.apply(features, view)
             y, x = view.offset.numpy()
-            _show(top[1 + view_index], image, f"({y},{x}){' mirrored' if view.flip else ''}")
+            _show(top[1 + view_index], image, f"({y},{x}){' mirrored' if view.flip else ''}{lighting}")
         crops = float_views.ten_crop(features)
         for crop_index, name in enumerate(augment.TEN_CROP_NAMES):
             _show(bottom[crop_index], crops[crop_index], name)

@@ -32,6 +32,7 @@ import dataclasses
 import datetime
 import hashlib
 import os
+import posixpath
 import time
 import uuid
 from typing import Any
@@ -40,10 +41,10 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from alexnet_tf import files, paper
+from alexnet_tf import files, locks, paper
+from alexnet_tf.constants import DEFAULT_TRAIN_SHARDS, DEFAULT_VALIDATION_SHARDS, MIN_INPUT_SIZE
 from alexnet_tf.errors import InputError
 from alexnet_tf.files import output_errors
-from alexnet_tf.model import MIN_INPUT_SIZE
 from alexnet_tf.prepare import images, resume
 from alexnet_tf.prepare.shards import (
     ShardContext,
@@ -65,9 +66,6 @@ from alexnet_tf.records.metadata import (
 )
 from alexnet_tf.records.schema import SPLITS, TRAIN
 
-# Model Garden's ImageNet shard counts (~1,250 train and ~390 validation records per shard).
-DEFAULT_TRAIN_SHARDS = 1024
-DEFAULT_VALIDATION_SHARDS = 128
 # Work redone after kill -9 is at most this many seconds plus the shards in flight.
 CHECKPOINT_SECONDS = 30.0
 # Fields that do not change what is written, so a rerun may change them (the output directory
@@ -200,6 +198,17 @@ def prepare_dataset(config: PrepareConfig) -> PrepareReport:
     """
     started = time.monotonic()
     output = config.output.rstrip("/") or "/"
+    source = None
+    if not tf.io.gfile.isdir(output):
+        source = _discover(config, output)
+        resume.make_directory(output)  # only now: an output inside the dataset must not become a class
+    # One run per output (`alexnet_tf.locks`), from before anything in it is read or deleted.
+    with locks.lock_directory(output, "prepare-data"):
+        return _prepare_locked(config, output, source, started)
+
+
+def _prepare_locked(config: PrepareConfig, output: str, source: Source | None, started: float) -> PrepareReport:
+    """`prepare_dataset` under the output's lock; ``source`` if already discovered."""
     options = config.options()
     if config.overwrite:
         resume.remove_outputs(output)
@@ -213,18 +222,10 @@ def prepare_dataset(config: PrepareConfig) -> PrepareReport:
     else:
         resume.check_options(output, state["options"], options)
 
-    source = discover(
-        config.source,
-        val_labels=config.val_labels,
-        synsets=config.synsets,
-        val_fraction=config.val_fraction,
-        limit_per_class=config.limit_per_class,
-        seed=config.seed,
-    )
-    _refuse_output_inside(output, source)
+    if source is None:
+        source = _discover(config, output)
     tasks, digest, notes = _plan(source, config)
     if state is None:
-        resume.make_directory(output)  # only now: an output inside the dataset must not become a class
         resume.write_state(output, {"options": options, "digest": digest})
     elif state["digest"] != digest:
         raise InputError(
@@ -243,6 +244,7 @@ def prepare_dataset(config: PrepareConfig) -> PrepareReport:
             f"{config.source}: none of the {len(source.splits[TRAIN]):,} training files is a readable "
             f"image (e.g. {first.path}: {first.reason})"
         )
+    notes.extend(_classes_without_records(source, metadata))
     for name, split in metadata.splits.items():
         empty = [shard.name for shard in split.shards if shard.records == 0]
         if empty:
@@ -262,6 +264,36 @@ def prepare_dataset(config: PrepareConfig) -> PrepareReport:
         notes=[_source_note(source), *notes],
         steady_rate=steady_rate,
     )
+
+
+def _discover(config: PrepareConfig, output: str) -> Source:
+    """The source's files; refuses an output inside its class folders (whose shards would be
+    "images")."""
+    source = discover(
+        config.source,
+        val_labels=config.val_labels,
+        synsets=config.synsets,
+        val_fraction=config.val_fraction,
+        limit_per_class=config.limit_per_class,
+        seed=config.seed,
+    )
+    _refuse_output_inside(output, source)
+    return source
+
+
+def _classes_without_records(source: Source, metadata: DatasetMetadata) -> list[str]:
+    """A warning naming the training class folders all of whose files were skipped (unreadable):
+    such a class would otherwise have no records without a word (an empty folder is refused)."""
+    per_class = metadata.splits[TRAIN].per_class
+    empty = [posixpath.join(source.folders[0], c.wnid) for c in source.classes if per_class[c.wnid] == 0]
+    if not empty:
+        return []
+    listed = ", ".join(empty[:5]) + (", ..." if len(empty) > 5 else "")
+    has, its = ("has", "its") if len(empty) == 1 else ("have", "their")
+    return [
+        f"warning: {len(empty)} of {len(source.classes)} classes {has} no training records, all {its} files were "
+        f"skipped (reasons in {METADATA_FILENAME}): {listed}"
+    ]
 
 
 def _source_note(source: Source) -> str:

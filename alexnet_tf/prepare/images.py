@@ -37,11 +37,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from alexnet_tf import paper
+from alexnet_tf.constants import DEFAULT_JPEG_QUALITY, DEFAULT_MAX_PIXELS
 
-# Pillow's own default bomb limit (about 89.5 M pixels: 1 GiB of 24-bit pixels / 4), far above
-# the size of photos in ImageNet.
-DEFAULT_MAX_PIXELS = 89_478_485
-DEFAULT_JPEG_QUALITY = 90
 # Pillow's default resize filter; antialiased when downsampling.
 RESAMPLE = Image.Resampling.BICUBIC
 

@@ -30,12 +30,13 @@ import hashlib
 import os
 import posixpath
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import tensorflow as tf
 from tqdm import tqdm
 
-from alexnet_tf import files, paper
+from alexnet_tf import files, locks, paper
 from alexnet_tf.errors import InputError
 from alexnet_tf.files import output_errors
 from alexnet_tf.prepare import layout, resume
@@ -149,45 +150,59 @@ def index_records(config: IndexConfig) -> IndexReport:
     record_schema = _schema(records_dir, shards)
     class_names = layout.read_class_names(records_dir)
     options = config.options() | {"shards_digest": _digest(shards)}
+    hint = "; give --output DIR for the metadata" if output == records_dir else ""
+    with _output_lock(output, hint):
+        if config.overwrite:
+            _remove_outputs(output)
+        done = _Checkpoint.load(output)
+        if done is None:
+            complete = _complete_metadata(output, options)
+            if complete is not None:
+                count = sum(len(s) for s in shards.values())
+                return IndexReport(complete, output, 0, count, time.monotonic() - started, [], up_to_date=True)
+            done = _Checkpoint(options)
+            try:  # now, so that a read-only output fails before the scan, not after it
+                done.save(output)
+            except InputError as error:
+                raise InputError(f"{error}{hint}") from None
+        else:
+            resume.check_options(output, done.options, options)
 
-    if config.overwrite:
-        _remove_outputs(output)
-    done = _Checkpoint.load(output)
-    if done is None:
-        complete = _complete_metadata(output, options)
-        if complete is not None:
-            count = sum(len(s) for s in shards.values())
-            return IndexReport(complete, output, 0, count, time.monotonic() - started, [], up_to_date=True)
-        done = _Checkpoint(options)
-        try:  # now, so that a read-only output fails before the scan, not after it
-            done.save(output)
+        for name in (METADATA_FILENAME, MEAN_IMAGE_FILENAME):  # ours only: the directory may be the user's
+            files.remove_temporaries(output, name)
+        tasks = _tasks(shards, config.stats_sample)
+        todo = [task for task in tasks if task.name not in done.results]
+        context = ScanContext(records_dir, record_schema)
+        _scan(config, context, todo, shards, done, output)
+
+        metadata, inferred = _metadata(shards, done, record_schema, class_names, config, options, output)
+        with output_errors(output):
+            if done.stats.images:
+                save_mean_image(output, done.stats.mean_image())
+            metadata.save(output)
+            tf.io.gfile.rmtree(posixpath.join(output, STATE_DIR))
+        return IndexReport(
+            metadata,
+            output,
+            scanned_shards=len(todo),
+            resumed_shards=len(tasks) - len(todo),
+            seconds=time.monotonic() - started,
+            notes=notes + inferred,
+        )
+
+
+@contextlib.contextmanager
+def _output_lock(output: str, hint: str) -> Iterator[None]:
+    """Holds the output's lock (`alexnet_tf.locks`: one run per output) from before anything in it
+    is read or deleted; ``hint`` is added to a failure to write it (e.g. a read-only directory)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(locks.lock_directory(output, TOOL))
+        except locks.DirectoryInUse:
+            raise
         except InputError as error:
-            hint = "; give --output DIR for the metadata" if output == records_dir else ""
             raise InputError(f"{error}{hint}") from None
-    else:
-        resume.check_options(output, done.options, options)
-
-    for name in (METADATA_FILENAME, MEAN_IMAGE_FILENAME):  # ours only: the directory may be the user's
-        files.remove_temporaries(output, name)
-    tasks = _tasks(shards, config.stats_sample)
-    todo = [task for task in tasks if task.name not in done.results]
-    context = ScanContext(records_dir, record_schema)
-    _scan(config, context, todo, shards, done, output)
-
-    metadata, inferred = _metadata(shards, done, record_schema, class_names, config, options, output)
-    with output_errors(output):
-        if done.stats.images:
-            save_mean_image(output, done.stats.mean_image())
-        metadata.save(output)
-        tf.io.gfile.rmtree(posixpath.join(output, STATE_DIR))
-    return IndexReport(
-        metadata,
-        output,
-        scanned_shards=len(todo),
-        resumed_shards=len(tasks) - len(todo),
-        seconds=time.monotonic() - started,
-        notes=notes + inferred,
-    )
+        yield
 
 
 def infer_label_offset(

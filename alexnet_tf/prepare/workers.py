@@ -85,7 +85,7 @@ def run_tasks(
             process.start()
             child.close()
             processes.append(process)
-            connection.send(pending.popleft())
+            _send(connection, pending.popleft(), process)
             busy[connection] = process
         while busy:
             for connection in multiprocessing.connection.wait(list(busy)):
@@ -103,7 +103,7 @@ def run_tasks(
                     else:
                         _, is_input_error, text = message
                         raise InputError(text) if is_input_error else WorkerError(f"a worker failed:\n{text}")
-                except (EOFError, BrokenPipeError):  # the worker's end closed: it died
+                except (EOFError, ConnectionError):  # the worker's end closed: it died
                     _died(busy[connection])
     finally:
         for process in processes:
@@ -111,6 +111,15 @@ def run_tasks(
                 process.terminate()
         for process in processes:
             process.join(timeout=5)
+
+
+def _send(connection: Any, task: Any, process: Any) -> None:
+    """Sends a worker its first task; a worker that died before reading it is a `WorkerError`
+    like any other death (the send fails with BrokenPipeError or ConnectionResetError)."""
+    try:
+        connection.send(task)
+    except ConnectionError:
+        _died(process)
 
 
 def _died(process: Any) -> None:

@@ -16,6 +16,9 @@ import dataclasses
 import io
 import json
 import posixpath
+import reprlib
+import types
+import typing
 from typing import Any
 
 import numpy as np
@@ -101,11 +104,14 @@ class DatasetMetadata:
     @classmethod
     def from_json(cls, text: str) -> DatasetMetadata:
         raw = json.loads(text)
+        if not isinstance(raw, dict):
+            raise ValueError(f"a JSON object expected, not {type(raw).__name__}")
         if raw.get("format_version") != FORMAT_VERSION:
             raise ValueError(
                 f"unsupported metadata format_version={raw.get('format_version')!r}; "
                 f"expected {FORMAT_VERSION}: re-run prepare-data"
             )
+        _check_types(raw, cls, "")
         splits = {
             name: SplitInfo(
                 num_records=s["num_records"],
@@ -140,6 +146,9 @@ class DatasetMetadata:
     def load(cls, directory: str) -> DatasetMetadata:
         """Reads ``directory/metadata.json``; `InputError` naming the file if it is missing or bad."""
         path = metadata_path(directory)
+        if not tf.io.gfile.isdir(directory):
+            problem = "not a directory" if tf.io.gfile.exists(directory) else "no such directory"
+            raise InputError(f"{directory}: {problem}; give the directory that prepare-data or index-records wrote")
         if not tf.io.gfile.exists(path):
             raise InputError(
                 f"{path}: no dataset metadata; run `alexnet-tf prepare-data` first (image folders), or "
@@ -150,6 +159,47 @@ class DatasetMetadata:
                 return cls.from_json(f.read())
         except (ValueError, KeyError, TypeError) as error:
             raise InputError(f"{path}: unreadable metadata ({error}); re-run prepare-data") from None
+
+
+def _check_types(value: Any, hint: Any, key: str) -> None:
+    """Raises ValueError naming ``key`` (dotted) where parsed JSON ``value`` lacks a field or has
+    another type than ``hint`` (a dataclass above, or a field's type): a hand-edited
+    ``"num_records": "lots"`` must be one line naming the key, not a TypeError deep in a reader."""
+    if hint is Any:
+        return
+    if isinstance(hint, types.UnionType):  # `X | None`
+        if value is None and type(None) in typing.get_args(hint):
+            return
+        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        _expect(isinstance(value, dict), key, "an object", value)
+        hints = typing.get_type_hints(hint)
+        for field in dataclasses.fields(hint):
+            name = f"{key}.{field.name}" if key else field.name
+            if field.name in value:
+                _check_types(value[field.name], hints[field.name], name)
+            elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+                raise ValueError(f"{name} is missing")
+    elif origin is list:
+        _expect(isinstance(value, list), key, "a list", value)
+        for index, item in enumerate(value):
+            _check_types(item, args[0], f"{key}[{index}]")
+    elif origin is dict:
+        _expect(isinstance(value, dict), key, "an object", value)
+        for name, item in value.items():
+            _check_types(item, args[1], f"{key}.{name}")
+    else:
+        numbers = (int, float) if hint is float else hint  # JSON writes 1.0 as 1
+        _expect(isinstance(value, numbers) and not isinstance(value, bool), key, _NAMES[hint], value)
+
+
+_NAMES = {int: "an integer", float: "a number", str: "a string"}
+
+
+def _expect(ok: bool, key: str, kind: str, value: Any) -> None:
+    if not ok:
+        raise ValueError(f"{key} must be {kind}, not {reprlib.repr(value)}")
 
 
 def metadata_path(directory: str) -> str:

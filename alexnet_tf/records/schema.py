@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-TRAIN = "train"
-VALIDATION = "validation"
-SPLITS = (TRAIN, VALIDATION)
+# The split names belong to this contract; they are defined in the import-free `alexnet_tf.constants`
+# so that the command line shows them as defaults without loading TensorFlow.
+from alexnet_tf.constants import SPLITS as SPLITS
+from alexnet_tf.constants import TRAIN as TRAIN
+from alexnet_tf.constants import VALIDATION as VALIDATION
 
 ENCODED = "image/encoded"
 FORMAT = "image/format"

@@ -13,7 +13,7 @@ Layout of ``TUNE_DIR``::
     TUNE_DIR/settings.yaml          what the search was started with (a re-run must match it)
     TUNE_DIR/search/oracle.json     keras-tuner's state; search/trial_<id>/trial.json per trial
     TUNE_DIR/search/trial_<id>/run/ the trial's fit run directory (recipe, checkpoints, models)
-    TUNE_DIR/best.yaml              the best trial's recipe (``alexnet-tf fit --pipeline``)
+    TUNE_DIR/best.yaml              the best trial's recipe (``alexnet-tf fit --recipe``)
 
 Resume (keras-tuner 1.4.8, ``overwrite=False``): re-running the command reloads the oracle;
 finished trials are kept and the search continues until ``max_trials``; a trial that was
@@ -37,6 +37,7 @@ caps its schedule.
 from __future__ import annotations
 
 import dataclasses
+import json
 import posixpath
 from typing import Any
 
@@ -172,9 +173,16 @@ def trial_recipe(config: TuneConfig, space: SearchSpace, values: dict[str, Any],
 
 def tune(config: TuneConfig) -> TuneResult:
     """Runs (or resumes) the search of ``config``; writes ``best.yaml``; returns the trials."""
-    space = load_space(config.space_path)
+    # Everything a trial could fail on that is not the trial's own values is refused before
+    # anything is written: a missing or foreign data directory, a batch larger than the data.
+    train_records = DatasetMetadata.load(config.data_dir).splits["train"].num_records
+    space = load_space(config.space_path, train_records)
     base = load_recipe(config.recipe_path, config.overrides)
-    DatasetMetadata.load(config.data_dir)  # refuse a missing or foreign data directory before writing anything
+    if "training.batch_size" not in space.ranges and base.training.batch_size > train_records:
+        raise InputError(
+            f"{config.data_dir}: {train_records} training records are fewer than training.batch_size="
+            f"{base.training.batch_size}: use a smaller batch"
+        )
     _record_settings(config, space, base)
     objective = keras_tuner.Objective(OBJECTIVE, direction="max")
     if config.algorithm == "random":
@@ -232,7 +240,8 @@ class _Space(keras_tuner.HyperModel):
 
 
 def _record_settings(config: TuneConfig, space: SearchSpace, base: Recipe) -> None:
-    """Writes the search's settings on the first run; refuses a re-run with different ones."""
+    """Writes the search's settings on the first run; refuses a re-run with different ones once
+    a trial has finished (before that, the re-run starts the search afresh)."""
     settings = {
         "algorithm": config.algorithm,
         "max_trials": config.max_trials,
@@ -246,15 +255,33 @@ def _record_settings(config: TuneConfig, space: SearchSpace, base: Recipe) -> No
         with tf.io.gfile.GFile(path) as f:
             recorded = yaml.safe_load(f.read())
         changed = sorted(key for key in settings if recorded.get(key) != settings[key])
-        if changed:
+        if not changed:
+            return
+        if _completed_trials(config.tune_dir):
             raise InputError(
                 f"{path}: this search was started with different {', '.join(changed)}; re-run with the same "
                 "settings to continue it, or use another --tune-dir"
             )
-        return
+        # Nothing of the earlier search is worth keeping (it stopped before any trial finished, e.g.
+        # on a value that could not run): start it afresh with these settings.
+        print(
+            f"{config.tune_dir}: no trial of the earlier search finished; starting over with new {', '.join(changed)}"
+        )
+        search_dir = posixpath.join(config.tune_dir, PROJECT)
+        if tf.io.gfile.exists(search_dir):
+            tf.io.gfile.rmtree(search_dir)
     with files.output_errors(config.tune_dir):
         tf.io.gfile.makedirs(config.tune_dir)
     files.write_atomically(path, yaml.safe_dump(settings, sort_keys=False).encode())
+
+
+def _completed_trials(tune_dir: str) -> int:
+    """How many trials of the search in ``tune_dir`` finished (keras-tuner's ``trial.json`` files)."""
+    count = 0
+    for path in tf.io.gfile.glob(posixpath.join(tune_dir, PROJECT, "trial_*", "trial.json")):
+        with tf.io.gfile.GFile(path) as f:
+            count += json.load(f).get("status") == "COMPLETED"
+    return count
 
 
 def _row(trial: keras_tuner.engine.trial.Trial, space: SearchSpace, epochs: int) -> TrialRow:

@@ -14,7 +14,9 @@ reverse_log). Every value a range can produce is checked against the recipe's ow
 so an impossible range is one error line, not a failed trial.
 
 Defaults (`DEFAULT_SPACE`): around the paper's §5 values, the ones the issue names — learning
-rate, weight decay, momentum, dropout, LRN on/off, the initialisation, batch size.
+rate, weight decay, momentum, dropout, LRN on/off, the initialisation, batch size. The default
+batch sizes are sized to the data: those above the training records are left out (a trial could
+not run one epoch); a space file's batch sizes above them are refused before any trial.
 """
 
 from __future__ import annotations
@@ -65,14 +67,43 @@ class SearchSpace:
         return [f"{key}={_yaml_scalar(self.value(key, values[key]))}" for key in self.ranges if key in values]
 
     def value(self, key: str, value: Any) -> Any:
-        """A choice as written in the space: keras-tuner hands booleans back as 0 and 1."""
+        """A choice as written in the space (keras-tuner hands booleans back as 0 and 1); a float
+        drawn on a stepped range rounded to 12 digits (``0.1 * 3`` is ``0.30000000000000004``)."""
         choices = self.ranges[key].get("values")
-        return next((choice for choice in choices if choice == value), value) if choices else value
+        if choices:
+            return next((choice for choice in choices if choice == value), value)
+        return float(f"{value:.12g}") if isinstance(value, float) else value
+
+    def for_training_records(self, train_records: int, given: frozenset[str]) -> SearchSpace:
+        """This space with no ``training.batch_size`` above ``train_records`` (a trial could not run
+        one epoch). Default choices that are too large are dropped; a range the space file gave
+        (``given``) that reaches past the data is an `InputError`, before any trial runs."""
+        key = "training.batch_size"
+        spec = self.ranges.get(key)
+        if spec is None:
+            return self
+        too_large = [v for v in spec.get("values", [spec.get("max")]) if v > train_records]
+        if not too_large:
+            return self
+        if key in given:
+            raise InputError(
+                f"{key}: {', '.join(map(str, too_large))} exceed the {train_records} training records; "
+                "give batch sizes up to that"
+            )
+        ranges = dict(self.ranges)
+        fitting = [v for v in spec["values"] if v <= train_records]
+        if fitting:
+            ranges[key] = {"values": fitting}
+        else:
+            del ranges[key]
+        return SearchSpace(ranges)
 
 
-def load_space(path: str | None = None) -> SearchSpace:
-    """`DEFAULT_SPACE` updated by the YAML file at ``path`` (module docstring), validated."""
+def load_space(path: str | None = None, train_records: int | None = None) -> SearchSpace:
+    """`DEFAULT_SPACE` updated by the YAML file at ``path`` (module docstring), validated; with
+    ``train_records``, no batch size above it (`SearchSpace.for_training_records`)."""
     ranges = dict(DEFAULT_SPACE)
+    given: dict[str, Any] = {}
     source = "the default search space"
     if path is not None:
         source = path
@@ -94,7 +125,13 @@ def load_space(path: str | None = None) -> SearchSpace:
         raise InputError(f"{source}: the search space is empty")
     for key, spec in ranges.items():
         _check(source, key, spec)
-    return SearchSpace(ranges)
+    space = SearchSpace(ranges)
+    if train_records is not None:
+        try:
+            space = space.for_training_records(train_records, frozenset(given))
+        except InputError as error:
+            raise InputError(f"{source}: {error}") from None
+    return space
 
 
 def _check(source: str, key: str, spec: Any) -> None:
