@@ -46,6 +46,7 @@ from tqdm import tqdm
 from alexnet_tf.distribute import (
     STRATEGIES,
     configure_devices,
+    distribute_datasets,
     is_chief,
     make_strategy,
     padded_if_empty,
@@ -200,8 +201,8 @@ def evaluate(config: EvaluateConfig) -> EvaluationReport:
     scorers = [_Scorer(path, model, num_classes) for path, model in models.items()]
     with strategy.scope():
         normalization = pipeline.view_normalization()
-    dataset = strategy.distribute_datasets_from_function(
-        lambda context: pipeline.eval_dataset(config.split, ten_crop=config.ten_crop, input_context=context)
+    dataset = distribute_datasets(
+        strategy, lambda context: pipeline.eval_dataset(config.split, ten_crop=config.ten_crop, input_context=context)
     )
     total = math.ceil(pipeline.num_records(config.split) / config.batch_size)
 

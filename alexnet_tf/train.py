@@ -72,6 +72,7 @@ from tensorflow.core.framework import summary_pb2
 from alexnet_tf import files, locks, optim
 from alexnet_tf.distribute import (
     configure_devices,
+    distribute_datasets,
     is_chief,
     make_strategy,
     padded_if_empty,
@@ -279,10 +280,10 @@ def measure_throughput(config: FitConfig, steps: int, warmup: int, blocks: int =
             pipeline = _input_pipeline(config.data_dir, config.recipe, int(run.state.data_seed.numpy()))
             run._build(pipeline)
             iterators = {
-                "pipeline": iter(strategy.distribute_datasets_from_function(pipeline.train_dataset)),
+                "pipeline": iter(distribute_datasets(strategy, pipeline.train_dataset)),
                 "in-memory": iter(
-                    strategy.distribute_datasets_from_function(
-                        lambda context: pipeline.train_dataset(context).take(1).cache().repeat()
+                    distribute_datasets(
+                        strategy, lambda context: pipeline.train_dataset(context).take(1).cache().repeat()
                     )
                 ),
             }
@@ -514,9 +515,7 @@ class _Run:
         if self.chief:
             self._writer = tf.summary.create_file_writer(self._path(TENSORBOARD))
 
-        eval_data = self.strategy.distribute_datasets_from_function(
-            lambda context: pipeline.eval_dataset(input_context=context)
-        )
+        eval_data = distribute_datasets(self.strategy, lambda context: pipeline.eval_dataset(input_context=context))
         train_step, eval_step = self._make_train_step(), self._make_eval_step()
         history = self._read_history(epoch)
 
@@ -564,11 +563,12 @@ class _Run:
         """
         seed = _epoch_seed(int(self.state.data_seed.numpy()), epoch)
         pipeline = _input_pipeline(self.config.data_dir, self.recipe, seed)
-        return self.strategy.distribute_datasets_from_function(
+        return distribute_datasets(
+            self.strategy,
             # A step takes one batch per replica; an input pipeline feeds replicas / pipelines of them.
             lambda context: pipeline.train_dataset(
                 context, skip_batches=done * context.num_replicas_in_sync // context.num_input_pipelines
-            )
+            ),
         )
 
     def _train_epoch(self, epoch, step, steps_per_epoch, iterator, train_step, pipeline) -> dict[str, float]:

@@ -38,6 +38,30 @@ def records(tmp_path_factory) -> str:
     return directory
 
 
+TINY_FIT = (
+    "--set input.crop_size=64 --set model.channel_multiplier=0.125 --set training.batch_size=2 --quiet".split()
+)
+
+
+@pytest.mark.slow
+def test_a_normal_fit_and_evaluate_print_no_tensorflow_warnings(records, tmp_path):
+    """A fresh process, no TF_CPP_MIN_LOG_LEVEL set: three epochs of fit (a new input iterator per
+    epoch and per validation pass), then evaluate, and stderr stays empty. tf.distribute's
+    per-device generator dataset logged `GeneratorDatasetOp … will not be optimized` for these."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TF_CPP")}
+    run = str(tmp_path / "run")
+    commands = [
+        ["fit", "--data-dir", records, "--model-dir", run, *TINY_FIT, "--set", "training.epochs=3"],
+        ["evaluate", "--data-dir", records, run, "--no-progress"],
+    ]
+    for command in commands:
+        done = subprocess.run(
+            [sys.executable, "-m", "alexnet_tf", *command], capture_output=True, text=True, env=env, timeout=300
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == "", done.stderr
+
+
 def invoke(args: list[str]):
     return CliRunner().invoke(main, args)
 
