@@ -11,7 +11,7 @@ import tensorflow as tf
 from alexnet_tf import paper
 from alexnet_tf.distribute import SINGLE_WORKER_STRATEGIES, STRATEGIES
 from alexnet_tf.errors import InputError
-from alexnet_tf.input import visualize
+from alexnet_tf.input import bad_records, visualize
 from alexnet_tf.prepare.convert import (
     DEFAULT_TRAIN_SHARDS,
     DEFAULT_VALIDATION_SHARDS,
@@ -26,19 +26,20 @@ from alexnet_tf.records import schema
 
 class _Group(click.Group):
     """Turns bad input into click's one-line ``Error: …`` and exit status 1: `InputError`,
-    `WorkerError`, and a record file that TensorFlow finds truncated or corrupt while a command
-    reads it (the reading happens deep inside `tf.data`, so it is caught here, once)."""
+    `WorkerError`, and a bad record met while a command reads records (the reading happens deep
+    inside `tf.data`, so it is caught here, once: `alexnet_tf.input.bad_records.explain`; fit and
+    evaluate explain theirs themselves, naming their --skip-bad-records)."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except (InputError, WorkerError) as error:
             raise click.ClickException(str(error)) from None
-        except tf.errors.DataLossError as error:
-            reason = error.message.splitlines()[0]
-            raise click.ClickException(
-                f"a record file is truncated or corrupt ({reason}); re-create it (prepare-data) or remove it"
-            ) from None
+        except tf.errors.OpError as error:
+            explained = bad_records.explain(error)
+            if explained is None:
+                raise
+            raise click.ClickException(str(explained)) from None
 
 
 def _strategy_option(choices: tuple[str, ...] = STRATEGIES, note: str = "multi-worker reads TF_CONFIG"):
@@ -58,6 +59,11 @@ _devices_option = click.option(
 )
 _fc_device_option = click.option(
     "--fc-device", help="two-tower: device of everything but the towers (default: tower 0's)."
+)
+_skip_bad_records_option = click.option(
+    bad_records.SKIP_FLAG,
+    is_flag=True,
+    help="Leave out records that cannot be read or decoded, naming and counting them, instead of stopping.",
 )
 
 
@@ -220,6 +226,7 @@ def prepare_data(**options) -> None:
 @_strategy_option()
 @_devices_option
 @_fc_device_option
+@_skip_bad_records_option
 def evaluate(
     models: tuple[str, ...],
     data_dir: str,
@@ -233,6 +240,7 @@ def evaluate(
     strategy: str,
     devices: int | None,
     fc_device: str | None,
+    skip_bad_records: bool,
 ) -> None:
     """Top-1 and top-5 error of MODELS (run directories or .keras files) and of their ensemble.
 
@@ -256,9 +264,12 @@ def evaluate(
             strategy=strategy,
             devices=devices,
             fc_device=fc_device,
+            skip_bad_records=skip_bad_records,
         )
     )
     click.echo(report_json(report) if as_json else report.to_text())
+    if report.skipped:
+        click.echo(bad_records.describe_skipped(report.skipped, split), err=True)
 
 
 @main.command("export")
@@ -344,6 +355,7 @@ def predict(
 @click.option("--seed", type=int, help="= --set training.seed=N")
 @click.option("--allow-recipe-change", is_flag=True, help="Resume a run although its recipe differs.")
 @click.option("--overwrite", is_flag=True, help="Delete the run directory's previous outputs and start again.")
+@_skip_bad_records_option
 @click.option("--quiet", is_flag=True, help="No progress bar or per-epoch lines.")
 def fit(recipe_path, overrides, epochs, batch_size, learning_rate, mixed_precision, seed, **options) -> None:
     """Train AlexNet on prepared records; re-run the same command to resume.

@@ -54,6 +54,8 @@ from alexnet_tf.distribute import (
 )
 from alexnet_tf.errors import InputError, invalid
 from alexnet_tf.files import write_atomically, write_png
+from alexnet_tf.input import bad_records
+from alexnet_tf.input.bad_records import BadRecord
 from alexnet_tf.input.pipeline import InputConfig, InputPipeline
 from alexnet_tf.layers import IMAGE, ViewNormalization, network_of, with_view_normalization
 from alexnet_tf.model import outputs_logits, place_towers, placed_devices
@@ -84,6 +86,8 @@ class EvaluateConfig:
       devices: split the CPU into this many logical devices (``mirrored`` or ``two-tower``
         without GPUs).
       fc_device: ``two-tower``: the device of everything but the towers (default: tower 0's).
+      skip_bad_records: leave out records that cannot be read or decoded and list them in the
+        report (`alexnet_tf.input.bad_records`), instead of stopping at the first.
     """
 
     data_dir: str
@@ -97,6 +101,7 @@ class EvaluateConfig:
     strategy: str = "one-device"
     devices: int | None = None
     fc_device: str | None = None
+    skip_bad_records: bool = False
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -143,6 +148,7 @@ class EvaluationReport:
     ensemble: Scores | None
     labels: np.ndarray  # [images] class indices, in stream order
     predictions: dict[str, np.ndarray]  # name -> [images] top-1 class, models and "ensemble"
+    skipped: list[BadRecord] = dataclasses.field(default_factory=list)  # left out (skip_bad_records)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -195,6 +201,7 @@ def evaluate(config: EvaluateConfig) -> EvaluationReport:
             crop_size=crop_size,
             normalize_in_model=True,
             lighting_strength=0,
+            skip_bad_records=config.skip_bad_records,
         )
     )
     num_classes = pipeline.metadata.num_classes
@@ -223,7 +230,10 @@ def evaluate(config: EvaluateConfig) -> EvaluationReport:
     names = [*models, *(["ensemble"] if len(models) > 1 else [])]
     labels, correct = [], {name: {k: 0 for k in TOP_K} for name in names}
     predictions: dict[str, list[np.ndarray]] = {name: [] for name in correct}
-    with tqdm(total=total, unit="batch", desc="evaluate", disable=not config.progress, dynamic_ncols=True) as bar:
+    with (
+        tqdm(total=total, unit="batch", desc="evaluate", disable=not config.progress, dynamic_ncols=True) as bar,
+        bad_records.explained(config.data_dir),
+    ):
         for views, batch_labels in dataset:
             batch_labels, probabilities = step(views, batch_labels)
             batch_labels = batch_labels.numpy()
@@ -251,6 +261,7 @@ def evaluate(config: EvaluateConfig) -> EvaluationReport:
         ensemble=scores.get("ensemble"),
         labels=all_labels,
         predictions={name: np.concatenate(values) for name, values in predictions.items()},
+        skipped=pipeline.skipped[config.split].records(),
     )
     if config.per_class_csv and is_chief(strategy):
         write_atomically(config.per_class_csv, per_class_csv(report, pipeline.metadata.classes).encode())

@@ -79,10 +79,12 @@ from alexnet_tf.distribute import (
     tower_placement,
 )
 from alexnet_tf.errors import InputError
+from alexnet_tf.input import bad_records
 from alexnet_tf.input.pipeline import InputConfig, InputPipeline
 from alexnet_tf.layers import with_view_normalization
 from alexnet_tf.model import AlexNet
 from alexnet_tf.recipe import Recipe, differences
+from alexnet_tf.records import schema
 from alexnet_tf.runs import BEST_MODEL, CHECKPOINTS, CLASSES_FILE, HISTORY, LAST_MODEL, RECIPE_FILE, TENSORBOARD
 from alexnet_tf.schedule import LearningRateSchedule
 
@@ -112,6 +114,9 @@ class FitConfig:
       allow_recipe_change: continue a run whose recorded recipe differs (the new one is recorded).
       overwrite: delete the run directory's previous contents and start again.
       verbose: print a progress bar and per-epoch lines (chief only).
+      skip_bad_records: leave out records that cannot be read or decoded, and say at each
+        epoch's end how many and which (`alexnet_tf.input.bad_records`), instead of stopping at
+        the first with a line naming it.
     """
 
     data_dir: str
@@ -123,6 +128,7 @@ class FitConfig:
     allow_recipe_change: bool = False
     overwrite: bool = False
     verbose: bool = True
+    skip_bad_records: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +153,7 @@ class FitResult:
 # --- The input pipeline ----------------------------------------------------------------------
 
 
-def _input_pipeline(data_dir: str, recipe: Recipe, seed: int) -> InputPipeline:
+def _input_pipeline(data_dir: str, recipe: Recipe, seed: int, skip_bad_records: bool = False) -> InputPipeline:
     """The run's `InputPipeline`: the recipe's input section, its global batch and precision."""
     section = recipe.input
     precision = recipe.training.mixed_precision
@@ -164,6 +170,7 @@ def _input_pipeline(data_dir: str, recipe: Recipe, seed: int) -> InputPipeline:
             normalize_in_model=section.normalize_in_model,
             deterministic=section.deterministic,
             seed=seed,
+            skip_bad_records=skip_bad_records,
         )
     )
 
@@ -228,7 +235,7 @@ def fit(config: FitConfig) -> FitResult:
     with locks.lock_directory(config.model_dir, "fit") if chief else contextlib.nullcontext():
         run = _Run(config, strategy, chief)
         try:
-            with _precision(recipe):
+            with _precision(recipe), bad_records.explained(config.data_dir):
                 return run.train()
         finally:
             run.close()
@@ -332,6 +339,7 @@ class _Run:
         seed = self.recipe.training.seed
         self.state = _RunState(secrets.randbits(31) if seed is None else seed)
         self._writer = None
+        self._epoch_pipeline: InputPipeline | None = None  # the current epoch's training input
 
     # -- Run directory and recipe
 
@@ -495,7 +503,9 @@ class _Run:
             self.state.data_seed.assign(_read_seed(latest))
         if training.seed is not None:
             keras.utils.set_random_seed(training.seed)
-        pipeline = _input_pipeline(self.config.data_dir, recipe, int(self.state.data_seed.numpy()))
+        pipeline = _input_pipeline(
+            self.config.data_dir, recipe, int(self.state.data_seed.numpy()), self.config.skip_bad_records
+        )
         if (note := pipeline.crop_coverage_note()) is not None:
             self._say(note, always=True)
         self._build(pipeline)
@@ -536,6 +546,7 @@ class _Run:
                 if improved:
                     self.state.best_val_top1.assign(val_top1)
                 self._end_of_epoch(row, history, step, improved)
+                self._report_skipped(epoch, pipeline)
         except KeyboardInterrupt:
             self.manager.save(checkpoint_number=int(self.state.step.numpy()))
             self._say(
@@ -562,7 +573,9 @@ class _Run:
         batches already trained are skipped before they are decoded.
         """
         seed = _epoch_seed(int(self.state.data_seed.numpy()), epoch)
-        pipeline = _input_pipeline(self.config.data_dir, self.recipe, seed)
+        pipeline = self._epoch_pipeline = _input_pipeline(
+            self.config.data_dir, self.recipe, seed, self.config.skip_bad_records
+        )
         return distribute_datasets(
             self.strategy,
             # A step takes one batch per replica; an input pipeline feeds replicas / pipelines of them.
@@ -643,6 +656,14 @@ class _Run:
             f"{row['val_loss']:.4f} val_top1 {row['val_top1']:.4f} val_top5 {row['val_top5']:.4f} lr {row['lr']:g} "
             f"{row['images_per_sec']:.1f} img/s"
         )
+
+    def _report_skipped(self, epoch: int, validation: InputPipeline) -> None:
+        """The bad records left out in epoch ``epoch`` (1-based) by its training input and by
+        validation (``skip_bad_records``), on the chief even when quiet: never silently."""
+        inputs = (("training", self._epoch_pipeline, schema.TRAIN), ("validation", validation, schema.VALIDATION))
+        for what, pipeline, split in inputs:
+            if pipeline is not None and pipeline.skipped[split].count():
+                self._say(f"epoch {epoch}: {pipeline.skipped[split].describe(what)}", always=True)
 
     def _save_model(self, name: str) -> None:
         path = self._path(name)
