@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from alexnet_tf import synthetic
 from alexnet_tf.cli import main
+from tests import bad_data
 
 
 @pytest.mark.slow
@@ -38,9 +39,7 @@ def records(tmp_path_factory) -> str:
     return directory
 
 
-TINY_FIT = (
-    "--set input.crop_size=64 --set model.channel_multiplier=0.125 --set training.batch_size=2 --quiet".split()
-)
+TINY_FIT = "--set input.crop_size=64 --set model.channel_multiplier=0.125 --set training.batch_size=2 --quiet".split()
 
 
 @pytest.mark.slow
@@ -95,7 +94,8 @@ def test_show_augment_from_records_without_metadata(tmp_path):
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, records) -> dict[str, str]:
     """Paths the bad-input table refers to: good records, a run, a plain file, records another tool
-    wrote (shards, no metadata), records with a truncated shard, a missing path."""
+    wrote (shards, no metadata), records with a truncated shard, with a garbled one, with bad images
+    in records, a missing path."""
     import keras
 
     from alexnet_tf import AlexNet
@@ -128,6 +128,14 @@ def world(tmp_path_factory, records) -> dict[str, str]:
     metadata = json.loads((badmeta / "metadata.json").read_text())
     metadata["splits"]["train"]["num_records"] = "lots"
     (badmeta / "metadata.json").write_text(json.dumps(metadata))
+    garbled, images = root / "garbled", root / "images"
+    for directory in (garbled, images):
+        synthetic.write_synthetic_dataset(
+            str(directory), train_records=4, train_shards=1, validation_records=2, validation_shards=1
+        )
+    bad_data.garble(str(garbled / "train-00000-of-00001"))
+    bad_data.replace_image(str(images / "train-00000-of-00001"), 1, bad_data.gif())
+    bad_data.replace_image(str(images / "validation-00000-of-00001"), 1, bad_data.bomb_header(20000))
     return {
         "RECORDS": records,
         "RUN": str(run),
@@ -136,6 +144,8 @@ def world(tmp_path_factory, records) -> dict[str, str]:
         "TRUNCATED": str(truncated),
         "UNFINISHED": str(unfinished),
         "BADMETA": str(badmeta),
+        "GARBLED": str(garbled),
+        "IMAGES": str(images),
         "MISSING": str(root / "missing"),
         "NOPARENT": str(root / "no" / "such" / "dir"),
     }
@@ -164,7 +174,8 @@ BAD_INPUTS = [
     ("show-augment --data-dir FILE -o NOPARENT/grid.png", "not a directory"),
     ("show-augment --data-dir FOREIGN -o NOPARENT/grid.png", "index-records"),
     ("show-augment --data-dir RECORDS -o NOPARENT/grid.png", "cannot write"),
-    ("show-augment --data-dir TRUNCATED -o NOPARENT/grid.png", "truncated"),
+    ("show-augment --data-dir TRUNCATED -o NOPARENT/grid.png", "train-00000-of-00001: record 3 cannot be read"),
+    ("show-augment --data-dir IMAGES -o NOPARENT/grid.png", "train-00000-of-00001: record 1 is not a JPEG image"),
     ("show-augment --data-dir RECORDS -o NOPARENT/grid.png --images 0", "--images"),
     ("prepare-data MISSING NOPARENT/out", "missing"),
     ("prepare-data FILE NOPARENT/out", "file.txt"),
@@ -186,10 +197,17 @@ BAD_INPUTS = [
         "--set model.channel_multiplier=0.125 --set training.batch_size=2 --quiet --set input.shuffle_buffer=-1",
         "shuffle_buffer",
     ),
-    (
-        "fit --data-dir TRUNCATED --model-dir NOPARENT/run --set input.crop_size=64 --set training.batch_size=2 "
-        "--set model.channel_multiplier=0.125 --set training.epochs=1 --quiet",
-        "truncated",
+    *(
+        (
+            f"fit --data-dir {data} --model-dir NOPARENT/run --set input.crop_size=64 --set training.batch_size=2 "
+            "--set model.channel_multiplier=0.125 --set training.epochs=1 --quiet",
+            fragment,
+        )
+        for data, fragment in (
+            ("TRUNCATED", "train-00000-of-00001: record 3 cannot be read: the shard is truncated or corrupt"),
+            ("GARBLED", "train-00000-of-00001: records 2-3 cannot be read: the shard is truncated or corrupt"),
+            ("IMAGES", "train-00000-of-00001: record 1 is not a JPEG image (a GIF); re-create the records"),
+        )
     ),
     ("evaluate --data-dir RECORDS MISSING --no-progress", "missing"),
     ("evaluate --data-dir RECORDS FILE --no-progress", "file.txt"),
@@ -197,7 +215,10 @@ BAD_INPUTS = [
     ("evaluate --data-dir MISSING RUN --no-progress", "no such directory"),
     ("evaluate --data-dir RECORDS RUN --batch-size 0", "--batch-size"),
     ("evaluate --data-dir RECORDS RUN --split test --no-progress", "test"),
-    ("evaluate --data-dir TRUNCATED RUN --split train --no-progress", "truncated"),
+    ("evaluate --data-dir TRUNCATED RUN --split train --no-progress", "record 3 cannot be read"),
+    ("evaluate --data-dir GARBLED RUN --split train --no-progress", "records 2-3 cannot be read"),
+    ("evaluate --data-dir IMAGES RUN --no-progress", "validation-00000-of-00001: record 1 is a 20000×20000 JPEG"),
+    ("evaluate --data-dir IMAGES RUN --split train --no-progress", "record 1 is not a JPEG image (a GIF)"),
     ("evaluate --data-dir RECORDS RUN --fc-device /CPU:1 --no-progress", "--fc-device"),
     ("evaluate --data-dir RECORDS RUN --strategy multi-worker --no-progress", "TF_CONFIG"),
     ("export MISSING --export-dir NOPARENT/export", "missing"),
