@@ -72,16 +72,19 @@ from tensorflow.core.framework import summary_pb2
 from alexnet_tf import files, locks, optim, precision
 from alexnet_tf.distribute import (
     configure_devices,
+    distribute_datasets,
     is_chief,
     make_strategy,
     padded_if_empty,
     tower_placement,
 )
 from alexnet_tf.errors import InputError
+from alexnet_tf.input import bad_records
 from alexnet_tf.input.pipeline import InputConfig, InputPipeline
 from alexnet_tf.layers import with_view_normalization
 from alexnet_tf.model import AlexNet
 from alexnet_tf.recipe import Recipe, differences
+from alexnet_tf.records import schema
 from alexnet_tf.runs import BEST_MODEL, CHECKPOINTS, CLASSES_FILE, HISTORY, LAST_MODEL, RECIPE_FILE, TENSORBOARD
 from alexnet_tf.schedule import LearningRateSchedule
 
@@ -111,6 +114,9 @@ class FitConfig:
       allow_recipe_change: continue a run whose recorded recipe differs (the new one is recorded).
       overwrite: delete the run directory's previous contents and start again.
       verbose: print a progress bar and per-epoch lines (chief only).
+      skip_bad_records: leave out records that cannot be read or decoded, and say at each
+        epoch's end how many and which (`alexnet_tf.input.bad_records`), instead of stopping at
+        the first with a line naming it.
     """
 
     data_dir: str
@@ -122,6 +128,7 @@ class FitConfig:
     allow_recipe_change: bool = False
     overwrite: bool = False
     verbose: bool = True
+    skip_bad_records: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,7 +153,7 @@ class FitResult:
 # --- The input pipeline ----------------------------------------------------------------------
 
 
-def _input_pipeline(data_dir: str, recipe: Recipe, seed: int) -> InputPipeline:
+def _input_pipeline(data_dir: str, recipe: Recipe, seed: int, skip_bad_records: bool = False) -> InputPipeline:
     """The run's `InputPipeline`: the recipe's input section, its global batch and precision."""
     section = recipe.input
     precision = recipe.training.mixed_precision
@@ -163,6 +170,7 @@ def _input_pipeline(data_dir: str, recipe: Recipe, seed: int) -> InputPipeline:
             normalize_in_model=section.normalize_in_model,
             deterministic=section.deterministic,
             seed=seed,
+            skip_bad_records=skip_bad_records,
         )
     )
 
@@ -227,7 +235,7 @@ def fit(config: FitConfig) -> FitResult:
     with locks.lock_directory(config.model_dir, "fit") if chief else contextlib.nullcontext():
         run = _Run(config, strategy, chief)
         try:
-            with _precision(config.recipe):
+            with _precision(config.recipe), bad_records.explained(config.data_dir):
                 return run.train()
         finally:
             run.close()
@@ -280,10 +288,10 @@ def measure_throughput(config: FitConfig, steps: int, warmup: int, blocks: int =
             pipeline = _input_pipeline(config.data_dir, config.recipe, int(run.state.data_seed.numpy()))
             run._build(pipeline)
             iterators = {
-                "pipeline": iter(strategy.distribute_datasets_from_function(pipeline.train_dataset)),
+                "pipeline": iter(distribute_datasets(strategy, pipeline.train_dataset)),
                 "in-memory": iter(
-                    strategy.distribute_datasets_from_function(
-                        lambda context: pipeline.train_dataset(context).take(1).cache().repeat()
+                    distribute_datasets(
+                        strategy, lambda context: pipeline.train_dataset(context).take(1).cache().repeat()
                     )
                 ),
             }
@@ -341,6 +349,7 @@ class _Run:
         seed = self.recipe.training.seed
         self.state = _RunState(secrets.randbits(31) if seed is None else seed)
         self._writer = None
+        self._epoch_pipeline: InputPipeline | None = None  # the current epoch's training input
 
     # -- Run directory and recipe
 
@@ -504,7 +513,9 @@ class _Run:
             self.state.data_seed.assign(_read_seed(latest))
         if training.seed is not None:
             keras.utils.set_random_seed(training.seed)
-        pipeline = _input_pipeline(self.config.data_dir, recipe, int(self.state.data_seed.numpy()))
+        pipeline = _input_pipeline(
+            self.config.data_dir, recipe, int(self.state.data_seed.numpy()), self.config.skip_bad_records
+        )
         if (note := pipeline.crop_coverage_note()) is not None:
             self._say(note, always=True)
         self._build(pipeline)
@@ -524,9 +535,7 @@ class _Run:
         if self.chief:
             self._writer = tf.summary.create_file_writer(self._path(TENSORBOARD))
 
-        eval_data = self.strategy.distribute_datasets_from_function(
-            lambda context: pipeline.eval_dataset(input_context=context)
-        )
+        eval_data = distribute_datasets(self.strategy, lambda context: pipeline.eval_dataset(input_context=context))
         train_step, eval_step = self._make_train_step(), self._make_eval_step()
         history = self._read_history(epoch)
 
@@ -547,6 +556,7 @@ class _Run:
                 if improved:
                     self.state.best_val_top1.assign(val_top1)
                 self._end_of_epoch(row, history, step, improved)
+                self._report_skipped(epoch, pipeline)
         except KeyboardInterrupt:
             self.manager.save(checkpoint_number=int(self.state.step.numpy()))
             self._say(
@@ -573,12 +583,15 @@ class _Run:
         batches already trained are skipped before they are decoded.
         """
         seed = _epoch_seed(int(self.state.data_seed.numpy()), epoch)
-        pipeline = _input_pipeline(self.config.data_dir, self.recipe, seed)
-        return self.strategy.distribute_datasets_from_function(
+        pipeline = self._epoch_pipeline = _input_pipeline(
+            self.config.data_dir, self.recipe, seed, self.config.skip_bad_records
+        )
+        return distribute_datasets(
+            self.strategy,
             # A step takes one batch per replica; an input pipeline feeds replicas / pipelines of them.
             lambda context: pipeline.train_dataset(
                 context, skip_batches=done * context.num_replicas_in_sync // context.num_input_pipelines
-            )
+            ),
         )
 
     def _train_epoch(self, epoch, step, steps_per_epoch, iterator, train_step, pipeline) -> dict[str, float]:
@@ -653,6 +666,14 @@ class _Run:
             f"{row['val_loss']:.4f} val_top1 {row['val_top1']:.4f} val_top5 {row['val_top5']:.4f} lr {row['lr']:g} "
             f"{row['images_per_sec']:.1f} img/s"
         )
+
+    def _report_skipped(self, epoch: int, validation: InputPipeline) -> None:
+        """The bad records left out in epoch ``epoch`` (1-based) by its training input and by
+        validation (``skip_bad_records``), on the chief even when quiet: never silently."""
+        inputs = (("training", self._epoch_pipeline, schema.TRAIN), ("validation", validation, schema.VALIDATION))
+        for what, pipeline, split in inputs:
+            if pipeline is not None and pipeline.skipped[split].count():
+                self._say(f"epoch {epoch}: {pipeline.skipped[split].describe(what)}", always=True)
 
     def _save_model(self, name: str) -> None:
         path = self._path(name)
