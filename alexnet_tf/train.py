@@ -54,9 +54,11 @@ import io
 import json
 import logging
 import math
+import os
 import posixpath
 import secrets
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -90,6 +92,8 @@ logger = logging.getLogger(__name__)
 HISTORY_FIELDS = ("epoch", "lr", "loss", "top1", "top5", "val_loss", "val_top1", "val_top5", "images_per_sec")
 # Augmented inputs drawn to TensorBoard at the start of a run.
 SUMMARY_IMAGES = 4
+# Test hook: fit stops at the named moment (`_pause_for_tests`) so that a fault test can kill it there.
+PAUSE_ENV = "ALEXNET_TF_TEST_PAUSE"
 
 
 class TrainingDiverged(RuntimeError):
@@ -516,6 +520,7 @@ class _Run:
                 self._end_of_epoch(row, history, step, improved)
         except KeyboardInterrupt:
             self.manager.save(checkpoint_number=int(self.state.step.numpy()))
+            _pause_for_tests(f"checkpoint-{int(self.state.step.numpy())}")
             self._say(
                 f"\ninterrupted: saved a checkpoint at step {int(self.state.step.numpy())}; re-run to resume", True
             )
@@ -580,6 +585,7 @@ class _Run:
                     _scalar("learning_rate", rate)
             if step % training.checkpoint_every_steps == 0 and index + 1 < steps_per_epoch:
                 self.manager.save(checkpoint_number=step)
+                _pause_for_tests(f"checkpoint-{step}")
             if index == first and self._writer is not None and epoch == 0 and first == 0:
                 self._write_inputs(pipeline, step)
         seconds = time.perf_counter() - start
@@ -595,6 +601,7 @@ class _Run:
         totals = np.zeros(4)
         for inputs in eval_data:
             totals += [float(t) for t in eval_step(inputs)]
+            _pause_for_tests(f"validation-{int(self.state.step.numpy())}")
         count = max(totals[3], 1.0)
         return totals[0] / count, totals[1] / count, totals[2] / count
 
@@ -611,6 +618,7 @@ class _Run:
                 _image("conv1_filters", _filter_grid(self.network))
             self._writer.flush()
         self.manager.save(checkpoint_number=step)
+        _pause_for_tests(f"checkpoint-{step}")
         if self.chief:
             self._save_model(LAST_MODEL)
             if improved:
@@ -707,6 +715,17 @@ def _filter_grid(network: keras.Model) -> tf.Tensor:
     grid = tf.reshape(filters, [rows, columns, size + 2, size + 2, 3])
     grid = tf.reshape(tf.transpose(grid, [0, 2, 1, 3, 4]), [rows * (size + 2), columns * (size + 2), 3])
     return grid[tf.newaxis]
+
+
+def _pause_for_tests(point: str) -> None:
+    """A test hook, inert unless the environment variable `PAUSE_ENV` names ``point``: then fit
+    says ``paused at POINT`` on stderr and waits for a line on stdin, so that a fault test can
+    kill or interrupt it at that exact moment. Points: ``checkpoint-<step>`` (just after the
+    checkpoint of global step N is written) and ``validation-<step>`` (after each validation
+    batch of the epoch that ends at global step N)."""
+    if os.environ.get(PAUSE_ENV) == point:
+        print(f"paused at {point}", file=sys.stderr, flush=True)
+        sys.stdin.readline()
 
 
 def _epoch_seed(data_seed: int, epoch: int) -> int:
