@@ -70,7 +70,8 @@ def test_show_augment_from_records_without_metadata(tmp_path):
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, records) -> dict[str, str]:
     """Paths the bad-input table refers to: good records, a run, a plain file, records another tool
-    wrote (shards, no metadata), records with a truncated shard, a missing path."""
+    wrote (shards, no metadata), records with a truncated shard, a run whose only checkpoint is
+    damaged, a missing path."""
     import keras
 
     from alexnet_tf import AlexNet
@@ -95,12 +96,18 @@ def world(tmp_path_factory, records) -> dict[str, str]:
     synthetic.write_synthetic_dataset(str(truncated), train_records=4, train_shards=1, validation_records=2)
     shard = next(path for path in truncated.iterdir() if path.name.startswith("train-"))
     shard.write_bytes(shard.read_bytes()[:-100])
+    damaged = root / "damaged" / "checkpoints"
+    damaged.mkdir(parents=True)
+    (damaged / "checkpoint").write_text('model_checkpoint_path: "ckpt-8"\n')
+    (damaged / "ckpt-8.index").write_bytes(b"\0" * 64)
+    (damaged / "ckpt-8.data-00000-of-00001").write_bytes(b"\0" * 64)
     return {
         "RECORDS": records,
         "RUN": str(run),
         "FILE": str(plain),
         "FOREIGN": str(foreign),
         "TRUNCATED": str(truncated),
+        "DAMAGED": str(damaged.parent),
         "MISSING": str(root / "missing"),
         "NOPARENT": str(root / "no" / "such" / "dir"),
     }
@@ -148,6 +155,11 @@ BAD_INPUTS = [
         "fit --data-dir TRUNCATED --model-dir NOPARENT/run --set input.crop_size=64 --set training.batch_size=2 "
         "--set model.channel_multiplier=0.125 --set training.epochs=1 --quiet",
         "truncated",
+    ),
+    (
+        "fit --data-dir RECORDS --model-dir DAMAGED --set input.crop_size=64 --set training.batch_size=2 "
+        "--set model.channel_multiplier=0.125 --set training.epochs=1 --quiet",
+        "no checkpoint can be restored (1 found",
     ),
     ("evaluate --data-dir RECORDS MISSING --no-progress", "missing"),
     ("evaluate --data-dir RECORDS FILE --no-progress", "file.txt"),
