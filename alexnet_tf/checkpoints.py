@@ -116,7 +116,9 @@ def find_checkpoint(directory: str, repair: bool) -> Found:
     if problem is not None or listed != posixpath.basename(path):
         _write_state(state_path, [s for s in reversed(steps) if s <= chosen])
         if problem is not None:
-            notes.append(f"{state_path}: {problem}; rebuilt it from the checkpoint files, resuming from {path}")
+            notes.append(
+                f"{state_path}: {problem}; rebuilt it from the checkpoint files, resuming from {PREFIX}-{chosen}"
+            )
     return Found(path, tuple(notes))
 
 
