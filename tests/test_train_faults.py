@@ -21,29 +21,15 @@ import tensorflow as tf
 
 from alexnet_tf import train
 from alexnet_tf.errors import InputError
-from alexnet_tf.recipe import load_recipe
-from alexnet_tf.synthetic import write_synthetic_dataset
 from alexnet_tf.train import PAUSE_ENV, FitConfig, TrainingDiverged, fit
-from tests.test_train import ENV, TINY, read_history, run_cli
+from tests import test_train
+from tests.test_train import ENV, TINY, read_history, run_cli, tiny
 
 # 8 steps per epoch (128 records, batch 16); checkpoints at steps 4, 8 (epoch end), 12, 16 (final).
 EXACT = [*TINY, "training.epochs=2", "training.checkpoint_every_steps=4", "input.deterministic=true",
          "model.dropout=0.5"]  # fmt: skip
+records = test_train.records  # the same generated records (a module-scoped fixture)
 HISTORY_KEYS = ("epoch", "lr", "loss", "top1", "top5", "val_loss", "val_top1", "val_top5")  # not images_per_sec
-
-
-@pytest.fixture(scope="module")
-def records(tmp_path_factory):
-    """4 tinted classes, 128 training and 32 validation records of 72×72."""
-    directory = str(tmp_path_factory.mktemp("records"))
-    write_synthetic_dataset(
-        directory, num_classes=4, train_records=128, train_shards=4, validation_records=32, image_size=72
-    )
-    return directory
-
-
-def tiny(*overrides: str):
-    return load_recipe(None, [*TINY, *overrides])
 
 
 def checkpoint_files(run: str) -> list[str]:
