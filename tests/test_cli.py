@@ -95,7 +95,7 @@ def test_show_augment_from_records_without_metadata(tmp_path):
 def world(tmp_path_factory, records) -> dict[str, str]:
     """Paths the bad-input table refers to: good records, a run, a plain file, records another tool
     wrote (shards, no metadata), records with a truncated shard, with a garbled one, with bad images
-    in records, a missing path."""
+    in records, a run whose only checkpoint is damaged, a missing path."""
     import keras
 
     from alexnet_tf import AlexNet
@@ -136,6 +136,11 @@ def world(tmp_path_factory, records) -> dict[str, str]:
     bad_data.garble(str(garbled / "train-00000-of-00001"))
     bad_data.replace_image(str(images / "train-00000-of-00001"), 1, bad_data.gif())
     bad_data.replace_image(str(images / "validation-00000-of-00001"), 1, bad_data.bomb_header(20000))
+    damaged = root / "damaged" / "checkpoints"
+    damaged.mkdir(parents=True)
+    (damaged / "checkpoint").write_text('model_checkpoint_path: "ckpt-8"\n')
+    (damaged / "ckpt-8.index").write_bytes(b"\0" * 64)
+    (damaged / "ckpt-8.data-00000-of-00001").write_bytes(b"\0" * 64)
     return {
         "RECORDS": records,
         "RUN": str(run),
@@ -146,6 +151,7 @@ def world(tmp_path_factory, records) -> dict[str, str]:
         "BADMETA": str(badmeta),
         "GARBLED": str(garbled),
         "IMAGES": str(images),
+        "DAMAGED": str(damaged.parent),
         "MISSING": str(root / "missing"),
         "NOPARENT": str(root / "no" / "such" / "dir"),
     }
@@ -209,6 +215,11 @@ BAD_INPUTS = [
             ("GARBLED", "train-00000-of-00001: records 2-3 cannot be read: the shard is truncated or corrupt"),
             ("IMAGES", "train-00000-of-00001: record 1 is not a JPEG image (a GIF); re-create the records"),
         )
+    ),
+    (
+        "fit --data-dir RECORDS --model-dir DAMAGED --set input.crop_size=64 --set training.batch_size=2 "
+        "--set model.channel_multiplier=0.125 --set training.epochs=1 --quiet",
+        "no checkpoint can be restored (1 found",
     ),
     ("evaluate --data-dir RECORDS MISSING --no-progress", "missing"),
     ("evaluate --data-dir RECORDS FILE --no-progress", "file.txt"),
