@@ -159,7 +159,7 @@ def world(tmp_path_factory, records) -> dict[str, str]:
 
 def _final_outputs(directory: str, midway: bool) -> list[str]:
     """Files under ``directory`` other than temporaries and, if the command failed ``midway`` (a
-    truncated shard is found while reading), the resume state that lets the re-run resume. Any
+    damaged shard or record is found while reading), the resume state that lets the re-run resume. Any
     other refusal comes before anything is written: a recipe.yaml left behind would refuse the
     corrected command as "a different recipe"."""
     state = ("_prepare", "_index", "checkpoints", "tensorboard", "recipe.yaml", "classes.json") if midway else ()
@@ -272,7 +272,7 @@ def test_bad_input_is_one_error_line_and_writes_nothing(world, line, fragment):
     written = os.path.dirname(world["NOPARENT"])
     try:
         result = CliRunner().invoke(main, args)
-        created = _final_outputs(written, midway="TRUNCATED" in line)
+        created = _final_outputs(written, midway=any(data in line for data in ("TRUNCATED", "GARBLED", "IMAGES")))
     finally:
         shutil.rmtree(written, ignore_errors=True)  # one case's leftovers must not fail the next
     output = result.output
