@@ -39,9 +39,10 @@ from alexnet_tf.prepare.workers import WorkerError
 
 class _Group(click.Group):
     """Turns bad input into click's one-line ``Error: …`` and exit status 1: `InputError`,
-    `WorkerError`, and a record file that TensorFlow finds truncated or corrupt while a command
-    reads it (the reading happens deep inside `tf.data`, so it is caught here, once). A command
-    stopped by a signal (`preemption.Stopped`, which said so itself) exits with its status."""
+    `WorkerError`, and a bad record met while a command reads records (the reading happens deep
+    inside `tf.data`, so it is caught here, once: `alexnet_tf.input.bad_records.explain`; fit and
+    evaluate explain theirs themselves, naming their --skip-bad-records). A command stopped by a
+    signal (`preemption.Stopped`, which said so itself) exits with its status."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -50,19 +51,22 @@ class _Group(click.Group):
             raise click.ClickException(str(error)) from None
         except Stopped as stopped:
             raise SystemExit(stopped.status) from None
-        except _data_loss_errors() as error:
-            reason = error.message.splitlines()[0]
-            raise click.ClickException(
-                f"a record file is truncated or corrupt ({reason}); re-create it (prepare-data) or remove it"
-            ) from None
+        except _op_errors() as error:
+            from alexnet_tf.input import bad_records
+
+            explained = bad_records.explain(error)
+            if explained is None:
+                raise
+            raise click.ClickException(str(explained)) from None
 
 
-def _data_loss_errors() -> tuple[type[Exception], ...]:
-    """TensorFlow's DataLossError once TensorFlow is loaded; before, nothing can raise it and
-    nothing is caught (`except ()`), so that the errors of --help and bad flags, which pass
-    through here too, do not import TensorFlow."""
+def _op_errors() -> tuple[type[Exception], ...]:
+    """TensorFlow's OpError once TensorFlow is loaded (a bad record is one, explained by
+    `alexnet_tf.input.bad_records`); before, nothing can raise it and nothing is caught
+    (`except ()`), so that the errors of --help and bad flags, which pass through here too, do
+    not import TensorFlow."""
     tf = sys.modules.get("tensorflow")
-    return (tf.errors.DataLossError,) if tf is not None else ()
+    return (tf.errors.OpError,) if tf is not None else ()
 
 
 def _strategy_option(choices: tuple[str, ...] = STRATEGIES, note: str = "multi-worker reads TF_CONFIG"):
@@ -82,6 +86,11 @@ _devices_option = click.option(
 )
 _fc_device_option = click.option(
     "--fc-device", help="two-tower: device of everything but the towers (default: tower 0's)."
+)
+_skip_bad_records_option = click.option(
+    "--skip-bad-records",  # = alexnet_tf.input.bad_records.SKIP_FLAG (not imported here: it loads TensorFlow)
+    is_flag=True,
+    help="Leave out records that cannot be read or decoded, naming and counting them, instead of stopping.",
 )
 
 
@@ -259,6 +268,7 @@ def prepare_data(**options) -> None:
     show_default=True,
     help="float32: what `export` serves; trained: the run's mixed-precision policy, as fit's validation.",
 )
+@_skip_bad_records_option
 def evaluate(
     models: tuple[str, ...],
     data_dir: str,
@@ -273,6 +283,7 @@ def evaluate(
     devices: int | None,
     fc_device: str | None,
     precision: str,
+    skip_bad_records: bool,
 ) -> None:
     """Top-1 and top-5 error of MODELS (run directories or .keras files) and of their ensemble.
 
@@ -297,9 +308,14 @@ def evaluate(
             devices=devices,
             fc_device=fc_device,
             precision=precision,
+            skip_bad_records=skip_bad_records,
         )
     )
     click.echo(report_json(report) if as_json else report.to_text())
+    if report.skipped:
+        from alexnet_tf.input import bad_records
+
+        click.echo(bad_records.describe_skipped(report.skipped, split), err=True)
 
 
 @main.command("export")
@@ -416,6 +432,7 @@ def predict(
 @click.option("--seed", type=int, help="= --set training.seed=N")
 @click.option("--allow-recipe-change", is_flag=True, help="Resume a run although its recipe differs.")
 @click.option("--overwrite", is_flag=True, help="Delete the run directory's previous outputs and start again.")
+@_skip_bad_records_option
 @click.option("--quiet", is_flag=True, help="No progress bar or per-epoch lines.")
 @click.option(
     "--worker-timeout",

@@ -32,7 +32,7 @@ from types import FrameType
 
 import tensorflow as tf
 
-from alexnet_tf import preemption
+from alexnet_tf import checkpoints, preemption
 from alexnet_tf.constants import DEFAULT_WORKER_TIMEOUT, WORKER_TIMEOUT_ENV
 from alexnet_tf.errors import InputError
 
@@ -133,26 +133,28 @@ def wait_for_workers(timeout: float, poll: float = 0.2, report_every: float = 30
 
 
 @contextlib.contextmanager
-def lost_workers(strategy: tf.distribute.Strategy, checkpoints: str) -> Iterator[None]:
+def lost_workers(strategy: tf.distribute.Strategy, checkpoint_dir: str) -> Iterator[None]:
     """Under ``multi-worker``: a collective that failed because a worker went away becomes
-    `WorkerLost` (one line, no traceback); the run resumes from the newest of ``checkpoints``."""
+    `WorkerLost` (one line, no traceback); the run resumes from the newest checkpoint of
+    ``checkpoint_dir``."""
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         yield
         return
     try:
         yield
     except (tf.errors.UnavailableError, tf.errors.AbortedError) as error:
-        raise WorkerLost(went_away(error.message or "", checkpoints)) from None
+        raise WorkerLost(went_away(error.message or "", checkpoint_dir)) from None
 
 
-def went_away(message: str, checkpoints: str) -> str:
+def went_away(message: str, checkpoint_dir: str) -> str:
     """The line for a collective that failed with ``message``: the worker it names (the one whose
-    connection failed or that stopped sending heartbeats) and the step of the newest checkpoint."""
+    connection failed or that stopped sending heartbeats) and the step of the newest checkpoint
+    a re-run resumes from (`alexnet_tf.checkpoints.find_checkpoint`)."""
     me, addresses = tasks()
     named = [(job, int(index)) for job, index in _TASK.findall(message)]
     others = [task for task in named if task != me]
     who = describe(others[0], addresses) if others else "another worker"
-    latest = tf.train.latest_checkpoint(checkpoints)
+    latest = checkpoints.find_checkpoint(checkpoint_dir, repair=False).path
     step = int(latest.rsplit("-", 1)[1]) if latest else 0
     return f"{who} went away; re-run all workers to resume from step {step}"
 

@@ -77,6 +77,27 @@ def make_strategy(name: str, worker_timeout: float | None = None) -> tf.distribu
     raise InputError(f"--strategy {name!r}: choose one of {', '.join(STRATEGIES)}")
 
 
+def distribute_datasets(
+    strategy: tf.distribute.Strategy, dataset_fn: Callable[[tf.distribute.InputContext], tf.data.Dataset]
+) -> tf.data.Dataset | tf.distribute.DistributedDataset:
+    """``strategy.distribute_datasets_from_function(dataset_fn)``, except on one CPU device: there
+    ``dataset_fn``'s dataset itself (one input pipeline, the global batch), which the step's
+    ``strategy.run`` takes as it is.
+
+    Why: tf.distribute feeds devices through a ``MultiDeviceIterator``, whose per-device datasets
+    are generator datasets that tf.data re-optimises at every new iterator, logging ``Input of
+    GeneratorDatasetOp::Dataset will not be optimized …`` (at most every 30 s; fit makes a new
+    iterator per epoch and per validation pass). On one CPU device it only copies from the host
+    to the host, so the dataset is used directly and nothing is logged. GPUs keep it (it
+    prefetches to the device), and so do the strategies over several devices, which need it.
+    """
+    if isinstance(strategy, tf.distribute.OneDeviceStrategy):
+        (device,) = strategy.extended.worker_devices
+        if tf.DeviceSpec.from_string(device).device_type == "CPU":
+            return dataset_fn(tf.distribute.InputContext())
+    return strategy.distribute_datasets_from_function(dataset_fn)
+
+
 def _check_tf_config() -> None:
     text = os.environ.get("TF_CONFIG")
     if not text:

@@ -54,6 +54,7 @@ from alexnet_tf.constants import EVALUATE_PRECISIONS
 from alexnet_tf.distribute import (
     STRATEGIES,
     configure_devices,
+    distribute_datasets,
     is_chief,
     make_strategy,
     padded_if_empty,
@@ -61,6 +62,8 @@ from alexnet_tf.distribute import (
 )
 from alexnet_tf.errors import InputError, invalid
 from alexnet_tf.files import write_atomically, write_png
+from alexnet_tf.input import bad_records
+from alexnet_tf.input.bad_records import BadRecord
 from alexnet_tf.input.pipeline import InputConfig, InputPipeline
 from alexnet_tf.layers import IMAGE, ViewNormalization, network_of, with_view_normalization
 from alexnet_tf.model import outputs_logits, place_towers, placed_devices
@@ -96,6 +99,8 @@ class EvaluateConfig:
       fc_device: ``two-tower``: the device of everything but the towers (default: tower 0's).
       precision: ``float32`` (what the export serves) or ``trained`` (the run's own dtype
         policy, e.g. ``mixed_bfloat16``); see the module docstring.
+      skip_bad_records: leave out records that cannot be read or decoded and list them in the
+        report (`alexnet_tf.input.bad_records`), instead of stopping at the first.
     """
 
     data_dir: str
@@ -110,6 +115,7 @@ class EvaluateConfig:
     devices: int | None = None
     fc_device: str | None = None
     precision: str = FLOAT32
+    skip_bad_records: bool = False
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -158,6 +164,7 @@ class EvaluationReport:
     ensemble: Scores | None
     labels: np.ndarray  # [images] class indices, in stream order
     predictions: dict[str, np.ndarray]  # name -> [images] top-1 class, models and "ensemble"
+    skipped: list[BadRecord] = dataclasses.field(default_factory=list)  # left out (skip_bad_records)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -210,14 +217,15 @@ def evaluate(config: EvaluateConfig) -> EvaluationReport:
             crop_size=crop_size,
             normalize_in_model=True,
             lighting_strength=0,
+            skip_bad_records=config.skip_bad_records,
         )
     )
     num_classes = pipeline.metadata.num_classes
     scorers = [_Scorer(path, model, num_classes) for path, model in models.items()]
     with strategy.scope():
         normalization = pipeline.view_normalization()
-    dataset = strategy.distribute_datasets_from_function(
-        lambda context: pipeline.eval_dataset(config.split, ten_crop=config.ten_crop, input_context=context)
+    dataset = distribute_datasets(
+        strategy, lambda context: pipeline.eval_dataset(config.split, ten_crop=config.ten_crop, input_context=context)
     )
     total = math.ceil(pipeline.num_records(config.split) / config.batch_size)
 
@@ -238,7 +246,10 @@ def evaluate(config: EvaluateConfig) -> EvaluationReport:
     names = [*models, *(["ensemble"] if len(models) > 1 else [])]
     labels, correct = [], {name: {k: 0 for k in TOP_K} for name in names}
     predictions: dict[str, list[np.ndarray]] = {name: [] for name in correct}
-    with tqdm(total=total, unit="batch", desc="evaluate", disable=not config.progress, dynamic_ncols=True) as bar:
+    with (
+        tqdm(total=total, unit="batch", desc="evaluate", disable=not config.progress, dynamic_ncols=True) as bar,
+        bad_records.explained(config.data_dir),
+    ):
         for views, batch_labels in dataset:
             batch_labels, probabilities = step(views, batch_labels)
             batch_labels = batch_labels.numpy()
@@ -266,6 +277,7 @@ def evaluate(config: EvaluateConfig) -> EvaluationReport:
         ensemble=scores.get("ensemble"),
         labels=all_labels,
         predictions={name: np.concatenate(values) for name, values in predictions.items()},
+        skipped=pipeline.skipped[config.split].records(),
     )
     if config.per_class_csv and is_chief(strategy):
         write_atomically(config.per_class_csv, per_class_csv(report, pipeline.metadata.classes).encode())

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import posixpath
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -126,9 +127,16 @@ def output_errors(path: str) -> Iterator[None]:
     try:
         yield
     except tf.errors.OpError as error:
-        raise InputError(f"cannot write {path}: {error.message}; check the output location") from None
+        raise InputError(f"cannot write {path}: {_op_reason(error)}; check the output location") from None
     except OSError as error:
         raise InputError(f"cannot write {path}: {error.strerror or error}; check the output location") from None
+
+
+def _op_reason(error: tf.errors.OpError) -> str:
+    """The first line of a TensorFlow error without the op's decorations that an eager op adds
+    (``{{function_node …}} `` before, `` [Op:SaveV2]`` after): what failed, and why."""
+    first = error.message.strip().splitlines()[0] if error.message.strip() else type(error).__name__
+    return re.sub(r"^\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]$", "", first)
 
 
 def _remove_quietly(path: str) -> None:

@@ -21,7 +21,8 @@ The run directory, read by evaluate, export and tune::
     RUN/recipe.yaml        the fully resolved recipe (a resumed run must match it)
     RUN/checkpoints/       tf.train.CheckpointManager: ckpt-<global step>.{index,data-*},
                            `checkpoint`; model, optimizer (with its momentum slots), epoch, step,
-                           data seed, learning-rate schedule state, best validation top-1
+                           data seed, learning-rate schedule state, best validation top-1, its
+                           epoch and the current epoch's running sums (`_Progress`)
     RUN/best.keras         the model with the best validation top-1 so far
     RUN/last.keras         the model at the end of the last epoch
     RUN/history.csv        one row per finished epoch: epoch, lr, loss, top1, top5, val_loss,
@@ -43,7 +44,14 @@ and step; each epoch's data stream is seeded from the data seed stored in the ch
 epoch number, so the resumed epoch's stream is the one the interrupted run had, and the batches
 of it already trained are skipped before decoding (`InputPipeline.train_dataset`'s
 ``skip_batches``: the records are read, not decoded). A checkpoint whose objects do not match
-this run's (e.g. mixed precision changed, which wraps the optimizer) is refused.
+this run's (e.g. mixed precision changed, which wraps the optimizer) is refused. The checkpoint
+resumed from is the newest that reads back whole (`alexnet_tf.checkpoints`: a damaged one is
+moved aside, a garbled state file rebuilt). Dropout's masks are a function of (data seed, global
+step, replica, layer) (`alexnet_tf.dropout_seeds`), and the epoch's running sums are in the
+checkpoint, so with ``input.deterministic`` a resumed run ends with the weights and history rows
+of an uninterrupted one, bit for bit. Resuming from the checkpoint that ends an epoch writes that
+epoch's last.keras (and best.keras, if it was the best) from it again: the checkpoint comes
+before them, and a stop in between would leave them stale.
 """
 
 from __future__ import annotations
@@ -55,6 +63,7 @@ import io
 import json
 import logging
 import math
+import os
 import posixpath
 import secrets
 import shutil
@@ -70,21 +79,25 @@ import tensorflow as tf
 import yaml
 from tensorflow.core.framework import summary_pb2
 
-from alexnet_tf import files, locks, optim, precision, preemption
+from alexnet_tf import checkpoints, files, locks, optim, precision, preemption
 from alexnet_tf.cluster import lost_workers
 from alexnet_tf.distribute import (
     configure_devices,
+    distribute_datasets,
     is_chief,
     make_strategy,
     padded_if_empty,
     sum_over_replicas,
     tower_placement,
 )
+from alexnet_tf.dropout_seeds import use_step_seeds
 from alexnet_tf.errors import InputError
+from alexnet_tf.input import bad_records
 from alexnet_tf.input.pipeline import InputConfig, InputPipeline
 from alexnet_tf.layers import with_view_normalization
 from alexnet_tf.model import AlexNet
 from alexnet_tf.recipe import Recipe, differences
+from alexnet_tf.records import schema
 from alexnet_tf.runs import BEST_MODEL, CHECKPOINTS, CLASSES_FILE, HISTORY, LAST_MODEL, RECIPE_FILE, TENSORBOARD
 from alexnet_tf.schedule import LearningRateSchedule
 
@@ -93,6 +106,8 @@ logger = logging.getLogger(__name__)
 HISTORY_FIELDS = ("epoch", "lr", "loss", "top1", "top5", "val_loss", "val_top1", "val_top5", "images_per_sec")
 # Augmented inputs drawn to TensorBoard at the start of a run.
 SUMMARY_IMAGES = 4
+# Test hook: fit stops at the named moment (`_pause_for_tests`) so that a fault test can kill it there.
+PAUSE_ENV = "ALEXNET_TF_TEST_PAUSE"
 
 
 class TrainingDiverged(RuntimeError):
@@ -114,6 +129,9 @@ class FitConfig:
       allow_recipe_change: continue a run whose recorded recipe differs (the new one is recorded).
       overwrite: delete the run directory's previous contents and start again.
       verbose: print a progress bar and per-epoch lines (chief only).
+      skip_bad_records: leave out records that cannot be read or decoded, and say at each
+        epoch's end how many and which (`alexnet_tf.input.bad_records`), instead of stopping at
+        the first with a line naming it.
       worker_timeout: ``multi-worker``: seconds to wait for the other workers to start
         (default: ``$ALEXNET_TF_WORKER_TIMEOUT`` or 600; `alexnet_tf.cluster`).
     """
@@ -127,6 +145,7 @@ class FitConfig:
     allow_recipe_change: bool = False
     overwrite: bool = False
     verbose: bool = True
+    skip_bad_records: bool = False
     worker_timeout: float | None = None
 
 
@@ -152,7 +171,7 @@ class FitResult:
 # --- The input pipeline ----------------------------------------------------------------------
 
 
-def _input_pipeline(data_dir: str, recipe: Recipe, seed: int) -> InputPipeline:
+def _input_pipeline(data_dir: str, recipe: Recipe, seed: int, skip_bad_records: bool = False) -> InputPipeline:
     """The run's `InputPipeline`: the recipe's input section, its global batch and precision."""
     section = recipe.input
     precision = recipe.training.mixed_precision
@@ -169,6 +188,7 @@ def _input_pipeline(data_dir: str, recipe: Recipe, seed: int) -> InputPipeline:
             normalize_in_model=section.normalize_in_model,
             deterministic=section.deterministic,
             seed=seed,
+            skip_bad_records=skip_bad_records,
         )
     )
 
@@ -213,6 +233,23 @@ class _RunState(tf.Module):
         self.best_val_top1 = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_val_top1")
 
 
+class _Progress(tf.Module):
+    """What exact resume needs besides `_RunState`, the checkpoint's ``progress`` (a checkpoint
+    written before it existed is restored without it: its epoch's row then covers the steps
+    after the resume only, and best.keras is left as it is).
+
+    ``sums``: loss × images, top-1 hits, top-5 hits, images and seconds of the current epoch's
+    steps so far, so that the history row of an epoch that was resumed covers all its steps.
+    ``best_epoch``: the finished epoch with the best validation top-1 (-1: none yet), so that a
+    re-run can write best.keras from the checkpoint if the stop came before it was written.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(name="progress")
+        self.sums = tf.Variable(tf.zeros(5, tf.float64), trainable=False, name="epoch_sums")
+        self.best_epoch = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_epoch")
+
+
 def fit(config: FitConfig) -> FitResult:
     """Trains (or resumes) the run in ``config.model_dir``; see the module docstring.
 
@@ -236,8 +273,13 @@ def fit(config: FitConfig) -> FitResult:
     with locks.lock_directory(config.model_dir, "fit") if chief else contextlib.nullcontext():
         run = _Run(config, strategy, chief)
         try:
-            checkpoints = posixpath.join(config.model_dir, CHECKPOINTS)
-            with _precision(config.recipe), run.stop, lost_workers(strategy, checkpoints):
+            checkpoint_dir = posixpath.join(config.model_dir, CHECKPOINTS)
+            with (
+                _precision(config.recipe),
+                bad_records.explained(config.data_dir),
+                run.stop,
+                lost_workers(strategy, checkpoint_dir),
+            ):
                 return run.train()
         finally:
             run.close()
@@ -290,10 +332,10 @@ def measure_throughput(config: FitConfig, steps: int, warmup: int, blocks: int =
             pipeline = _input_pipeline(config.data_dir, config.recipe, int(run.state.data_seed.numpy()))
             run._build(pipeline)
             iterators = {
-                "pipeline": iter(strategy.distribute_datasets_from_function(pipeline.train_dataset)),
+                "pipeline": iter(distribute_datasets(strategy, pipeline.train_dataset)),
                 "in-memory": iter(
-                    strategy.distribute_datasets_from_function(
-                        lambda context: pipeline.train_dataset(context).take(1).cache().repeat()
+                    distribute_datasets(
+                        strategy, lambda context: pipeline.train_dataset(context).take(1).cache().repeat()
                     )
                 ),
             }
@@ -350,7 +392,9 @@ class _Run:
         self._prepare_model_dir()
         seed = self.recipe.training.seed
         self.state = _RunState(secrets.randbits(31) if seed is None else seed)
+        self.progress = _Progress()
         self._writer = None
+        self._epoch_pipeline: InputPipeline | None = None  # the current epoch's training input
         self.stop = preemption.StopSignals(sum_over_replicas(strategy))  # checked at each step boundary
 
     # -- Run directory and recipe
@@ -408,6 +452,7 @@ class _Run:
                 initialization=section.initialization,
                 seed=int(self.state.data_seed.numpy()),
             )
+            self.dropout_key = use_step_seeds(network)
             self.network = network
             if self.chief:  # what export and predict name the outputs with (`alexnet_tf.classes`)
                 classes = {"classes": [dataclasses.asdict(info) for info in pipeline.metadata.classes]}
@@ -424,21 +469,31 @@ class _Run:
                 recipe.optimizer, self.schedule.rate(), recipe.training.mixed_precision == "mixed_float16"
             )
             self.optimizer.build(self.train_model.trainable_variables)
-        self.checkpoint = tf.train.Checkpoint(
-            model=self.train_model, optimizer=self.optimizer, state=self.state, schedule=self.schedule
-        )
+        self.checkpoint = tf.train.Checkpoint(**self._checkpoint_objects())
         directory = self._path(CHECKPOINTS) if self.chief else self._temp_dir
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, directory, max_to_keep=self.recipe.training.keep_checkpoints, step_counter=self.state.step
         )
 
-    def _restore(self) -> tuple[int, int] | None:
-        """Restores the latest checkpoint of the run (all workers read the chief's)."""
-        latest = tf.train.latest_checkpoint(self._path(CHECKPOINTS))
+    def _checkpoint_objects(self) -> dict[str, tf.Module]:
+        return {
+            "model": self.train_model,
+            "optimizer": self.optimizer,
+            "state": self.state,
+            "schedule": self.schedule,
+            "progress": self.progress,
+        }
+
+    def _restore(self, latest: str | None) -> tuple[int, int] | None:
+        """Restores checkpoint ``latest`` (`checkpoints.find_checkpoint`; all workers read the chief's)."""
         if latest is None:
             return None
+        objects = self._checkpoint_objects()
+        names = tf.train.load_checkpoint(latest).get_variable_to_shape_map()
+        if not any(name.startswith("progress/") for name in names):
+            del objects["progress"]  # written before `_Progress` existed
         try:
-            self.checkpoint.restore(latest).assert_consumed()
+            tf.train.Checkpoint(**objects).restore(latest).assert_consumed()
         except (AssertionError, tf.errors.OpError) as error:
             detail = error.message if isinstance(error, tf.errors.OpError) else str(error)
             first = detail.strip().splitlines()[0][:200]
@@ -480,6 +535,7 @@ class _Run:
 
         @tf.function
         def train_step(iterator):
+            self.dropout_key.assign(tf.stack([self.state.data_seed, self.state.step]))  # this step's dropout masks
             with tf.device(self.fc_device):
                 results = self.strategy.run(replica_step, args=(next(iterator),))
             return tuple(self.strategy.reduce(tf.distribute.ReduceOp.SUM, r, axis=None) for r in results)
@@ -510,16 +566,21 @@ class _Run:
     def train(self) -> FitResult:
         recipe, training = self.recipe, self.recipe.training
         # The pipeline needs the data seed before the checkpoint is restored: read it first.
-        latest = tf.train.latest_checkpoint(self._path(CHECKPOINTS))
+        found = checkpoints.find_checkpoint(self._path(CHECKPOINTS), repair=self.chief)
+        for note in found.notes:
+            self._say(note, always=True)
+        latest = found.path
         if latest is not None and training.seed is None:
             self.state.data_seed.assign(_read_seed(latest))
         if training.seed is not None:
             keras.utils.set_random_seed(training.seed)
-        pipeline = _input_pipeline(self.config.data_dir, recipe, int(self.state.data_seed.numpy()))
+        pipeline = _input_pipeline(
+            self.config.data_dir, recipe, int(self.state.data_seed.numpy()), self.config.skip_bad_records
+        )
         if (note := pipeline.crop_coverage_note()) is not None:
             self._say(note, always=True)
         self._build(pipeline)
-        resumed = self._restore()
+        resumed = self._restore(latest)
         epoch, step = (0, 0) if resumed is None else resumed
         steps_per_epoch = _steps_per_epoch(self.config, pipeline)
         if resumed is not None:
@@ -527,6 +588,8 @@ class _Run:
             self._say(
                 f"resuming from epoch {epoch} step {step} ({done} of the epoch's {steps_per_epoch} steps done)", True
             )
+            if done == 0 and epoch > 0:
+                self._complete_epoch_end(epoch)
         self._say(
             f"training {training.epochs} epochs of {steps_per_epoch} steps, global batch {training.batch_size} over "
             f"{self.strategy.num_replicas_in_sync} replica(s) ({self.config.strategy}), lr {self.schedule.rate():g}",
@@ -535,9 +598,7 @@ class _Run:
         if self.chief:
             self._writer = tf.summary.create_file_writer(self._path(TENSORBOARD))
 
-        eval_data = self.strategy.distribute_datasets_from_function(
-            lambda context: pipeline.eval_dataset(input_context=context)
-        )
+        eval_data = distribute_datasets(self.strategy, lambda context: pipeline.eval_dataset(input_context=context))
         train_step, eval_step = self._make_train_step(), self._make_eval_step()
         history = self._read_history(epoch)
 
@@ -557,10 +618,13 @@ class _Run:
                 improved = val_top1 > float(self.state.best_val_top1.numpy())
                 if improved:
                     self.state.best_val_top1.assign(val_top1)
+                    self.progress.best_epoch.assign(epoch - 1)
+                self.progress.sums.assign(tf.zeros_like(self.progress.sums))  # the next epoch's, from here
                 self._end_of_epoch(row, history, step, improved)
+                self._report_skipped(epoch, pipeline)
         except preemption.Stopped as stopped:  # every worker saves (the chief into RUN) and says so
             step = int(self.state.step.numpy())
-            self.manager.save(checkpoint_number=step)
+            self._save_checkpoint(step)
             where = f"saved a checkpoint at step {step}" if self.chief else f"stopped at step {step} with the chief"
             again = (
                 "all workers"
@@ -589,12 +653,15 @@ class _Run:
         batches already trained are skipped before they are decoded.
         """
         seed = _epoch_seed(int(self.state.data_seed.numpy()), epoch)
-        pipeline = _input_pipeline(self.config.data_dir, self.recipe, seed)
-        return self.strategy.distribute_datasets_from_function(
+        pipeline = self._epoch_pipeline = _input_pipeline(
+            self.config.data_dir, self.recipe, seed, self.config.skip_bad_records
+        )
+        return distribute_datasets(
+            self.strategy,
             # A step takes one batch per replica; an input pipeline feeds replicas / pipelines of them.
             lambda context: pipeline.train_dataset(
                 context, skip_batches=done * context.num_replicas_in_sync // context.num_input_pipelines
-            )
+            ),
         )
 
     def _train_epoch(self, epoch, step, steps_per_epoch, iterator, train_step, pipeline) -> dict[str, float]:
@@ -604,8 +671,9 @@ class _Run:
         if progress is not None:
             print(f"epoch {epoch + 1}/{training.epochs}")
             progress.update(first)
-        totals = np.zeros(3)
-        images = 0
+        # loss × images, top-1 and top-5 hits, images, seconds: carried over a resume in the checkpoint
+        sums = self.progress.sums.numpy()
+        seconds_before = sums[4]
         start = time.perf_counter()
         rate = float(self.optimizer.learning_rate.numpy())
         for index in range(first, steps_per_epoch):
@@ -614,12 +682,13 @@ class _Run:
             if not math.isfinite(loss):
                 raise TrainingDiverged(
                     f"loss is {loss} at step {step} (epoch {epoch + 1}) with learning rate {rate:g}; training stopped, "
-                    f"the last good checkpoint is kept in {self._path(CHECKPOINTS)}: lower optimizer.learning_rate"
+                    f"{self._kept_checkpoint()}: lower optimizer.learning_rate"
                 )
             self.state.step.assign(step)
             batch = training.batch_size
-            totals += (loss * batch, top1, top5)
-            images += batch
+            sums += (loss * batch, top1, top5, batch, 0.0)
+            sums[4] = seconds_before + time.perf_counter() - start
+            self.progress.sums.assign(sums)
             if progress is not None:
                 progress.update(index + 1, [("loss", loss), ("top1", top1 / batch), ("lr", rate)])
             if self._writer is not None and step % training.log_every_steps == 0:
@@ -628,23 +697,31 @@ class _Run:
                     _scalar("train/top1", top1 / batch)
                     _scalar("learning_rate", rate)
             if step % training.checkpoint_every_steps == 0 and index + 1 < steps_per_epoch:
-                self.manager.save(checkpoint_number=step)
+                self._save_checkpoint(step)
             self.stop.check()
             if index == first and self._writer is not None and epoch == 0 and first == 0:
                 self._write_inputs(pipeline, step)
-        seconds = time.perf_counter() - start
-        count = max(images, 1)
+        loss, top1, top5, images, seconds = sums
+        count = max(images, 1.0)
         return {
-            "loss": totals[0] / count,
-            "top1": totals[1] / count,
-            "top5": totals[2] / count,
+            "loss": loss / count,
+            "top1": top1 / count,
+            "top5": top5 / count,
             "images_per_sec": images / seconds if seconds > 0 else 0.0,
         }
 
+    def _kept_checkpoint(self) -> str:
+        latest = self.manager.latest_checkpoint
+        if latest is None:
+            return "no checkpoint was written yet (a re-run starts from step 0)"
+        return f"the last good checkpoint, {posixpath.basename(latest)}, is kept in {self.manager.directory}"
+
     def _evaluate(self, eval_data, eval_step) -> tuple[float, float, float]:
         totals = np.zeros(4)
+        pause_point = f"validation-{int(self.state.step.numpy())}"
         for inputs in eval_data:
             totals += [float(t) for t in eval_step(inputs)]
+            _pause_for_tests(pause_point)
             self.stop.check()
         count = max(totals[3], 1.0)
         return totals[0] / count, totals[1] / count, totals[2] / count
@@ -661,7 +738,7 @@ class _Run:
                 _scalar("epoch/images_per_sec", row["images_per_sec"])
                 _image("conv1_filters", _filter_grid(self.network))
             self._writer.flush()
-        self.manager.save(checkpoint_number=step)
+        self._save_checkpoint(step)
         if self.chief:
             self._save_model(LAST_MODEL)
             if improved:
@@ -671,6 +748,32 @@ class _Run:
             f"{row['val_loss']:.4f} val_top1 {row['val_top1']:.4f} val_top5 {row['val_top5']:.4f} lr {row['lr']:g} "
             f"{row['images_per_sec']:.1f} img/s"
         )
+
+    def _report_skipped(self, epoch: int, validation: InputPipeline) -> None:
+        """The bad records left out in epoch ``epoch`` (1-based) by its training input and by
+        validation (``skip_bad_records``), on the chief even when quiet: never silently."""
+        inputs = (("training", self._epoch_pipeline, schema.TRAIN), ("validation", validation, schema.VALIDATION))
+        for what, pipeline, split in inputs:
+            if pipeline is not None and pipeline.skipped[split].count():
+                self._say(f"epoch {epoch}: {pipeline.skipped[split].describe(what)}", always=True)
+
+    def _save_checkpoint(self, step: int) -> None:
+        """The checkpoint of global step ``step``. A failure to write it (a full disk) is one line;
+        the previous checkpoint is untouched (the new one is written beside it)."""
+        with files.output_errors(self.manager.directory):
+            self.manager.save(checkpoint_number=step)
+        _pause_for_tests(f"checkpoint-{step}")
+
+    def _complete_epoch_end(self, epoch: int) -> None:
+        """After restoring the checkpoint at the end of epoch ``epoch``: writes the models of that
+        epoch (last.keras, and best.keras if it was the best) from it, as the run that wrote it
+        may have stopped before it wrote them (kill -9, a full disk)."""
+        if not self.chief:
+            return
+        names = [LAST_MODEL] + ([BEST_MODEL] if int(self.progress.best_epoch.numpy()) == epoch - 1 else [])
+        for name in names:
+            self._save_model(name)
+        self._say(f"the checkpoint ends epoch {epoch}: wrote {' and '.join(names)} from the checkpoint", True)
 
     def _save_model(self, name: str) -> None:
         path = self._path(name)
@@ -758,6 +861,17 @@ def _filter_grid(network: keras.Model) -> tf.Tensor:
     grid = tf.reshape(filters, [rows, columns, size + 2, size + 2, 3])
     grid = tf.reshape(tf.transpose(grid, [0, 2, 1, 3, 4]), [rows * (size + 2), columns * (size + 2), 3])
     return grid[tf.newaxis]
+
+
+def _pause_for_tests(point: str) -> None:
+    """A test hook, inert unless the environment variable `PAUSE_ENV` names ``point``: then fit
+    says ``paused at POINT`` on stderr and waits for a line on stdin, so that a fault test can
+    kill or interrupt it at that exact moment. Points: ``checkpoint-<step>`` (just after the
+    checkpoint of global step N is written) and ``validation-<step>`` (after each validation
+    batch of the epoch that ends at global step N)."""
+    if os.environ.get(PAUSE_ENV) == point:
+        print(f"paused at {point}", file=sys.stderr, flush=True)
+        sys.stdin.readline()
 
 
 def _epoch_seed(data_seed: int, epoch: int) -> int:

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from alexnet_tf import synthetic
 from alexnet_tf.cli import main
+from tests import bad_data
 
 
 @pytest.mark.slow
@@ -36,6 +37,28 @@ def records(tmp_path_factory) -> str:
     directory = str(tmp_path_factory.mktemp("records"))
     synthetic.write_synthetic_dataset(directory, train_records=4, train_shards=2, validation_records=2)
     return directory
+
+
+TINY_FIT = "--set input.crop_size=64 --set model.channel_multiplier=0.125 --set training.batch_size=2 --quiet".split()
+
+
+@pytest.mark.slow
+def test_a_normal_fit_and_evaluate_print_no_tensorflow_warnings(records, tmp_path):
+    """A fresh process, no TF_CPP_MIN_LOG_LEVEL set: three epochs of fit (a new input iterator per
+    epoch and per validation pass), then evaluate, and stderr stays empty. tf.distribute's
+    per-device generator dataset logged `GeneratorDatasetOp … will not be optimized` for these."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TF_CPP")}
+    run = str(tmp_path / "run")
+    commands = [
+        ["fit", "--data-dir", records, "--model-dir", run, *TINY_FIT, "--set", "training.epochs=3"],
+        ["evaluate", "--data-dir", records, run, "--no-progress"],
+    ]
+    for command in commands:
+        done = subprocess.run(
+            [sys.executable, "-m", "alexnet_tf", *command], capture_output=True, text=True, env=env, timeout=300
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == "", done.stderr
 
 
 def invoke(args: list[str]):
@@ -71,7 +94,8 @@ def test_show_augment_from_records_without_metadata(tmp_path):
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, records) -> dict[str, str]:
     """Paths the bad-input table refers to: good records, a run, a plain file, records another tool
-    wrote (shards, no metadata), records with a truncated shard, a missing path."""
+    wrote (shards, no metadata), records with a truncated shard, with a garbled one, with bad images
+    in records, a run whose only checkpoint is damaged, a missing path."""
     import keras
 
     from alexnet_tf import AlexNet
@@ -104,6 +128,19 @@ def world(tmp_path_factory, records) -> dict[str, str]:
     metadata = json.loads((badmeta / "metadata.json").read_text())
     metadata["splits"]["train"]["num_records"] = "lots"
     (badmeta / "metadata.json").write_text(json.dumps(metadata))
+    garbled, images = root / "garbled", root / "images"
+    for directory in (garbled, images):
+        synthetic.write_synthetic_dataset(
+            str(directory), train_records=4, train_shards=1, validation_records=2, validation_shards=1
+        )
+    bad_data.garble(str(garbled / "train-00000-of-00001"))
+    bad_data.replace_image(str(images / "train-00000-of-00001"), 1, bad_data.gif())
+    bad_data.replace_image(str(images / "validation-00000-of-00001"), 1, bad_data.bomb_header(20000))
+    damaged = root / "damaged" / "checkpoints"
+    damaged.mkdir(parents=True)
+    (damaged / "checkpoint").write_text('model_checkpoint_path: "ckpt-8"\n')
+    (damaged / "ckpt-8.index").write_bytes(b"\0" * 64)
+    (damaged / "ckpt-8.data-00000-of-00001").write_bytes(b"\0" * 64)
     return {
         "RECORDS": records,
         "RUN": str(run),
@@ -112,6 +149,9 @@ def world(tmp_path_factory, records) -> dict[str, str]:
         "TRUNCATED": str(truncated),
         "UNFINISHED": str(unfinished),
         "BADMETA": str(badmeta),
+        "GARBLED": str(garbled),
+        "IMAGES": str(images),
+        "DAMAGED": str(damaged.parent),
         "MISSING": str(root / "missing"),
         "NOPARENT": str(root / "no" / "such" / "dir"),
     }
@@ -119,7 +159,7 @@ def world(tmp_path_factory, records) -> dict[str, str]:
 
 def _final_outputs(directory: str, midway: bool) -> list[str]:
     """Files under ``directory`` other than temporaries and, if the command failed ``midway`` (a
-    truncated shard is found while reading), the resume state that lets the re-run resume. Any
+    damaged shard or record is found while reading), the resume state that lets the re-run resume. Any
     other refusal comes before anything is written: a recipe.yaml left behind would refuse the
     corrected command as "a different recipe"."""
     state = ("_prepare", "_index", "checkpoints", "tensorboard", "recipe.yaml", "classes.json") if midway else ()
@@ -140,7 +180,8 @@ BAD_INPUTS = [
     ("show-augment --data-dir FILE -o NOPARENT/grid.png", "not a directory"),
     ("show-augment --data-dir FOREIGN -o NOPARENT/grid.png", "index-records"),
     ("show-augment --data-dir RECORDS -o NOPARENT/grid.png", "cannot write"),
-    ("show-augment --data-dir TRUNCATED -o NOPARENT/grid.png", "truncated"),
+    ("show-augment --data-dir TRUNCATED -o NOPARENT/grid.png", "train-00000-of-00001: record 3 cannot be read"),
+    ("show-augment --data-dir IMAGES -o NOPARENT/grid.png", "train-00000-of-00001: record 1 is not a JPEG image"),
     ("show-augment --data-dir RECORDS -o NOPARENT/grid.png --images 0", "--images"),
     ("prepare-data MISSING NOPARENT/out", "missing"),
     ("prepare-data FILE NOPARENT/out", "file.txt"),
@@ -167,10 +208,22 @@ BAD_INPUTS = [
         "--set model.channel_multiplier=0.125 --set training.batch_size=2 --quiet --set input.shuffle_buffer=-1",
         "shuffle_buffer",
     ),
+    *(
+        (
+            f"fit --data-dir {data} --model-dir NOPARENT/run --set input.crop_size=64 --set training.batch_size=2 "
+            "--set model.channel_multiplier=0.125 --set training.epochs=1 --quiet",
+            fragment,
+        )
+        for data, fragment in (
+            ("TRUNCATED", "train-00000-of-00001: record 3 cannot be read: the shard is truncated or corrupt"),
+            ("GARBLED", "train-00000-of-00001: records 2-3 cannot be read: the shard is truncated or corrupt"),
+            ("IMAGES", "train-00000-of-00001: record 1 is not a JPEG image (a GIF); re-create the records"),
+        )
+    ),
     (
-        "fit --data-dir TRUNCATED --model-dir NOPARENT/run --set input.crop_size=64 --set training.batch_size=2 "
+        "fit --data-dir RECORDS --model-dir DAMAGED --set input.crop_size=64 --set training.batch_size=2 "
         "--set model.channel_multiplier=0.125 --set training.epochs=1 --quiet",
-        "truncated",
+        "no checkpoint can be restored (1 found",
     ),
     ("evaluate --data-dir RECORDS MISSING --no-progress", "missing"),
     ("evaluate --data-dir RECORDS FILE --no-progress", "file.txt"),
@@ -178,7 +231,10 @@ BAD_INPUTS = [
     ("evaluate --data-dir MISSING RUN --no-progress", "no such directory"),
     ("evaluate --data-dir RECORDS RUN --batch-size 0", "--batch-size"),
     ("evaluate --data-dir RECORDS RUN --split test --no-progress", "test"),
-    ("evaluate --data-dir TRUNCATED RUN --split train --no-progress", "truncated"),
+    ("evaluate --data-dir TRUNCATED RUN --split train --no-progress", "record 3 cannot be read"),
+    ("evaluate --data-dir GARBLED RUN --split train --no-progress", "records 2-3 cannot be read"),
+    ("evaluate --data-dir IMAGES RUN --no-progress", "validation-00000-of-00001: record 1 is a 20000×20000 JPEG"),
+    ("evaluate --data-dir IMAGES RUN --split train --no-progress", "record 1 is not a JPEG image (a GIF)"),
     ("evaluate --data-dir RECORDS RUN --fc-device /CPU:1 --no-progress", "--fc-device"),
     ("evaluate --data-dir RECORDS RUN --strategy multi-worker --no-progress", "TF_CONFIG"),
     ("evaluate --data-dir RECORDS RUN --precision bfloat16 --no-progress", "--precision"),
@@ -220,7 +276,7 @@ def test_bad_input_is_one_error_line_and_writes_nothing(world, line, fragment):
     written = os.path.dirname(world["NOPARENT"])
     try:
         result = CliRunner().invoke(main, args)
-        created = _final_outputs(written, midway="TRUNCATED" in line)
+        created = _final_outputs(written, midway=any(data in line for data in ("TRUNCATED", "GARBLED", "IMAGES")))
     finally:
         shutil.rmtree(written, ignore_errors=True)  # one case's leftovers must not fail the next
     output = result.output

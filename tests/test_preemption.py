@@ -137,8 +137,9 @@ def test_a_lost_worker_is_named_from_what_tensorflow_reports(monkeypatch, tmp_pa
     coordination service's missed heartbeats (which names the reporting task first)."""
     config = {"cluster": {"worker": ["h0:2222", "h1:2222"]}, "task": {"type": "worker", "index": 1}}
     monkeypatch.setenv("TF_CONFIG", json.dumps(config))
-    (tmp_path / "checkpoint").write_text('model_checkpoint_path: "ckpt-6"\n')
-    (tmp_path / "ckpt-6.index").write_bytes(b"")
+    import tensorflow as tf
+
+    tf.train.Checkpoint(step=tf.Variable(6)).write(str(tmp_path / "ckpt-6"))
     reset = (
         "Collective ops is aborted by: recvmsg:Connection reset by peer\nAdditional GRPC error information from "
         "remote target /job:worker/replica:0/task:0 while calling /tensorflow.WorkerService/CompleteInstance:"

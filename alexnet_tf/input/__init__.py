@@ -3,6 +3,8 @@
 * `pipeline`: `InputConfig` and `InputPipeline`, the one object a run holds: train and eval
   datasets for an input context, and the matching `ViewNormalization` layer;
 * `decode`: `RecordDecoder`, records to labels and uint8 images (or only the crop window);
+* `bad_records`: shards read in order and image headers checked before decoding, so a bad
+  record is named (shard and number) in one line, or left out and counted;
 * `views`: the float views and the uint8 views for `ViewNormalization` (one interface);
 * `augment`: the paper's augmentation as pure, seedable functions on one image;
 * `visualize`: ``alexnet-tf show-augment``'s picture of what the network sees.

@@ -26,6 +26,11 @@ as fast on CPU (per-record tensors stay in cache, batch tensors do not). With
 ``normalize_in_model=True`` the per-record work stops at the decoded uint8 crop and the rest
 happens in the model (see `alexnet_tf.input.views`).
 
+Shards are read in order by `alexnet_tf.input.bad_records.RecordReader`, which numbers the
+records and checks each shard holds as many as the metadata lists; with it and the decoder's
+check of every image header, a bad record stops the pipeline with an error naming its shard and
+number, or with ``skip_bad_records`` is left out and noted in `InputPipeline.skipped` (per split).
+
 Training randomness is stateless, so ``deterministic=True`` with a seed reproduces every
 batch, and every pass over the data draws fresh views (§4.1: alpha "drawn once per image per
 pass"). An unseeded pipeline draws a seed and logs it (`InputPipeline.seed`), so a run can be
@@ -47,6 +52,7 @@ import tensorflow as tf
 from alexnet_tf import paper
 from alexnet_tf.constants import MEAN_CHANNEL, MEAN_IMAGE, MEAN_MODES
 from alexnet_tf.errors import InputError, invalid
+from alexnet_tf.input.bad_records import RecordReader, SkippedRecords
 from alexnet_tf.input.decode import LABEL, RecordDecoder
 from alexnet_tf.input.views import FloatViews, Statistics, Uint8Views, Views
 from alexnet_tf.layers import ViewNormalization
@@ -91,6 +97,10 @@ class InputConfig:
       deterministic: keep element order fixed (slower: a slow record holds up the others); with
         ``seed`` the batches are identical run to run.
       seed: seed for file and record shuffling and the augmentation; None draws a fresh one.
+      skip_bad_records: leave out records that cannot be read or decoded (the rest of a
+        truncated shard, an image that is not a JPEG of the declared size, damaged JPEG data),
+        noting each in `InputPipeline.skipped`, instead of failing at the first. Costs a 1/8-scale
+        decode of every record (`alexnet_tf.input.bad_records`).
     """
 
     data_dir: str
@@ -104,6 +114,7 @@ class InputConfig:
     normalize_in_model: bool = False
     deterministic: bool = False
     seed: int | None = None
+    skip_bad_records: bool = False
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "shuffle_buffer", "crop_size"):
@@ -149,6 +160,8 @@ class InputPipeline:
         if config.seed is None:
             logger.info("input pipeline seed %d (set InputConfig.seed to reproduce this run's data order)", self.seed)
         self.decoder = RecordDecoder(self.metadata, config.label_offset)
+        # Per split, the bad records this pipeline's datasets left out (with skip_bad_records).
+        self.skipped = {split: SkippedRecords() for split in self.metadata.splits}
         self.statistics = Statistics(
             config.mean,
             self.decoder.image_size,
@@ -215,14 +228,15 @@ class InputPipeline:
                 "with statistics, or set lighting_strength=0"
             )
         seeds = _Seeds.derive(self.seed, input_context)
-        records = self._records(schema.TRAIN, input_context, file_shuffle_seed=seeds.file_shuffle)
+        records = self.records(schema.TRAIN, input_context, file_shuffle_seed=seeds.file_shuffle)
         dataset = records.shuffle(self.config.shuffle_buffer, seed=seeds.record_shuffle).repeat().enumerate()
         dataset = dataset.skip(skip_batches * self._batch_size(input_context))
         key = tf.constant(seeds.augment_key, tf.int64)
         views = self.views
 
-        def train_view(index: tf.Tensor, serialized: tf.Tensor) -> tuple[Any, tf.Tensor]:
-            features = self.decoder.parse(serialized)
+        def train_view(index: tf.Tensor, record: tuple[tf.Tensor, tf.Tensor, tf.Tensor]) -> tuple[Any, tf.Tensor]:
+            path, number, serialized = record
+            features = self.decoder.parse(serialized, where=(path, number))
             return views.train(features, key, index), features[LABEL]
 
         dataset = dataset.map(train_view, num_parallel_calls=tf.data.AUTOTUNE)
@@ -243,11 +257,11 @@ class InputPipeline:
         """
         make_view = self.views.ten_crop if ten_crop else self.views.center
 
-        def eval_view(serialized: tf.Tensor) -> tuple[Any, tf.Tensor]:
-            features = self.decoder.parse(serialized)
+        def eval_view(path: tf.Tensor, number: tf.Tensor, serialized: tf.Tensor) -> tuple[Any, tf.Tensor]:
+            features = self.decoder.parse(serialized, where=(path, number))
             return make_view(features), features[LABEL]
 
-        records = self._records(split, input_context, file_shuffle_seed=None)
+        records = self.records(split, input_context, file_shuffle_seed=None)
         dataset = records.map(eval_view, num_parallel_calls=tf.data.AUTOTUNE)
         return self._batch(dataset, input_context, drop_remainder=False)
 
@@ -277,15 +291,25 @@ class InputPipeline:
             raise InputError(f"{metadata_path(self.config.data_dir)} lists no '{split}' shards (splits: {listed})")
         return self.metadata.splits[split]
 
-    def _records(
-        self, split: str, input_context: tf.distribute.InputContext | None, file_shuffle_seed: int | None
+    def records(
+        self,
+        split: str,
+        input_context: tf.distribute.InputContext | None = None,
+        file_shuffle_seed: int | None = None,
     ) -> tf.data.Dataset:
-        files, shard_records = shard_files(self.files(split), input_context)
+        """``(shard path, record number, serialized record)`` of this input pipeline's share of
+        ``split`` (`shard_files`), checked by a `RecordReader` (one pass, no shuffle but of the
+        files)."""
+        listed = dict(zip(self.files(split), (shard.records for shard in self._split(split).shards), strict=True))
+        files, shard_records = shard_files(list(listed), input_context)
+        counts = [listed[path] for path in files]
+        skipped = self.skipped[split] if self.config.skip_bad_records else None
+        reader = RecordReader(self.metadata.schema, self.metadata.image_size, self.decoder.most_pixels, skipped)
         if not shard_records:
-            return interleave_records(files, shuffle_seed=file_shuffle_seed)
+            return interleave_records(files, shuffle_seed=file_shuffle_seed, reader=reader, counts=counts)
         # Every pipeline must see the same record order for every-n-th-record sharding to split
         # the data without overlap: no file shuffle, a deterministic interleave.
-        records = interleave_records(files, deterministic=True)
+        records = interleave_records(files, deterministic=True, reader=reader, counts=counts)
         return records.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
 
     def _batch(
@@ -338,17 +362,26 @@ def shard_files(files: list[str], input_context: tf.distribute.InputContext | No
 
 
 def interleave_records(
-    files: list[str], deterministic: bool | None = None, shuffle_seed: int | None = None
+    files: list[str],
+    deterministic: bool | None = None,
+    shuffle_seed: int | None = None,
+    reader: RecordReader | None = None,
+    counts: list[int] | None = None,
 ) -> tf.data.Dataset:
-    """Serialized records of ``files``, read by a parallel interleave of `INTERLEAVE_CYCLE` files.
+    """Records of ``files``, read by a parallel interleave of `INTERLEAVE_CYCLE` files.
 
-    With ``shuffle_seed`` the file order is shuffled first, afresh on every pass.
+    Serialized records; with a ``reader`` and the ``counts`` of records the metadata lists per
+    file, ``(path, number, serialized)`` as `RecordReader.read` checks them. With
+    ``shuffle_seed`` the file order is shuffled first, afresh on every pass.
     """
-    names = tf.data.Dataset.from_tensor_slices(files)
+    if reader is None:
+        names, read = tf.data.Dataset.from_tensor_slices(files), tf.data.TFRecordDataset
+    else:
+        names, read = tf.data.Dataset.from_tensor_slices((files, tf.constant(counts, tf.int64))), reader.read
     if shuffle_seed is not None:
         names = names.shuffle(len(files), seed=shuffle_seed)
     return names.interleave(
-        tf.data.TFRecordDataset,
+        read,
         cycle_length=min(len(files), INTERLEAVE_CYCLE),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=deterministic,

@@ -24,7 +24,7 @@ from alexnet_tf.constants import (
 from alexnet_tf.files import write_png
 from alexnet_tf.input import augment
 from alexnet_tf.input.decode import LABEL
-from alexnet_tf.input.pipeline import InputConfig, InputPipeline, interleave_records
+from alexnet_tf.input.pipeline import InputConfig, InputPipeline
 from alexnet_tf.input.views import FloatViews
 from alexnet_tf.records import schema
 from alexnet_tf.records.metadata import DatasetMetadata
@@ -55,8 +55,7 @@ def augment_grid(
     pipeline = InputPipeline(config)
     float_views: FloatViews = pipeline.views  # mean='none' and no normalize_in_model: float views
     decoder = pipeline.decoder
-    records = interleave_records(pipeline.files(split), deterministic=True)
-    records = list(records.take(images))
+    records = list(pipeline.records(split).take(images))
     rows, columns = grid_shape(len(records), views)
     height = rows * (CELL_INCHES + TITLE_INCHES)
     figure = Figure(figsize=(columns * CELL_INCHES, height), dpi=DPI)
@@ -69,9 +68,9 @@ def augment_grid(
         ax.set_axis_off()
     # Each training view says how far its lighting is from the paper's (10x by default).
     lighting = "" if lighting_strength == 1 else f" light×{lighting_strength:g}"
-    for index, record in enumerate(records):
+    for index, (path, number, record) in enumerate(records):
         top, bottom = axes[2 * index], axes[2 * index + 1]
-        features = decoder.parse(record)
+        features = decoder.parse(record, where=(path, number))
         name = _class_name(pipeline.metadata, int(features[LABEL]))
         _show(top[0], decoder.decode(features), f"{name}, whole {decoder.image_size}²")
         for view_index in range(views):
