@@ -16,28 +16,9 @@ logical CPUs), everything else (the fully connected layers, the loss) on ``fc_de
 parallelism with it, and no XLA: XLA ignores ``tf.device`` (tensorflow/tensorflow#124880), so
 ``jit_compile`` is refused with it.
 
-The run directory, read by evaluate, export and tune::
-
-    RUN/recipe.yaml        the fully resolved recipe (a resumed run must match it)
-    RUN/checkpoints/       tf.train.CheckpointManager: ckpt-<global step>.{index,data-*},
-                           `checkpoint`; model, optimizer (with its momentum slots), epoch, step,
-                           data seed, learning-rate schedule state, best validation top-1, its
-                           epoch and the current epoch's running sums (`_Progress`)
-    RUN/best.keras         the model with the best validation top-1 so far
-    RUN/last.keras         the model at the end of the last epoch
-    RUN/history.csv        one row per finished epoch: epoch, lr, loss, top1, top5, val_loss,
-                           val_top1, val_top5, images_per_sec (rows kept across resumes)
-    RUN/tensorboard/       scalars (loss, top-1/5, lr, images/s; train and validation),
-                           a few augmented inputs, the conv1 filters as an image; steps are
-                           global steps, so they continue across resumes
-    RUN/.alexnet-tf.lock   while a fit runs: one run per directory (`alexnet_tf.locks`)
-
-Both ``.keras`` files are the model on the pipeline's views: with ``input.normalize_in_model``
-(the default) the first layer is `ViewNormalization` carrying the dataset's mean and the input is
-the pipeline's dict of uint8 views; the last layer is the softmax (``predictions``). Training
-uses the same layers up to ``fc8`` (logits, for a numerically stable cross-entropy). All files
-are written under a temporary name and renamed (`alexnet_tf.files`); under ``multi-worker`` only
-the chief writes to RUN, the other workers checkpoint to temporary directories they delete.
+The run directory (`alexnet_tf.runs`, its one owner and its one description): the chief writes
+the recipe, classes, history, models and TensorBoard there; under ``multi-worker`` the other
+workers checkpoint to temporary directories they delete.
 
 Resume: re-running the same command restores the latest checkpoint and continues at its epoch
 and step; each epoch's data stream is seeded from the data seed stored in the checkpoint and the
@@ -57,10 +38,7 @@ before them, and a stop in between would leave them stale.
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
-import io
-import json
 import logging
 import math
 import os
@@ -76,10 +54,9 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-import yaml
 from tensorflow.core.framework import summary_pb2
 
-from alexnet_tf import checkpoints, files, locks, optim, precision, preemption
+from alexnet_tf import checkpoints, files, locks, optim, precision, preemption, runs
 from alexnet_tf.cluster import lost_workers
 from alexnet_tf.distribute import (
     configure_devices,
@@ -96,14 +73,13 @@ from alexnet_tf.input import bad_records
 from alexnet_tf.input.pipeline import InputConfig, InputPipeline
 from alexnet_tf.layers import with_view_normalization
 from alexnet_tf.model import AlexNet
-from alexnet_tf.recipe import Recipe, differences
+from alexnet_tf.recipe import Recipe
 from alexnet_tf.records import schema
-from alexnet_tf.runs import BEST_MODEL, CHECKPOINTS, CLASSES_FILE, HISTORY, LAST_MODEL, RECIPE_FILE, TENSORBOARD
+from alexnet_tf.runs import BEST_MODEL, CHECKPOINTS, HISTORY, LAST_MODEL, TENSORBOARD
 from alexnet_tf.schedule import LearningRateSchedule
 
 logger = logging.getLogger(__name__)
 
-HISTORY_FIELDS = ("epoch", "lr", "loss", "top1", "top5", "val_loss", "val_top1", "val_top5", "images_per_sec")
 # Augmented inputs drawn to TensorBoard at the start of a run.
 SUMMARY_IMAGES = 4
 # Test hook: fit stops at the named moment (`_pause_for_tests`) so that a fault test can kill it there.
@@ -404,30 +380,11 @@ class _Run:
 
     def _prepare_model_dir(self) -> None:
         config = self.config
-        recorded = self._path(RECIPE_FILE)
         if config.overwrite and self.chief and tf.io.gfile.exists(self.model_dir):
-            with files.output_errors(self.model_dir):
-                for name in (CHECKPOINTS, TENSORBOARD, BEST_MODEL, LAST_MODEL, HISTORY, RECIPE_FILE, CLASSES_FILE):
-                    path = self._path(name)
-                    if tf.io.gfile.isdir(path):
-                        tf.io.gfile.rmtree(path)
-                    elif tf.io.gfile.exists(path):
-                        tf.io.gfile.remove(path)
-        if tf.io.gfile.exists(recorded) and not config.overwrite:
-            with tf.io.gfile.GFile(recorded) as f:
-                old = yaml.safe_load(f.read()) or {}
-            changed = differences(old, self.recipe)
-            if changed and not config.allow_recipe_change:
-                raise InputError(
-                    f"{recorded}: this run was started with a different recipe ({', '.join(changed)} differ); "
-                    "re-run with the same recipe, --allow-recipe-change to continue with the new one, "
-                    "or --overwrite to start again"
-                )
-        if self.chief:
-            with files.output_errors(self.model_dir):
-                tf.io.gfile.makedirs(self.model_dir)
-                files.remove_temporaries(self.model_dir)
-            files.write_atomically(recorded, self.recipe.to_yaml().encode())
+            runs.clear(self.model_dir)
+        runs.record_recipe(
+            self.model_dir, self.recipe, allow_change=config.allow_recipe_change or config.overwrite, write=self.chief
+        )
 
     def close(self) -> None:
         if self._writer is not None:
@@ -454,9 +411,8 @@ class _Run:
             )
             self.dropout_key = use_step_seeds(network)
             self.network = network
-            if self.chief:  # what export and predict name the outputs with (`alexnet_tf.classes`)
-                classes = {"classes": [dataclasses.asdict(info) for info in pipeline.metadata.classes]}
-                files.write_atomically(self._path(CLASSES_FILE), json.dumps(classes, indent=2).encode())
+            if self.chief:
+                runs.write_classes(self.model_dir, pipeline.metadata.classes)
             logits = keras.Model(network.input, network.get_layer("fc8").output, name=f"{network.name}_logits")
             normalization = _view_normalization(pipeline)
             if normalization is None:
@@ -729,7 +685,7 @@ class _Run:
     def _end_of_epoch(self, row: dict[str, float], history: list[dict[str, float]], step: int, improved: bool) -> None:
         """History row, then the checkpoint (so a resumed run never lacks a row), then the models."""
         if self.chief:
-            self._write_history(history)
+            runs.write_history(self.model_dir, history)
             with self._writer.as_default(step=step):
                 for key in ("loss", "top1", "top5"):
                     _scalar(f"epoch/{key}", row[key])
@@ -776,26 +732,11 @@ class _Run:
         self._say(f"the checkpoint ends epoch {epoch}: wrote {' and '.join(names)} from the checkpoint", True)
 
     def _save_model(self, name: str) -> None:
-        path = self._path(name)
-        with files.output_errors(path), files.atomic_path(path) as temp:
-            self.model.save(temp)
+        runs.save_model(self.model_dir, name, self.model)
 
     def _read_history(self, epoch: int) -> list[dict[str, float]]:
         """Rows of the epochs before ``epoch`` (later ones, from after the checkpoint, are dropped)."""
-        path = self._path(HISTORY)
-        if not tf.io.gfile.exists(path):
-            return []
-        with tf.io.gfile.GFile(path) as f:
-            rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-        return [row for row in rows if row["epoch"] < epoch]
-
-    def _write_history(self, history: list[dict[str, float]]) -> None:
-        text = io.StringIO()
-        writer = csv.DictWriter(text, HISTORY_FIELDS, lineterminator="\n")
-        writer.writeheader()
-        for row in history:
-            writer.writerow({key: int(row[key]) if key == "epoch" else row[key] for key in HISTORY_FIELDS})
-        files.write_atomically(self._path(HISTORY), text.getvalue().encode())
+        return [row for row in runs.read_history(self.model_dir) if row["epoch"] < epoch]
 
     def _write_inputs(self, pipeline: InputPipeline, step: int) -> None:
         """A few augmented training inputs as the network sees them (after `ViewNormalization`)."""

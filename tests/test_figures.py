@@ -20,8 +20,8 @@ from alexnet_tf.figures.sheet import to_uint8
 from alexnet_tf.input.pipeline import InputConfig, InputPipeline, interleave_records
 from alexnet_tf.layers import network_of, with_view_normalization
 from alexnet_tf.records import schema
+from alexnet_tf.runs import HISTORY_FIELDS
 from alexnet_tf.synthetic import write_synthetic_dataset
-from alexnet_tf.train import HISTORY_FIELDS
 
 CLASSES = 4
 CROP = 64

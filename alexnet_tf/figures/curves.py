@@ -8,37 +8,28 @@ with dropout and augmentation on; the validation values are centre views at the 
 
 from __future__ import annotations
 
-import csv
-import posixpath
-
 import tensorflow as tf
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from alexnet_tf import runs
 from alexnet_tf.errors import InputError
 from alexnet_tf.files import write_png
-from alexnet_tf.runs import HISTORY
+from alexnet_tf.runs import HISTORY, HISTORY_FIELDS
 
-# The columns the plot reads (train.HISTORY_FIELDS has them all).
-COLUMNS = ("epoch", "lr", "loss", "top1", "top5", "val_loss", "val_top1", "val_top5")
+# The columns the plot reads (`alexnet_tf.runs.HISTORY_FIELDS` has them all).
+COLUMNS = HISTORY_FIELDS[: HISTORY_FIELDS.index("val_top5") + 1]
 FIGSIZE = (10.0, 7.0)  # inches
 DPI = 100
 
 
 def read_history(run: str) -> dict[str, list[float]]:
-    """``{column: values by epoch}`` from ``run``'s history (a run directory or the CSV itself)."""
-    path = posixpath.join(run, HISTORY) if tf.io.gfile.isdir(run) else run
+    """``{column: values by epoch}`` from ``run``'s history (a run directory or the CSV itself),
+    read by `alexnet_tf.runs.read_history`; `InputError` if there is none or no finished epoch."""
+    path = runs.history_path(run)
     if not tf.io.gfile.exists(path):
         raise InputError(f"{path}: no training history; pass a run directory of `alexnet-tf fit` (or its {HISTORY})")
-    with tf.io.gfile.GFile(path) as f:
-        reader = csv.DictReader(f)
-        missing = [column for column in COLUMNS if column not in (reader.fieldnames or ())]
-        if missing:
-            raise InputError(f"{path}: not a history of `alexnet-tf fit` (no {', '.join(missing)} column)")
-        try:
-            rows = [{column: float(row[column]) for column in COLUMNS} for row in reader]
-        except (TypeError, ValueError):
-            raise InputError(f"{path}: row {reader.line_num} has a missing or non-numeric value") from None
+    rows = runs.read_history(path, COLUMNS)
     if not rows:
         raise InputError(f"{path}: no finished epoch yet; plot again after the first epoch")
     return {column: [row[column] for row in rows] for column in COLUMNS}
