@@ -277,11 +277,16 @@ def _steps_per_epoch(config: FitConfig, pipeline: InputPipeline) -> int:
     train_records = pipeline.num_records()
     steps = training.steps_per_epoch or train_records // training.batch_size
     if steps < 1:
-        raise InputError(
-            f"{config.data_dir}: {train_records} training records are fewer than training.batch_size="
-            f"{training.batch_size}: use a smaller batch"
-        )
+        raise_batch_too_large(config.data_dir, train_records, training.batch_size)
     return steps
+
+
+def raise_batch_too_large(data_dir: str, train_records: int, batch_size: int) -> None:
+    """The one refusal of a global batch larger than the training split (fit and tune)."""
+    raise InputError(
+        f"{data_dir}: {train_records} training records are fewer than training.batch_size={batch_size}: "
+        "use a smaller batch"
+    )
 
 
 SOURCES = ("pipeline", "in-memory")

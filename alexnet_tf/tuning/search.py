@@ -50,7 +50,7 @@ from alexnet_tf.distribute import SINGLE_WORKER_STRATEGIES
 from alexnet_tf.errors import InputError, invalid
 from alexnet_tf.recipe import Recipe, load_recipe
 from alexnet_tf.records.metadata import DatasetMetadata
-from alexnet_tf.train import FitConfig, TrainingDiverged, fit
+from alexnet_tf.train import FitConfig, TrainingDiverged, fit, raise_batch_too_large
 from alexnet_tf.tuning.space import SearchSpace, load_space
 
 ALGORITHMS = ("random", "bayesian", "hyperband")
@@ -179,10 +179,7 @@ def tune(config: TuneConfig) -> TuneResult:
     space = load_space(config.space_path, train_records)
     base = load_recipe(config.recipe_path, config.overrides)
     if "training.batch_size" not in space.ranges and base.training.batch_size > train_records:
-        raise InputError(
-            f"{config.data_dir}: {train_records} training records are fewer than training.batch_size="
-            f"{base.training.batch_size}: use a smaller batch"
-        )
+        raise_batch_too_large(config.data_dir, train_records, base.training.batch_size)
     _record_settings(config, space, base)
     objective = keras_tuner.Objective(OBJECTIVE, direction="max")
     if config.algorithm == "random":
