@@ -33,8 +33,8 @@ from alexnet_tf.constants import (
     WORKER_TIMEOUT_ENV,
 )
 from alexnet_tf.errors import InputError
-from alexnet_tf.preemption import Stopped
 from alexnet_tf.prepare.workers import WorkerError
+from alexnet_tf.training.preemption import Stopped
 
 
 class _Group(click.Group):
@@ -124,8 +124,8 @@ def summary(
     as_json: bool,
 ) -> None:
     """Print the per-layer table: output shape, units, weights, biases, connections."""
-    from alexnet_tf.model import AlexNet
-    from alexnet_tf.summary import summarize
+    from alexnet_tf.network.model import AlexNet
+    from alexnet_tf.network.summary import summarize
 
     model = AlexNet(
         num_classes,
@@ -346,7 +346,7 @@ def export(
     max_pixels: int,
 ) -> None:
     """Export SOURCE (a run directory or a .keras file) as a SavedModel version for TF Serving."""
-    from alexnet_tf.export import export_model
+    from alexnet_tf.serving.export import export_model
 
     path = export_model(
         source,
@@ -398,7 +398,7 @@ def predict(
     """
     import dataclasses
 
-    from alexnet_tf.predict import open_classifier, predict_files
+    from alexnet_tf.serving.predict import open_classifier, predict_files
 
     with open_classifier(model, top_k=top_k, classes=classes, max_pixels=max_pixels) as classifier:
         predictions, failures = predict_files(classifier, images)
@@ -462,10 +462,11 @@ def fit(recipe_path, overrides, epochs, batch_size, learning_rate, mixed_precisi
     overrides = list(overrides) + [f"{key}={value}" for key, value in named.items() if value is not None]
     recipe = load_recipe(recipe_path, overrides)
     # TensorFlow loads here, after the recipe's checks, which need none.
-    from alexnet_tf.cluster import WorkerLost
     from alexnet_tf.runs import next_steps
-    from alexnet_tf.train import FitConfig, TrainingDiverged
-    from alexnet_tf.train import fit as run_fit
+    from alexnet_tf.training.cluster import WorkerLost
+    from alexnet_tf.training.fit import FitConfig
+    from alexnet_tf.training.fit import fit as run_fit
+    from alexnet_tf.training.loop import TrainingDiverged
 
     quiet = options.pop("quiet")
     try:

@@ -7,8 +7,8 @@ import it: prepare-data imported the Keras model to read the number 64, and ``al
 loaded TensorFlow to show the default split. So this module imports nothing, and everything may
 import it. It is not `alexnet_tf.paper`: that module holds only the paper's own values, and
 these are choices, derived bounds and our defaults. The modules that own each concept keep the
-old names importable (`alexnet_tf.layers.MEAN_MODES`, `alexnet_tf.model.MIN_INPUT_SIZE`,
-`alexnet_tf.distribute.STRATEGIES`, `alexnet_tf.records.schema.TRAIN`, ...).
+old names importable (`alexnet_tf.network.layers.MEAN_MODES`, `alexnet_tf.network.model.MIN_INPUT_SIZE`,
+`alexnet_tf.training.distribute.STRATEGIES`, `alexnet_tf.records.schema.TRAIN`, ...).
 """
 
 # --- The network ---------------------------------------------------------------------------
@@ -34,18 +34,18 @@ TRAIN = "train"
 VALIDATION = "validation"
 SPLITS = (TRAIN, VALIDATION)
 
-# `alexnet_tf.distribute` strategies, and those of one process (what a caller that runs several
+# `alexnet_tf.training.distribute` strategies, and those of one process (what a caller that runs several
 # fits in turn can use).
 STRATEGIES = ("one-device", "mirrored", "multi-worker", "tpu", "two-tower")
 SINGLE_WORKER_STRATEGIES = ("one-device", "mirrored", "two-tower")
-# multi-worker: how long a worker waits for the others to start (`alexnet_tf.cluster`), in seconds.
+# multi-worker: how long a worker waits for the others to start (`alexnet_tf.training.cluster`), in seconds.
 WORKER_TIMEOUT_ENV = "ALEXNET_TF_WORKER_TIMEOUT"
 DEFAULT_WORKER_TIMEOUT = 600.0
 
 # --- Training ------------------------------------------------------------------------------
 
 # ``training.mixed_precision``: Keras policies, "none" for float32, and "auto", decided at the
-# start of a run from the hardware (`alexnet_tf.precision`).
+# start of a run from the hardware (`alexnet_tf.training.precision`).
 AUTO_PRECISION = "auto"
 MIXED_PRECISION = (AUTO_PRECISION, "none", "mixed_bfloat16", "mixed_float16")
 

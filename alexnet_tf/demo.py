@@ -32,7 +32,7 @@ from alexnet_tf.files import output_errors
 from alexnet_tf.prepare.convert import PrepareConfig, prepare_dataset
 from alexnet_tf.recipe import load_recipe
 from alexnet_tf.runs import next_steps
-from alexnet_tf.train import FitConfig, FitResult, fit
+from alexnet_tf.training.fit import FitConfig, FitResult, fit
 
 DEMO_IMAGE_SIZE = 128  # stored side; the demo recipe's crops are 112×112
 DEMO_CLASSES = 10

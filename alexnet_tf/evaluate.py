@@ -14,11 +14,11 @@ takes float images (a bare `AlexNet` saved from Python) gets the views finished 
 `ViewNormalization` instead. A model whose last layer is not the softmax ``predictions`` layer
 (``classifier_activation=None``) has the softmax applied here.
 
-Strategies: those of `fit` (`alexnet_tf.distribute`). The batch is the global batch, split over
+Strategies: those of `fit` (`alexnet_tf.training.distribute`). The batch is the global batch, split over
 the replicas; every replica scores its share and the shares are gathered in order, so every
 worker of ``multi-worker`` ends with the whole report (only the chief writes the CSV and the
 picture; workers whose share runs out first score empty batches until the others finish).
-``two-tower`` places each tower of the networks on its own device (`alexnet_tf.model.place_towers`)
+``two-tower`` places each tower of the networks on its own device (`alexnet_tf.network.model.place_towers`)
 and everything else on ``fc_device``; under the other strategies a network saved with tower
 placement is moved off it, so the strategy decides where it runs. ``tpu`` is not tested here.
 
@@ -27,7 +27,7 @@ probability (ties broken by the lower class index, `top_k`); with fewer than k c
 top-(number of classes).
 
 Precision: by default every model is scored in float32 (``precision="float32"``), the
-computation `alexnet-tf export` serves (`alexnet_tf.serving.inference_parts`), so that what
+computation `alexnet-tf export` serves (`alexnet_tf.serving.serving_model.inference_parts`), so that what
 evaluate reports for a mixed-precision run is what its export answers. ``precision="trained"``
 scores the network in the dtype policy it was trained with (bfloat16 or float16 arithmetic for
 ``mixed_*`` runs), as `fit`'s validation during training computed it. For a float32 run both
@@ -51,7 +51,17 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from alexnet_tf.constants import EVALUATE_PRECISIONS
-from alexnet_tf.distribute import (
+from alexnet_tf.errors import InputError, invalid
+from alexnet_tf.files import write_atomically, write_png
+from alexnet_tf.input import bad_records
+from alexnet_tf.input.bad_records import BadRecord
+from alexnet_tf.input.pipeline import InputConfig, InputPipeline
+from alexnet_tf.network.layers import IMAGE, ViewNormalization, network_of, with_view_normalization
+from alexnet_tf.network.model import outputs_logits, place_towers, placed_devices
+from alexnet_tf.records import schema
+from alexnet_tf.runs import load_model
+from alexnet_tf.serving.serving_model import float32_normalization
+from alexnet_tf.training.distribute import (
     STRATEGIES,
     configure_devices,
     distribute_datasets,
@@ -60,16 +70,6 @@ from alexnet_tf.distribute import (
     padded_if_empty,
     tower_placement,
 )
-from alexnet_tf.errors import InputError, invalid
-from alexnet_tf.files import write_atomically, write_png
-from alexnet_tf.input import bad_records
-from alexnet_tf.input.bad_records import BadRecord
-from alexnet_tf.input.pipeline import InputConfig, InputPipeline
-from alexnet_tf.layers import IMAGE, ViewNormalization, network_of, with_view_normalization
-from alexnet_tf.model import outputs_logits, place_towers, placed_devices
-from alexnet_tf.records import schema
-from alexnet_tf.runs import load_model
-from alexnet_tf.serving import float32_normalization
 
 TOP_K = (1, 5)
 TEN_VIEWS = 10
@@ -92,7 +92,7 @@ class EvaluateConfig:
       confusion_matrix: if set, write a PNG of the row-normalised confusion matrix (the
         ensemble's, or the one model's).
       progress: show a progress bar.
-      strategy: one of `alexnet_tf.distribute.STRATEGIES`, as for `fit`. The batch is the
+      strategy: one of `alexnet_tf.training.distribute.STRATEGIES`, as for `fit`. The batch is the
         global batch.
       devices: split the CPU into this many logical devices (``mirrored`` or ``two-tower``
         without GPUs).
@@ -215,7 +215,6 @@ def evaluate(config: EvaluateConfig) -> EvaluationReport:
             config.data_dir,
             batch_size=config.batch_size,
             crop_size=crop_size,
-            normalize_in_model=True,
             lighting_strength=0,
             skip_bad_records=config.skip_bad_records,
         )

@@ -54,7 +54,7 @@ def _require(condition: bool, key: str, allowed: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class ModelSection:
-    """`alexnet_tf.model.AlexNet` options.
+    """`alexnet_tf.network.model.AlexNet` options.
 
     Attributes:
       channel_multiplier: multiplier on every layer's channels and hidden units (paper: 1).
@@ -112,7 +112,7 @@ class InputSection:
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerSection:
-    """§5's SGD: ``v ← momentum·v − weight_decay·ε·w − ε·∂L/∂w; w ← w + v`` (see `alexnet_tf.optim`).
+    """§5's SGD: ``v ← momentum·v − weight_decay·ε·w − ε·∂L/∂w; w ← w + v`` (see `alexnet_tf.training.optim`).
 
     Attributes:
       learning_rate: ε at the reference batch size (§5: 0.01); see ``schedule.batch_scaling``.
@@ -135,7 +135,7 @@ class OptimizerSection:
 
 @dataclasses.dataclass(frozen=True)
 class ScheduleSection:
-    """The learning-rate policy (see `alexnet_tf.schedule`).
+    """The learning-rate policy (see `alexnet_tf.training.schedule`).
 
     Attributes:
       policy: "plateau" (§5: ÷10 when the validation error stops improving), "step" (÷10 every
@@ -180,12 +180,16 @@ class TrainingSection:
       batch_size: the global batch, split evenly over the replicas (§5: 128).
       steps_per_epoch: None: training records // batch_size; a number caps an epoch (demos).
       mixed_precision: "auto" (what the hardware does natively, decided when a run starts and
-        recorded: `alexnet_tf.precision`), "none" (float32), "mixed_bfloat16" or "mixed_float16"
+        recorded: `alexnet_tf.training.precision`), "none" (float32), "mixed_bfloat16" or "mixed_float16"
         (with loss scaling).
       jit_compile: XLA for the forward and backward pass (not with the two-tower strategy).
       checkpoint_every_steps: a checkpoint every N steps, besides one at each epoch end.
       keep_checkpoints: step checkpoints kept (the oldest are deleted).
       log_every_steps: TensorBoard training scalars every N steps.
+      last_model_every_seconds: last.keras is written at an epoch's end when this many seconds
+        have passed since it was last written, and always at the run's end (0: every epoch).
+        Writing it costs about as much as a checkpoint: on small data, every epoch's write was a
+        large share of fit's time; best.keras is still written whenever an epoch is the best.
       seed: seed of the initial weights, dropout and input pipeline; None draws one at the
         first start (kept in the checkpoint, so a resumed run continues the same data stream).
     """
@@ -198,6 +202,7 @@ class TrainingSection:
     checkpoint_every_steps: int = 1000
     keep_checkpoints: int = 3
     log_every_steps: int = 100
+    last_model_every_seconds: float = 60.0
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -208,6 +213,7 @@ class TrainingSection:
         _require(self.checkpoint_every_steps >= 1, "checkpoint_every_steps", "a positive integer")
         _require(self.keep_checkpoints >= 1, "keep_checkpoints", "a positive integer")
         _require(self.log_every_steps >= 1, "log_every_steps", "a positive integer")
+        _require(self.last_model_every_seconds >= 0, "last_model_every_seconds", "a number of seconds >= 0")
         _require(self.seed is None or self.seed >= 0, "seed", "null or an integer >= 0")
 
 
@@ -292,13 +298,17 @@ def from_dict(values: Mapping[str, Any], source: str) -> Recipe:
 
 
 def differences(old: Mapping[str, Any], new: Recipe) -> list[str]:
-    """The ``section.key`` names whose values differ between a recorded recipe dict and ``new``."""
-    new_values = new.to_dict()
+    """The ``section.key`` names whose values differ between a recorded recipe dict and ``new``.
+
+    A key the recorded recipe lacks (added to the recipe since the run started) counts as its
+    default, so a run started by an older version resumes unless the key was set otherwise."""
+    new_values, defaults = new.to_dict(), Recipe().to_dict()
     names = []
     for section in sorted(set(old) | set(new_values)):
         before, after = old.get(section) or {}, new_values.get(section) or {}
+        default = defaults.get(section, {})
         for key in sorted(set(before) | set(after)):
-            if before.get(key, _MISSING) != after.get(key, _MISSING):
+            if before.get(key, default.get(key, _MISSING)) != after.get(key, _MISSING):
                 names.append(f"{section}.{key}")
     return names
 

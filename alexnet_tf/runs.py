@@ -5,16 +5,17 @@ export, predict, tune, show-filters, plot and neighbours read it through this mo
 
     RUN/recipe.yaml        the fully resolved recipe (`record_recipe`: a resumed run must match
                            it); its training.mixed_precision is what ``auto`` chose
-                           (`alexnet_tf.precision`)
+                           (`alexnet_tf.training.precision`)
     RUN/classes.json       the classes the model predicts: {"classes": [{index, wnid, name}]}
                            (`write_classes`; read by `alexnet_tf.classes`)
     RUN/checkpoints/       tf.train.CheckpointManager: ckpt-<global step>.{index,data-*},
                            `checkpoint`; model, optimizer (with its momentum slots), epoch, step,
                            data seed, learning-rate schedule state, best validation top-1, its
-                           epoch and the current epoch's running sums (`alexnet_tf.train`;
-                           recovery from damaged ones: `alexnet_tf.checkpoints`)
+                           epoch and the current epoch's running sums (`alexnet_tf.training.fit`;
+                           recovery from damaged ones: `alexnet_tf.training.checkpoints`)
     RUN/best.keras         the model with the best validation top-1 so far (`save_model`)
-    RUN/last.keras         the model at the end of the last finished epoch
+    RUN/last.keras         the model at the end of an epoch: the last one once the run has ended,
+                           during it at most ``training.last_model_every_seconds`` older
     RUN/history.csv        one row per finished epoch, `HISTORY_FIELDS` (`read_history`,
                            `write_history`; rows kept across resumes)
     RUN/tensorboard/       scalars (loss, top-1/5, lr, images/s; train and validation), a few
@@ -23,7 +24,7 @@ export, predict, tune, show-filters, plot and neighbours read it through this mo
     RUN/.alexnet-tf.lock   while a fit runs: one run per directory (`alexnet_tf.locks`)
 
 Both ``.keras`` files are the model on the input pipeline's views: with ``input.normalize_in_model``
-(the default) the first layer is `alexnet_tf.layers.ViewNormalization` carrying the dataset's
+(the default) the first layer is `alexnet_tf.network.layers.ViewNormalization` carrying the dataset's
 mean and the input is the pipeline's dict of uint8 views; the last layer is the softmax
 ``predictions``. Every file is written under a temporary name and renamed (`alexnet_tf.files`);
 under ``multi-worker`` only the chief writes RUN.
@@ -43,7 +44,7 @@ import keras
 import tensorflow as tf
 import yaml
 
-import alexnet_tf.layers  # noqa: F401 - registers the custom layers that load_model reads
+import alexnet_tf.network.layers  # noqa: F401 - registers the custom layers that load_model reads
 from alexnet_tf import files
 from alexnet_tf.errors import InputError
 from alexnet_tf.recipe import Recipe, differences
@@ -83,7 +84,7 @@ def resolve_model_file(source: str) -> str:
 
 def load_model(source: str) -> tuple[str, keras.Model]:
     """The resolved ``.keras`` path of ``source`` (`resolve_model_file`) and its model, uncompiled
-    (its custom layers are registered by importing `alexnet_tf.layers`)."""
+    (its custom layers are registered by importing `alexnet_tf.network.layers`)."""
     path = resolve_model_file(source)
     try:
         return path, keras.saving.load_model(path, compile=False, safe_mode=True)
@@ -104,7 +105,7 @@ def next_steps(data_dir: str, run_dir: str, export_dir: str) -> list[str]:
 
 def read_recorded_recipe(model_dir: str) -> dict | None:
     """The run directory's ``recipe.yaml`` as a dict; None if there is none or it is not a YAML
-    mapping (`alexnet_tf.train` refuses a garbled one itself)."""
+    mapping (`alexnet_tf.training.fit` refuses a garbled one itself)."""
     path = posixpath.join(model_dir, RECIPE_FILE)
     if not tf.io.gfile.exists(path):
         return None
@@ -161,6 +162,13 @@ def save_model(run_dir: str, name: str, model: keras.Model) -> None:
     path = posixpath.join(run_dir, name)
     with files.output_errors(path), files.atomic_path(path) as temp:
         model.save(temp)
+
+
+def copy_model(run_dir: str, source: str, name: str) -> None:
+    """``RUN/<name>`` as a copy of ``RUN/<source>`` (both `BEST_MODEL` / `LAST_MODEL`), atomically."""
+    path = posixpath.join(run_dir, name)
+    with files.output_errors(path), files.atomic_path(path) as temp:
+        tf.io.gfile.copy(posixpath.join(run_dir, source), temp, overwrite=True)
 
 
 def history_path(source: str) -> str:

@@ -21,7 +21,7 @@ def two_logical_cpus() -> None:
     whichever files are selected. Test files must not run TensorFlow ops at import time. Tests that
     need another device layout run it in a fresh process (as test_evaluate.py and test_model.py do).
     """
-    from alexnet_tf import distribute
+    from alexnet_tf.training import distribute
 
     distribute.configure_devices(2)
 

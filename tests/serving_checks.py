@@ -24,7 +24,7 @@ from tensorflow.core.framework import tensor_pb2
 
 from alexnet_tf.input import augment
 from alexnet_tf.input.pipeline import InputConfig, InputPipeline
-from alexnet_tf.layers import FLIP, IMAGE, LIGHTING, OFFSET, ViewNormalization
+from alexnet_tf.network.layers import FLIP, IMAGE, LIGHTING, OFFSET, ViewNormalization
 from alexnet_tf.records import schema
 
 IMAGE_SIZE, CROP = 256, 224
@@ -43,7 +43,7 @@ def compare(
     """
     import keras
 
-    import alexnet_tf.layers  # noqa: F401 - registers the custom layers for load_model
+    import alexnet_tf.network.layers  # noqa: F401 - registers the custom layers for load_model
 
     model = keras.saving.load_model(keras_file, compile=False)
     result = {}

@@ -100,7 +100,7 @@ def world(tmp_path_factory, records) -> dict[str, str]:
 
     from alexnet_tf import AlexNet
     from alexnet_tf.input.pipeline import InputConfig, InputPipeline
-    from alexnet_tf.layers import with_view_normalization
+    from alexnet_tf.network.layers import with_view_normalization
 
     root = tmp_path_factory.mktemp("world")
     run = root / "run"

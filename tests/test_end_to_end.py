@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from alexnet_tf import AlexNet, paper, synthetic
 from alexnet_tf.input.pipeline import InputConfig, InputPipeline
-from alexnet_tf.layers import with_view_normalization
+from alexnet_tf.network.layers import with_view_normalization
 from alexnet_tf.prepare.convert import PrepareConfig, prepare_dataset
 
 CLASSES = 3

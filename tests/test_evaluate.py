@@ -19,8 +19,8 @@ from alexnet_tf.cli import main
 from alexnet_tf.errors import InputError
 from alexnet_tf.evaluate import EvaluateConfig, EvaluationReport, _placed, evaluate, top_k
 from alexnet_tf.input.pipeline import InputConfig, InputPipeline
-from alexnet_tf.layers import with_view_normalization
-from alexnet_tf.model import placed_devices
+from alexnet_tf.network.layers import with_view_normalization
+from alexnet_tf.network.model import placed_devices
 from tests.cluster import tf_configs
 
 CLASSES = 6

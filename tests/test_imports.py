@@ -8,14 +8,16 @@ import sys
 
 import pytest
 
-from alexnet_tf import constants, distribute, layers, model, recipe
+from alexnet_tf import constants, recipe
+from alexnet_tf.network import layers, model
 from alexnet_tf.records import schema
+from alexnet_tf.training import distribute
 
 # ``python -c WRAPPER REPORT ARGS`` runs ``python -m alexnet_tf ARGS`` and, at exit (after click's
 # SystemExit), writes the heavy modules it imported to the file REPORT.
 WRAPPER = """
 import atexit, runpy, sys
-HEAVY = ("tensorflow", "keras", "numpy", "alexnet_tf.model", "alexnet_tf.layers")
+HEAVY = ("tensorflow", "keras", "numpy", "alexnet_tf.network.model", "alexnet_tf.network.layers")
 REPORT = sys.argv.pop(1)
 def report():
     with open(REPORT, "w") as f:
@@ -73,7 +75,7 @@ def test_prepare_data_does_not_import_the_network():
     probe = (
         "import pkgutil, sys, importlib, alexnet_tf.prepare as p\n"
         "for m in pkgutil.iter_modules(p.__path__): importlib.import_module(f'alexnet_tf.prepare.{m.name}')\n"
-        "print(' '.join(n for n in ('alexnet_tf.model', 'alexnet_tf.layers') if n in sys.modules))\n"
+        "print(' '.join(n for n in ('alexnet_tf.network.model', 'alexnet_tf.network.layers') if n in sys.modules))\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -163,7 +163,7 @@ def test_statistics_equal_pixel_stats_over_the_same_images(model_garden, indexed
 
 def test_pipeline_trains_and_evaluates_on_model_garden_records(model_garden, indexed):
     directory, written = model_garden
-    pipe = InputPipeline(InputConfig(directory, batch_size=4, shuffle_buffer=16, seed=0))
+    pipe = InputPipeline(InputConfig(directory, batch_size=4, shuffle_buffer=16, seed=0, normalize_in_model=False))
     images, labels = next(iter(pipe.train_dataset()))
     assert images.shape == (4, 224, 224, 3) and set(labels.numpy()) <= {0, 1, 2}
     eval_labels = [int(x) for _, batch in pipe.eval_dataset() for x in batch.numpy()]
@@ -278,7 +278,7 @@ def test_tfds_records_are_indexed_with_their_class_names(tfds, tmp_path):
     assert any("label offset 0 inferred" in n and "certain" in n for n in report.notes)
     assert any("label.labels.txt" in n for n in report.notes)
     assert [s.name for s in meta.splits[schema.VALIDATION].shards] == ["mydata-validation.tfrecord-00000-of-00001"]
-    pipe = InputPipeline(InputConfig(output, batch_size=2, shuffle_buffer=8, seed=0))
+    pipe = InputPipeline(InputConfig(output, batch_size=2, shuffle_buffer=8, seed=0, normalize_in_model=False))
     images, batch_labels = next(iter(pipe.train_dataset()))
     assert images.shape == (2, 224, 224, 3) and set(batch_labels.numpy()) <= {0, 1, 2}
     assert [int(x) for _, b in pipe.eval_dataset() for x in b.numpy()] == labels[schema.VALIDATION]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf.layers import LocalResponseNormalization
+from alexnet_tf.network.layers import LocalResponseNormalization
 
 
 def lrn_reference(a: np.ndarray, n: int, k: float, alpha: float, beta: float) -> np.ndarray:

@@ -12,8 +12,8 @@ import pytest
 import tensorflow as tf
 
 from alexnet_tf.errors import InputError
-from alexnet_tf.layers import LocalResponseNormalization
-from alexnet_tf.model import AlexNet, place_towers, tower_of
+from alexnet_tf.network.layers import LocalResponseNormalization
+from alexnet_tf.network.model import AlexNet, place_towers, tower_of
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -80,7 +80,7 @@ def test_paper_initialisation(full_model):
 
 def test_he_initialisation_is_a_named_deviation():
     """initialization="he": N(0, 2/fan_in) weights, fc8 N(0, 0.01), zero biases, inputs ÷ PIXEL_STDDEV."""
-    from alexnet_tf.model import PIXEL_STDDEV
+    from alexnet_tf.network.model import PIXEL_STDDEV
 
     model = AlexNet(10, 112, channel_multiplier=0.5, initialization="he", seed=0)
     assert model.get_layer("input_scale").scale == pytest.approx(1 / PIXEL_STDDEV)
@@ -220,7 +220,7 @@ import json
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from alexnet_tf.model import AlexNet, place_towers, placed_devices
+from alexnet_tf.network.model import AlexNet, place_towers, placed_devices
 model = AlexNet(num_classes=10, input_size=64, channel_multiplier=0.125, tower_devices=["/CPU:0", "/CPU:1"])
 images = tf.random.stateless_normal([2, 64, 64, 3], seed=[1, 2], stddev=50.0)
 
@@ -299,3 +299,31 @@ def test_mixed_bfloat16_computes_in_bfloat16_and_predicts_in_float32():
     assert probs.dtype == tf.float32
     # Same weights (same seed) in float32: bfloat16's 8-bit mantissa moves probabilities a little.
     np.testing.assert_allclose(probs, tiny()(x, training=False), atol=0.03)
+
+
+def test_keras_files_saved_before_the_modules_moved_still_load(tmp_path):
+    """Issue 18 moved `alexnet_tf.layers` to `alexnet_tf.network.layers`: a ``.keras`` file whose
+    config names the old module paths (as files saved by 0.1 do) loads, because the custom
+    layers are looked up by their registered name."""
+    import zipfile
+
+    from alexnet_tf.network.layers import FLIP, IMAGE, LIGHTING, OFFSET, ViewNormalization, with_view_normalization
+
+    model = with_view_normalization(
+        AlexNet(num_classes=3, input_size=67, channel_multiplier=0.125), ViewNormalization(image_size=80)
+    )
+    new, old = tmp_path / "new.keras", tmp_path / "old.keras"
+    model.save(new)
+    with zipfile.ZipFile(new) as source, zipfile.ZipFile(old, "w") as target:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == "config.json":
+                text = data.decode()
+                assert "alexnet_tf.network.layers" in text
+                data = text.replace("alexnet_tf.network.layers", "alexnet_tf.layers").encode()
+                assert "alexnet_tf.network" not in repr(json.loads(data))
+            target.writestr(item, data)
+    loaded = keras.saving.load_model(old, safe_mode=True)
+    views = {IMAGE: np.full([1, 67, 67, 3], 128, np.uint8), OFFSET: np.zeros([1, 2], np.int32),
+             FLIP: np.zeros([1], bool), LIGHTING: np.zeros([1, 3], np.float32)}  # fmt: skip
+    np.testing.assert_allclose(loaded(views), model(views), rtol=1e-6)

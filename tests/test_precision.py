@@ -1,4 +1,4 @@
-"""``training.mixed_precision: auto`` (`alexnet_tf.precision`): the choice from faked hardware, how
+"""``training.mixed_precision: auto`` (`alexnet_tf.training.precision`): the choice from faked hardware, how
 a run records it and keeps it on another host, and float16 with loss scaling in `fit`'s loop."""
 
 import os
@@ -7,10 +7,10 @@ import pytest
 import tensorflow as tf
 import yaml
 
-from alexnet_tf import precision
-from alexnet_tf.precision import Choice, choose, resolve
 from alexnet_tf.recipe import load_recipe
-from alexnet_tf.train import FitConfig, fit
+from alexnet_tf.training import precision
+from alexnet_tf.training.fit import FitConfig, fit
+from alexnet_tf.training.precision import Choice, choose, resolve
 from tests import test_train
 from tests.test_train import TINY
 

@@ -88,6 +88,10 @@ def test_resolved_recipe_round_trips_and_differences_name_keys():
     assert differences(recorded, recipe) == []
     changed = load_recipe(None, ["training.epochs=4", "model.dropout=0.25", "training.mixed_precision=mixed_bfloat16"])
     assert differences(recorded, changed) == ["training.epochs", "training.mixed_precision"]
+    older = {**recorded, "training": {k: v for k, v in recorded["training"].items() if k != "log_every_steps"}}
+    assert differences(older, recipe) == []  # a key added since: its default
+    logged = load_recipe(None, ["training.epochs=3", "model.dropout=0.25", "training.log_every_steps=7"])
+    assert differences(older, logged) == ["training.log_every_steps"]
 
 
 def test_linear_batch_scaling():

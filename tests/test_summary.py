@@ -6,8 +6,8 @@ import pytest
 from click.testing import CliRunner
 
 from alexnet_tf.cli import main
-from alexnet_tf.model import AlexNet
-from alexnet_tf.summary import summarize
+from alexnet_tf.network.model import AlexNet
+from alexnet_tf.network.summary import summarize
 
 NAMES = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
 WEIGHTS = [34_848, 307_200, 884_736, 663_552, 442_368, 37_748_736, 16_777_216, 4_096_000]

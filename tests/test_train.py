@@ -18,13 +18,15 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from alexnet_tf import AlexNet, optim
-from alexnet_tf.dropout_seeds import use_step_seeds
+from alexnet_tf import AlexNet
 from alexnet_tf.errors import InputError
 from alexnet_tf.recipe import OptimizerSection, load_recipe
 from alexnet_tf.records import schema
 from alexnet_tf.synthetic import write_synthetic_dataset
-from alexnet_tf.train import FitConfig, TrainingDiverged, fit
+from alexnet_tf.training import optim
+from alexnet_tf.training.dropout_seeds import use_step_seeds
+from alexnet_tf.training.fit import FitConfig, fit
+from alexnet_tf.training.loop import TrainingDiverged
 from tests.cluster import tf_configs
 
 TINY = [
@@ -401,3 +403,26 @@ def test_cli_bad_input_is_one_error_line(records, tmp_path):
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1 and lines[-1].startswith("Error: ") and expected in lines[-1], result.stderr
         assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("every, writes", [(0, 3), (1e9, 1)])
+def test_last_model_is_written_at_most_every_n_seconds_and_at_the_end(records, tmp_path, monkeypatch, every, writes):
+    """§6 of issue 18: last.keras every epoch cost about a checkpoint's time per epoch; with
+    ``training.last_model_every_seconds`` it is written when due and always after the last epoch
+    (as a copy of best.keras when that epoch was the best). The run says where its time went."""
+    from alexnet_tf import runs
+
+    written = []
+    save, copy = runs.save_model, runs.copy_model
+    monkeypatch.setattr(runs, "save_model", lambda run, name, model: (written.append(name), save(run, name, model)))
+    monkeypatch.setattr(runs, "copy_model", lambda run, source, name: (written.append(name), copy(run, source, name)))
+    recipe = tiny("training.epochs=3", "training.steps_per_epoch=2", f"training.last_model_every_seconds={every}")
+    result = fit(FitConfig(records, str(tmp_path / "run"), recipe, verbose=False))
+    assert written.count("last.keras") == writes
+    loaded = keras.saving.load_model(str(tmp_path / "run" / "last.keras"))
+    for mine, theirs in zip(loaded.weights, result.model.weights, strict=True):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())  # the final epoch's model
+    seconds = result.timings.seconds
+    assert seconds["training steps"] > 0 and seconds["first step (tracing)"] > 0 and seconds["validation"] > 0
+    assert 0 < result.timings.outside_steps() < 1
+    assert result.timings.describe().startswith("wall time ")

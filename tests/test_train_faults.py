@@ -1,7 +1,7 @@
 """`alexnet-tf fit` under faults: damaged checkpoints, kill -9 at chosen moments, Ctrl-C during
 validation, a full disk, NaN before any checkpoint; and exact resume with dropout on.
 
-The moments are made exact with fit's test hook (``ALEXNET_TF_TEST_PAUSE``, `alexnet_tf.train`):
+The moments are made exact with fit's test hook (``ALEXNET_TF_TEST_PAUSE``, `alexnet_tf.training.fit`):
 the process stops just after a named checkpoint or inside validation and waits on stdin, and the
 test kills or interrupts it there. Runs that must end bit-identical use the deterministic input
 mode and a fixed seed; dropout stays on (0.5).
@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import train
 from alexnet_tf.errors import InputError
-from alexnet_tf.train import PAUSE_ENV, FitConfig, TrainingDiverged, fit
+from alexnet_tf.training.fit import FitConfig, fit
+from alexnet_tf.training.loop import PAUSE_ENV, TrainingDiverged
+from alexnet_tf.training.trainer import Trainer
 from tests import test_train
 from tests.test_train import ENV, TINY, read_history, run_cli, tiny
 
@@ -121,9 +122,9 @@ def test_no_intact_checkpoint_is_refused_in_one_line(records, one_epoch, tmp_pat
 def test_a_checkpoint_without_progress_still_resumes(records, tmp_path, monkeypatch):
     """A checkpoint written before it carried `progress` (best epoch, the epoch's sums) restores."""
     run = str(tmp_path / "run")
-    everything = train._Run._checkpoint_objects
+    everything = Trainer.checkpoint_objects
     with monkeypatch.context() as patch:
-        patch.setattr(train._Run, "_checkpoint_objects", lambda self: {
+        patch.setattr(Trainer, "checkpoint_objects", lambda self: {
             name: value for name, value in everything(self).items() if name != "progress"})  # fmt: skip
         fit(FitConfig(records, run, tiny("training.epochs=1"), verbose=False))
     names = tf.train.load_checkpoint(os.path.join(run, "checkpoints")).get_variable_to_shape_map()
@@ -143,7 +144,7 @@ def test_nan_before_any_checkpoint_does_not_claim_one_is_kept(records, tmp_path)
 
 
 def start(run: str, records: str, pause: str, *overrides: str) -> subprocess.Popen:
-    """fit in a subprocess that stops at ``pause`` (see `alexnet_tf.train._pause_for_tests`)."""
+    """fit in a subprocess that stops at ``pause`` (see `alexnet_tf.training.loop._pause_for_tests`)."""
     process = subprocess.Popen(
         [sys.executable, "-m", "alexnet_tf", "fit", "--data-dir", records, "--model-dir", run, "--quiet",
          *[f"--set={o}" for o in [*EXACT, *overrides]]],

@@ -15,12 +15,12 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from alexnet_tf import precision
 from alexnet_tf.cli import main
 from alexnet_tf.errors import InputError
 from alexnet_tf.recipe import load_recipe
 from alexnet_tf.synthetic import write_synthetic_dataset
-from alexnet_tf.train import FitConfig, fit
+from alexnet_tf.training import precision
+from alexnet_tf.training.fit import FitConfig, fit
 from alexnet_tf.tuning import search
 from alexnet_tf.tuning.search import TuneConfig, tune
 from alexnet_tf.tuning.space import load_space

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import layers
-from alexnet_tf.layers import FLIP, IMAGE, LIGHTING, OFFSET, ViewNormalization
+from alexnet_tf.network import layers
+from alexnet_tf.network.layers import FLIP, IMAGE, LIGHTING, OFFSET, ViewNormalization
 
 SIZE, CROP = 12, 8
 

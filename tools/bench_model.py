@@ -21,8 +21,8 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import paper
-from alexnet_tf.model import AlexNet
-from alexnet_tf.summary import summarize
+from alexnet_tf.network.model import AlexNet
+from alexnet_tf.network.summary import summarize
 
 # name on the command line -> (name in the table, AlexNet options)
 VARIANTS = {

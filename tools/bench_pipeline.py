@@ -37,7 +37,7 @@ import tensorflow as tf
 
 from alexnet_tf import synthetic
 from alexnet_tf.input import pipeline
-from alexnet_tf.layers import MEAN_NONE
+from alexnet_tf.network.layers import MEAN_NONE
 from alexnet_tf.records import schema
 
 
@@ -92,6 +92,7 @@ def main(data_dir, records, shards, batch_size, batches, warmup, rounds, dtype, 
             )
 
         def train(**options) -> Callable[[], tf.data.Dataset]:
+            options = {"normalize_in_model": False, **options}
             config = pipeline.InputConfig(
                 data_dir, batch_size=batch_size, shuffle_buffer=shuffle_buffer, dtype=dtype, **options
             )
@@ -136,7 +137,7 @@ def main(data_dir, records, shards, batch_size, batches, warmup, rounds, dtype, 
 
 def measure_view_normalization(data_dir: str, batch_size: int, batches: int, dtype: str) -> float:
     """Images/s of the `ViewNormalization` layer alone, on batches of the uint8-view pipeline."""
-    config = pipeline.InputConfig(data_dir, batch_size=batch_size, dtype=dtype, normalize_in_model=True)
+    config = pipeline.InputConfig(data_dir, batch_size=batch_size, dtype=dtype)
     input_pipeline = pipeline.InputPipeline(config)
     layer = input_pipeline.view_normalization()
     views = list(input_pipeline.train_dataset().take(batches).map(lambda features, _: features))

@@ -59,8 +59,8 @@ def predict_saved_model(export_dir: str, body: dict) -> dict:
     """The REST answer to ``body``, computed from an export directory in-process (no server)."""
     import tensorflow as tf
 
-    from alexnet_tf.predict import saved_model_dir
-    from alexnet_tf.serving import IMAGE_BYTES_INPUT
+    from alexnet_tf.serving.predict import saved_model_dir
+    from alexnet_tf.serving.serving_model import IMAGE_BYTES_INPUT
 
     path = saved_model_dir(export_dir)
     if path is None:

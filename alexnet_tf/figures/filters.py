@@ -24,7 +24,7 @@ import numpy as np
 from alexnet_tf.errors import InputError
 from alexnet_tf.figures.sheet import CAPTION_BAND, Sheet, to_uint8
 from alexnet_tf.files import write_png
-from alexnet_tf.layers import network_of
+from alexnet_tf.network.layers import network_of
 from alexnet_tf.runs import load_model
 
 COLUMNS = 16  # kernels per row (Figure 3: 48 per GPU in 3 rows of 16)

@@ -5,7 +5,7 @@ The paper's Figure 4 shows, for test images, the six training images whose last 
 evaluation sees them: the centre view, finished by the model's own `ViewNormalization`
 (its training mean), then the float32 inference network up to ``fc7``:
 
-* query files (JPEG, PNG, GIF, BMP) through `alexnet_tf.serving.decode_square` (§2's rescale
+* query files (JPEG, PNG, GIF, BMP) through `alexnet_tf.serving.serving_model.decode_square` (§2's rescale
   and central crop, as export and predict do) and the centre crop;
 * training records through `InputPipeline.eval_dataset` (``split="train"``), centre views.
 
@@ -40,10 +40,10 @@ from alexnet_tf.files import write_png
 from alexnet_tf.input import augment
 from alexnet_tf.input.pipeline import InputConfig, InputPipeline
 from alexnet_tf.input.views import fixed_views
-from alexnet_tf.layers import IMAGE
+from alexnet_tf.network.layers import IMAGE
 from alexnet_tf.records import schema
 from alexnet_tf.runs import load_model
-from alexnet_tf.serving import decode_square, inference_parts
+from alexnet_tf.serving.serving_model import decode_square, inference_parts
 
 FEATURE_LAYER = "fc7"
 DEFAULT_NEIGHBOURS = 6  # Figure 4
@@ -103,7 +103,6 @@ def find_neighbours(
             crop_size=crop,
             mean=MEAN_NONE,
             lighting_strength=0,
-            normalize_in_model=True,
         )
     )
     if pipeline.decoder.image_size != normalization.image_size:

@@ -10,7 +10,7 @@ prepared dataset once (``metadata.json`` and ``mean_image.npy``, written by
 * `InputPipeline.eval_dataset`: one pass of a split as centre crops, or the ten test views
   (§4.1) with a leading dimension of 10;
 * `InputPipeline.view_normalization`: with ``normalize_in_model=True``, the
-  `alexnet_tf.layers.ViewNormalization` layer that finishes its views, mean already set.
+  `alexnet_tf.network.layers.ViewNormalization` layer that finishes its views, mean already set.
 
 The stages are separate modules, as Model Garden separates decoder and parser:
 `alexnet_tf.input.decode` (parse the record, decode the JPEG or only the crop window),
@@ -43,7 +43,7 @@ import dataclasses
 import logging
 import posixpath
 import secrets
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -55,7 +55,7 @@ from alexnet_tf.errors import InputError, invalid
 from alexnet_tf.input.bad_records import RecordReader, SkippedRecords
 from alexnet_tf.input.decode import LABEL, RecordDecoder
 from alexnet_tf.input.views import FloatViews, Statistics, Uint8Views, Views
-from alexnet_tf.layers import ViewNormalization
+from alexnet_tf.network.layers import ViewNormalization
 from alexnet_tf.records import schema
 from alexnet_tf.records.metadata import DatasetMetadata, SplitInfo, load_mean_image, metadata_path
 
@@ -87,16 +87,18 @@ class InputConfig:
         1.0 is the paper, 0 turns PCA lighting off.
       crop_size: side of the training and test patches (§4.1: 224).
       dtype: output image dtype: "float32", or "bfloat16" / "float16" for mixed precision.
-      normalize_in_model: False (default): the pipeline does everything and yields float
-        images. True: it stops at the uint8 crop and yields ``({"image", "offset", "flip",
-        "lighting"}, labels)``, and the model finishes the views with the `ViewNormalization`
-        layer from `InputPipeline.view_normalization` (mirror, cast, mean, lighting), on the
-        training device. Same distribution of views, 30–35% less host CPU per image and a
-        quarter of the bytes per batch; the views drawn for a given seed differ between the
-        two modes. See `alexnet_tf.layers`.
+      normalize_in_model: True (default, what fit, evaluate and the recipes use): the pipeline
+        stops at the uint8 crop and yields ``({"image", "offset", "flip", "lighting"}, labels)``,
+        and the model finishes the views with the `ViewNormalization` layer from
+        `InputPipeline.view_normalization` (mirror, cast, mean, lighting), on the training
+        device. False: the pipeline does everything and yields float images. Same distribution
+        of views; the uint8 path takes 30–35% less host CPU per image and a quarter of the bytes
+        per batch; the views drawn for a given seed differ between the two modes. See
+        `alexnet_tf.network.layers`.
       deterministic: keep element order fixed (slower: a slow record holds up the others); with
         ``seed`` the batches are identical run to run.
-      seed: seed for file and record shuffling and the augmentation; None draws a fresh one.
+      seed: seed for file and record shuffling and the augmentation when a call of
+        `InputPipeline.train_dataset` gives none (a run passes one per epoch); None draws one.
       skip_bad_records: leave out records that cannot be read or decoded (the rest of a
         truncated shard, an image that is not a JPEG of the declared size, damaged JPEG data),
         noting each in `InputPipeline.skipped`, instead of failing at the first. Costs a 1/8-scale
@@ -111,7 +113,7 @@ class InputConfig:
     lighting_strength: float = 1.0
     crop_size: int = paper.CROP_SIZE
     dtype: str = "float32"
-    normalize_in_model: bool = False
+    normalize_in_model: bool = True
     deterministic: bool = False
     seed: int | None = None
     skip_bad_records: bool = False
@@ -207,7 +209,10 @@ class InputPipeline:
         return [posixpath.join(directory, shard.name) for shard in shards]
 
     def train_dataset(
-        self, input_context: tf.distribute.InputContext | None = None, skip_batches: int = 0
+        self,
+        input_context: tf.distribute.InputContext | None = None,
+        skip_batches: int = 0,
+        seed: int | None = None,
     ) -> tf.data.Dataset:
         """Batches of training views and int32 labels, repeated forever.
 
@@ -221,17 +226,73 @@ class InputPipeline:
         ``skip_batches`` drops this pipeline's first batches before anything is decoded, with
         the same views afterwards as without it (records and batches keep the numbers that seed
         their views): how a resumed run continues mid-epoch without redoing the input work.
+
+        ``seed`` (default: the pipeline's, `InputPipeline.seed`) seeds the file and record
+        shuffles and the views, so one pipeline gives each epoch of a run its own stream.
         """
+        words = _Seeds.derive(self.seed if seed is None else seed, input_context).words()
+        return self._epochs([words], [skip_batches], None, input_context)
+
+    def train_epochs(
+        self,
+        seeds: Sequence[int],
+        batches_per_epoch: int,
+        input_context: tf.distribute.InputContext | None = None,
+        skip_batches: int = 0,
+    ) -> tf.data.Dataset:
+        """Several epochs of training batches, one after the other, in one dataset: epoch ``i``
+        is the first ``batches_per_epoch`` batches of ``train_dataset(seed=seeds[i])``, the first
+        epoch after its first ``skip_batches``.
+
+        What fit iterates: the dataset is traced once and read by one iterator for the whole run,
+        instead of a new dataset and iterator per epoch (their Python tracing and start-up cost
+        about a second per epoch, which on small data rivalled the epoch's steps), and the next
+        epoch's first batches are prepared while the loop validates and saves.
+        """
+        if batches_per_epoch < 1:
+            raise invalid("batches_per_epoch", batches_per_epoch, "a positive integer")
+        if not seeds:
+            raise invalid("seeds", seeds, "a list of one seed per epoch, at least one")
+        words = [_Seeds.derive(seed, input_context).words() for seed in seeds]
+        skips = [skip_batches] + [0] * (len(seeds) - 1)
+        return self._epochs(words, skips, batches_per_epoch, input_context)
+
+    def _epochs(
+        self,
+        words: list[list[int]],
+        skips: list[int],
+        batches_per_epoch: int | None,
+        input_context: tf.distribute.InputContext | None,
+    ) -> tf.data.Dataset:
+        """Epoch after epoch (`_epoch_batches` of each row of `_Seeds` ``words``, after its
+        ``skips`` batches), each cut at ``batches_per_epoch`` if given; prefetched."""
         if self.config.lighting_strength > 0 and self.statistics.eigenvalues is None:
             raise InputError(
                 f"{metadata_path(self.config.data_dir)} has no statistics for PCA lighting: re-run prepare-data "
                 "with statistics, or set lighting_strength=0"
             )
-        seeds = _Seeds.derive(self.seed, input_context)
-        records = self.records(schema.TRAIN, input_context, file_shuffle_seed=seeds.file_shuffle)
-        dataset = records.shuffle(self.config.shuffle_buffer, seed=seeds.record_shuffle).repeat().enumerate()
+        self.files(schema.TRAIN)  # a missing shard fails here, in one line, not inside the traced function
+        self._batch_size(input_context)
+
+        def one_epoch(seed_words: tf.Tensor, skip: tf.Tensor) -> tf.data.Dataset:
+            # The shuffles' seeds come from ``seed_words`` alone, not from TensorFlow's global seed
+            # (with a global seed of 0, TF's seed pairing cannot even take a tensor seed).
+            tf.compat.v1.get_default_graph().seed = None
+            batches = self._epoch_batches(seed_words, skip, input_context)
+            return batches if batches_per_epoch is None else batches.take(batches_per_epoch - skip)
+
+        table = tf.data.Dataset.from_tensor_slices((tf.constant(words, tf.int64), tf.constant(skips, tf.int64)))
+        return self._finish(table.flat_map(one_epoch), input_context)
+
+    def _epoch_batches(
+        self, seed_words: tf.Tensor, skip_batches: tf.Tensor, input_context: tf.distribute.InputContext | None
+    ) -> tf.data.Dataset:
+        """The endless training batches of one seed (`_Seeds` words as a tensor), after the first
+        ``skip_batches``; not yet prefetched (`_finish`)."""
+        records = self.records(schema.TRAIN, input_context, file_shuffle_seed=seed_words[0])
+        dataset = records.shuffle(self.config.shuffle_buffer, seed=seed_words[1]).repeat().enumerate()
         dataset = dataset.skip(skip_batches * self._batch_size(input_context))
-        key = tf.constant(seeds.augment_key, tf.int64)
+        key = seed_words[2:]
         views = self.views
 
         def train_view(index: tf.Tensor, record: tuple[tf.Tensor, tf.Tensor, tf.Tensor]) -> tuple[Any, tf.Tensor]:
@@ -240,20 +301,27 @@ class InputPipeline:
             return views.train(features, key, index), features[LABEL]
 
         dataset = dataset.map(train_view, num_parallel_calls=tf.data.AUTOTUNE)
-        per_batch = None
+        dataset = dataset.batch(self._batch_size(input_context), drop_remainder=True)
         if views.PER_BATCH:
-            per_batch = lambda index, batch, labels: (views.finish_batch(batch, key, index), labels)  # noqa: E731
-        return self._batch(dataset, input_context, drop_remainder=True, per_batch=per_batch, first_batch=skip_batches)
+            dataset = dataset.enumerate(start=skip_batches).map(
+                lambda index, batch: (views.finish_batch(batch[0], key, index), batch[1]),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
+        return dataset
 
     def eval_dataset(
         self,
         split: str = schema.VALIDATION,
         ten_crop: bool = False,
         input_context: tf.distribute.InputContext | None = None,
+        cache: bool = False,
     ) -> tf.data.Dataset:
         """One pass over ``split``: centre crops ``[b, 224, 224, 3]``, or with ``ten_crop`` the
         ten views ``[b, 10, 224, 224, 3]``, so that evaluation can average the ten softmax
         outputs over axis 1 (§4.1). The last batch may be smaller.
+
+        ``cache`` keeps the views in memory after the first pass, so that later passes (fit's
+        validation after every epoch) read and decode nothing: `view_bytes` per record.
         """
         make_view = self.views.ten_crop if ten_crop else self.views.center
 
@@ -263,7 +331,14 @@ class InputPipeline:
 
         records = self.records(split, input_context, file_shuffle_seed=None)
         dataset = records.map(eval_view, num_parallel_calls=tf.data.AUTOTUNE)
-        return self._batch(dataset, input_context, drop_remainder=False)
+        if cache:
+            dataset = dataset.cache()
+        return self._finish(dataset.batch(self._batch_size(input_context)), input_context)
+
+    def view_bytes(self, ten_crop: bool = False) -> int:
+        """Bytes of one record's evaluation view(s) as this pipeline yields them."""
+        pixels = self.config.crop_size**2 * 3 * (10 if ten_crop else 1)
+        return pixels * (1 if self.config.normalize_in_model else tf.as_dtype(self.config.dtype).size)
 
     def view_normalization(self, **kwargs: Any) -> ViewNormalization:
         """The layer that finishes this pipeline's uint8 views, with the dataset's mean set.
@@ -295,7 +370,7 @@ class InputPipeline:
         self,
         split: str,
         input_context: tf.distribute.InputContext | None = None,
-        file_shuffle_seed: int | None = None,
+        file_shuffle_seed: int | tf.Tensor | None = None,
     ) -> tf.data.Dataset:
         """``(shard path, record number, serialized record)`` of this input pipeline's share of
         ``split`` (`shard_files`), checked by a `RecordReader` (one pass, no shuffle but of the
@@ -312,27 +387,13 @@ class InputPipeline:
         records = interleave_records(files, deterministic=True, reader=reader, counts=counts)
         return records.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
 
-    def _batch(
-        self,
-        dataset: tf.data.Dataset,
-        input_context: tf.distribute.InputContext | None,
-        drop_remainder: bool,
-        per_batch: Callable[[tf.Tensor, Any, tf.Tensor], tuple[Any, tf.Tensor]] | None = None,
-        first_batch: int = 0,
-    ) -> tf.data.Dataset:
-        """Batches, then maps ``per_batch(batch number, views, labels)`` if given (batches numbered
-        from ``first_batch``), then prefetches."""
-        batch_size = self._batch_size(input_context)
+    def _finish(self, dataset: tf.data.Dataset, input_context: tf.distribute.InputContext | None) -> tf.data.Dataset:
+        """Prefetches, with this config's determinism, and tells tf.distribute not to shard again."""
         options = tf.data.Options()
         options.deterministic = self.config.deterministic
         if input_context is not None:
             # This pipeline shards by itself; stop tf.distribute from sharding again.
             options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-        if per_batch is not None:
-            dataset = dataset.enumerate(start=first_batch).map(
-                lambda index, batch: per_batch(index, *batch), num_parallel_calls=tf.data.AUTOTUNE
-            )
         return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
@@ -364,7 +425,7 @@ def shard_files(files: list[str], input_context: tf.distribute.InputContext | No
 def interleave_records(
     files: list[str],
     deterministic: bool | None = None,
-    shuffle_seed: int | None = None,
+    shuffle_seed: int | tf.Tensor | None = None,
     reader: RecordReader | None = None,
     counts: list[int] | None = None,
 ) -> tf.data.Dataset:
@@ -395,6 +456,9 @@ class _Seeds:
     file_shuffle: int
     record_shuffle: int
     augment_key: tuple[int, int]
+
+    def words(self) -> list[int]:
+        return [self.file_shuffle, self.record_shuffle, *self.augment_key]
 
     @classmethod
     def derive(cls, seed: int, input_context: tf.distribute.InputContext | None) -> _Seeds:

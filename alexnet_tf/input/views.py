@@ -6,7 +6,7 @@ One interface, `Views`, with two implementations chosen by ``InputConfig.normali
   crop, mirrored, minus the mean (§2), plus §4.1's PCA lighting, cast to the output dtype;
 * `Uint8Views`: the pipeline stops at the uint8 crop and yields it with the view's parameters
   (``{"image", "offset", "flip", "lighting"}``); the model's first layer,
-  `alexnet_tf.layers.ViewNormalization`, finishes it on the training device.
+  `alexnet_tf.network.layers.ViewNormalization`, finishes it on the training device.
 
 Both draw views from the same distribution, and for the same view give the same numbers once
 `ViewNormalization` has run (tested). `Statistics` holds what both need from the data: the mean
@@ -31,7 +31,7 @@ from alexnet_tf.constants import MEAN_CHANNEL, MEAN_IMAGE
 from alexnet_tf.errors import invalid
 from alexnet_tf.input import augment
 from alexnet_tf.input.decode import RecordDecoder
-from alexnet_tf.layers import FLIP, IMAGE, LIGHTING, OFFSET, ViewNormalization
+from alexnet_tf.network.layers import FLIP, IMAGE, LIGHTING, OFFSET, ViewNormalization
 from alexnet_tf.records.metadata import DatasetStats
 
 

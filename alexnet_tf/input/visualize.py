@@ -51,9 +51,11 @@ def augment_grid(
     seed: int = 0,
 ) -> Figure:
     """The grid as a matplotlib figure (Agg canvas; no pyplot state)."""
-    config = InputConfig(data_dir, mean=MEAN_NONE, lighting_strength=lighting_strength, seed=seed)
+    config = InputConfig(
+        data_dir, mean=MEAN_NONE, lighting_strength=lighting_strength, seed=seed, normalize_in_model=False
+    )
     pipeline = InputPipeline(config)
-    float_views: FloatViews = pipeline.views  # mean='none' and no normalize_in_model: float views
+    float_views: FloatViews = pipeline.views  # mean='none', normalize_in_model=False: float views
     decoder = pipeline.decoder
     records = list(pipeline.records(split).take(images))
     rows, columns = grid_shape(len(records), views)

@@ -1,4 +1,4 @@
-"""The search: a `keras_tuner.Tuner` whose trials are `alexnet_tf.train.fit` runs.
+"""The search: a `keras_tuner.Tuner` whose trials are `alexnet_tf.training.fit.fit` runs.
 
 keras-tuner's documented way for a custom training loop: subclass `keras_tuner.Tuner` and
 override ``run_trial`` to train and return the objective. Here each trial is the recipe (the
@@ -46,11 +46,12 @@ import tensorflow as tf
 import yaml
 
 from alexnet_tf import files
-from alexnet_tf.distribute import SINGLE_WORKER_STRATEGIES
 from alexnet_tf.errors import InputError, invalid
 from alexnet_tf.recipe import Recipe, load_recipe
 from alexnet_tf.records.metadata import DatasetMetadata
-from alexnet_tf.train import FitConfig, TrainingDiverged, fit, raise_batch_too_large
+from alexnet_tf.training.distribute import SINGLE_WORKER_STRATEGIES
+from alexnet_tf.training.fit import FitConfig, fit, raise_batch_too_large
+from alexnet_tf.training.loop import TrainingDiverged
 from alexnet_tf.tuning.space import SearchSpace, load_space
 
 ALGORITHMS = ("random", "bayesian", "hyperband")

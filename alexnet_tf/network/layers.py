@@ -29,7 +29,7 @@ class DevicePlacement:
     variables live on the device, also when Keras builds a loaded layer without calling it) and
     every call (the ops run there). ``device=None`` leaves placement to TensorFlow. Soft
     placement applies: a saved model that names ``/GPU:1`` still loads and runs on a machine
-    without one (`alexnet_tf.model.place_towers` moves a network to other devices).
+    without one (`alexnet_tf.network.model.place_towers` moves a network to other devices).
     """
 
     def __init__(self, *args: Any, device: str | None = None, **kwargs: Any) -> None:

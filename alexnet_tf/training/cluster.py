@@ -32,9 +32,9 @@ from types import FrameType
 
 import tensorflow as tf
 
-from alexnet_tf import checkpoints, preemption
 from alexnet_tf.constants import DEFAULT_WORKER_TIMEOUT, WORKER_TIMEOUT_ENV
 from alexnet_tf.errors import InputError
+from alexnet_tf.training import checkpoints, preemption
 
 # The jobs of MultiWorkerMirroredStrategy's cluster (an evaluator is not part of it).
 JOBS = ("chief", "worker")
@@ -65,7 +65,7 @@ def worker_timeout(seconds: float | None = None) -> float:
 
 def tasks() -> tuple[tuple[str, int], dict[tuple[str, int], str]]:
     """This process's task and the address of every task of the cluster, from ``TF_CONFIG``
-    (already checked by `alexnet_tf.distribute`)."""
+    (already checked by `alexnet_tf.training.distribute`)."""
     spec = json.loads(os.environ["TF_CONFIG"])
     cluster = spec["cluster"]
     addresses = {(job, index): address for job in JOBS for index, address in enumerate(cluster.get(job, []))}
@@ -149,7 +149,7 @@ def lost_workers(strategy: tf.distribute.Strategy, checkpoint_dir: str) -> Itera
 def went_away(message: str, checkpoint_dir: str) -> str:
     """The line for a collective that failed with ``message``: the worker it names (the one whose
     connection failed or that stopped sending heartbeats) and the step of the newest checkpoint
-    a re-run resumes from (`alexnet_tf.checkpoints.find_checkpoint`)."""
+    a re-run resumes from (`alexnet_tf.training.checkpoints.find_checkpoint`)."""
     me, addresses = tasks()
     named = [(job, int(index)) for job, index in _TASK.findall(message)]
     others = [task for task in named if task != me]

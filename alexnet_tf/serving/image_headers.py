@@ -1,6 +1,6 @@
 """How many pixels decoding an encoded image will allocate, read from its header in graph ops.
 
-The serving graph (`alexnet_tf.serving`) refuses an image over a pixel limit *before* decoding
+The serving graph (`alexnet_tf.serving.serving_model`) refuses an image over a pixel limit *before* decoding
 it: a few hundred bytes of PNG, or a few hundred kilobytes of GIF, can claim billions of pixels,
 and TF Serving runs every model in one process. `decoded_pixels` reads what the decoder will
 allocate without decoding anything:

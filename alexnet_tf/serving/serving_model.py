@@ -2,11 +2,11 @@
 
 `fit` saves the model *on views* (``with_view_normalization``): a `ViewNormalization` layer
 holding the dataset's mean image, then the network. `ServingModel` takes it apart and puts the
-evaluation path around it as TensorFlow ops, so the SavedModel (`alexnet_tf.export`) and
+evaluation path around it as TensorFlow ops, so the SavedModel (`alexnet_tf.serving.export`) and
 ``alexnet-tf predict`` compute the same numbers as evaluation does for the same image:
 
 1. refuse an image whose header claims more than ``max_pixels`` pixels, before decoding it
-   (`alexnet_tf.image_headers`), then decode (`tf.io.decode_image`: JPEG, PNG, GIF, BMP;
+   (`alexnet_tf.serving.image_headers`), then decode (`tf.io.decode_image`: JPEG, PNG, GIF, BMP;
    grayscale and CMYK JPEGs come out RGB — TF's JPEG decoder converts CMYK and Adobe-inverted
    CMYK itself);
 2. §2: shorter side to 256 and the central 256×256, with the input pipeline's own
@@ -37,12 +37,12 @@ import tensorflow as tf
 
 from alexnet_tf.constants import DEFAULT_MAX_PIXELS
 from alexnet_tf.errors import InputError, invalid
-from alexnet_tf.image_headers import decoded_pixels, has_known_format
 from alexnet_tf.input import augment
-from alexnet_tf.layers import FLIP, IMAGE, LIGHTING, OFFSET, ViewNormalization
-from alexnet_tf.model import outputs_logits, place_towers
+from alexnet_tf.network.layers import FLIP, IMAGE, LIGHTING, OFFSET, ViewNormalization
+from alexnet_tf.network.model import outputs_logits, place_towers
 from alexnet_tf.records import schema
 from alexnet_tf.records.metadata import ClassInfo
+from alexnet_tf.serving.image_headers import decoded_pixels, has_known_format
 
 # Signature names (Model Garden's names for the three input kinds) and their input keys.
 IMAGE_BYTES_SIGNATURE = "serving_default"
@@ -62,7 +62,7 @@ OUTPUT_KEYS = (PROBABILITIES, TOP_K_INDICES, TOP_K_PROBABILITIES, TOP_K_WNIDS, T
 WNIDS_ASSET = "wnids.txt"
 NAMES_ASSET = "names.txt"
 
-# The words of the pixel-limit error; `alexnet_tf.predict` finds the numbers after them.
+# The words of the pixel-limit error; `alexnet_tf.serving.predict` finds the numbers after them.
 TOO_MANY_PIXELS = "pixels to decode, more than the limit of"
 
 

@@ -20,7 +20,7 @@ import keras
 from alexnet_tf import paper
 from alexnet_tf.constants import INITIALIZATIONS, MIN_INPUT_SIZE
 from alexnet_tf.errors import InputError, invalid
-from alexnet_tf.layers import LocalResponseNormalization, TowerConv2D, TowerMaxPooling2D
+from alexnet_tf.network.layers import LocalResponseNormalization, TowerConv2D, TowerMaxPooling2D
 
 # conv1 pads 1 pixel before and 2 after (top/left, bottom/right) so that a 224×224 input gives
 # the paper's 55×55 maps: (224 + 3 - 11) / 4 + 1 = 55. This is the "227×227" input of Caffe
@@ -264,7 +264,7 @@ def place_towers(network: keras.Model, tower_devices: Sequence[str] | None, dtyp
     """A copy of the `AlexNet` ``network`` with the same weights and each tower's layers (and
     their variables) on ``tower_devices[tower]``, or on no particular device with None.
 
-    A saved network keeps the devices it was trained on (`alexnet_tf.layers.DevicePlacement`);
+    A saved network keeps the devices it was trained on (`alexnet_tf.network.layers.DevicePlacement`);
     this moves it: onto other devices for two-tower inference, or off them so a strategy (or a
     SavedModel) decides. ``dtype``, if given, replaces every layer's dtype policy (e.g. float32
     for serving a model trained in mixed precision).

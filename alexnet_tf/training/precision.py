@@ -7,7 +7,7 @@ slower than float32 (see docs/performance.md). So `choose` picks, from what the 
 * a TPU (``--strategy tpu``): ``mixed_bfloat16`` (its native format);
 * GPUs (the model runs on them): compute capability ≥ 8.0 (Ampere and later) on every GPU:
   ``mixed_bfloat16``; ≥ 7.0 (tensor cores): ``mixed_float16`` (with loss scaling,
-  `alexnet_tf.optim`); older: ``none`` (float32; no gain from float16 there);
+  `alexnet_tf.training.optim`); older: ``none`` (float32; no gain from float16 there);
 * otherwise the CPU: the ``avx512_bf16`` or ``amx_bf16`` flag in ``/proc/cpuinfo``:
   ``mixed_bfloat16``; else ``none``. Without ``/proc/cpuinfo`` (not Linux) nothing is known: ``none``.
 
@@ -17,7 +17,7 @@ precision across hosts (the checkpoint of a ``mixed_float16`` run also holds the
 cannot even be restored under another precision). It adds a notice when this host would choose
 otherwise, with the way to switch. An explicit value is kept as given (with the same notice if
 it is a mixed precision this host does not do natively).
-The resolved value is what `alexnet_tf.train.fit` records in ``RUN/recipe.yaml``.
+The resolved value is what `alexnet_tf.training.fit.fit` records in ``RUN/recipe.yaml``.
 """
 
 from __future__ import annotations

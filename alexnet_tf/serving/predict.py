@@ -24,10 +24,10 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import serving
 from alexnet_tf.constants import DEFAULT_MAX_PIXELS
 from alexnet_tf.errors import InputError
-from alexnet_tf.export import existing_versions, load_serving_model
+from alexnet_tf.serving.export import existing_versions, load_serving_model
+from alexnet_tf.serving.serving_model import serving_model as serving
 
 SAVED_MODEL_FILENAME = "saved_model.pb"
 

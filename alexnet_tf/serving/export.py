@@ -3,7 +3,7 @@
 Layout (TF Serving's): ``BASE/<version>/`` with ``saved_model.pb``, ``variables/``,
 ``assets/`` (the class wnids and names, read by lookup tables in the graph) and
 ``assets.extra/tf_serving_warmup_requests``; tag ``serve``; three signatures
-(`alexnet_tf.serving`): ``serving_default`` (encoded images), ``image_tensor`` (prepared float
+(`alexnet_tf.serving.serving_model`): ``serving_default`` (encoded images), ``image_tensor`` (prepared float
 views) and ``tf_example`` (records in prepare-data's schema).
 
 TF Serving polls BASE and loads every new integer directory it sees, so a version is written
@@ -30,12 +30,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import files, serving, warmup
+from alexnet_tf import files
 from alexnet_tf.classes import load_classes
 from alexnet_tf.constants import DEFAULT_MAX_PIXELS
 from alexnet_tf.errors import InputError
 from alexnet_tf.records import schema
 from alexnet_tf.runs import load_model
+from alexnet_tf.serving.serving_model import serving_model as serving
+from alexnet_tf.serving.serving_model import warmup
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ Strategies (`STRATEGIES`):
 * ``one-device``: the first GPU, else the CPU;
 * ``mirrored``: data parallel over all local GPUs, or over the logical CPUs (`configure_devices`);
 * ``multi-worker``: ``MultiWorkerMirroredStrategy`` from ``TF_CONFIG``, once every worker has
-  started (`alexnet_tf.cluster.wait_for_workers`);
+  started (`alexnet_tf.training.cluster.wait_for_workers`);
 * ``tpu``: ``TPUStrategy`` (``TPU_NAME`` or a local TPU); not tested here;
 * ``two-tower``: the paper's model parallelism (§3.2) under the default strategy: tower 0's
   layers on device 0, tower 1's on device 1 (`tower_placement`), the rest on a named device.
@@ -20,12 +20,11 @@ from typing import Any
 
 import tensorflow as tf
 
-from alexnet_tf import cluster
-
 # Defined in the import-free `alexnet_tf.constants` (the command line's choices); named here too.
 from alexnet_tf.constants import SINGLE_WORKER_STRATEGIES as SINGLE_WORKER_STRATEGIES
 from alexnet_tf.constants import STRATEGIES
 from alexnet_tf.errors import InputError
+from alexnet_tf.training import cluster
 
 
 def configure_devices(devices: int | None) -> None:
@@ -52,7 +51,7 @@ def make_strategy(name: str, worker_timeout: float | None = None) -> tf.distribu
     """The strategy ``name`` (one of `STRATEGIES`); ``two-tower`` uses the default strategy.
 
     ``multi-worker`` waits up to ``worker_timeout`` seconds for the other workers to start
-    (`alexnet_tf.cluster.worker_timeout`: default ``$ALEXNET_TF_WORKER_TIMEOUT`` or 600).
+    (`alexnet_tf.training.cluster.worker_timeout`: default ``$ALEXNET_TF_WORKER_TIMEOUT`` or 600).
     """
     if name == "multi-worker":  # first: collective ops must be configured before anything lists devices
         _check_tf_config()

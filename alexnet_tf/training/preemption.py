@@ -9,7 +9,7 @@ signal number, so a script sees what stopped the run; the message says a checkpo
 
 Under ``multi-worker`` one worker may get the signal and the others not, and every step is a
 collective all workers must take part in; so `check` sums each worker's "signal seen" flags over
-all workers (`alexnet_tf.distribute.sum_over_replicas`: one small all-reduce per call, 1.9 ms
+all workers (`alexnet_tf.training.distribute.sum_over_replicas`: one small all-reduce per call, 1.9 ms
 measured on localhost, 2 workers), and every worker sees the same answer at the same step: all
 save at that step and exit. This
 replaces TensorFlow's own handling, which swallows SIGTERM once the strategy is created (its
@@ -83,7 +83,7 @@ class StopSignals:
 
     def __init__(self, agree: Callable[[list[float]], list[float]] | None = None) -> None:
         """``agree``: under ``multi-worker``, sums a list of flags over all workers
-        (`alexnet_tf.distribute.sum_over_replicas`); None in one process, whose flags decide."""
+        (`alexnet_tf.training.distribute.sum_over_replicas`); None in one process, whose flags decide."""
         self._received: list[int] = []
         self._previous: dict[int, Any] | None = None
         self._agree = agree
