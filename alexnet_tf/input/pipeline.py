@@ -186,6 +186,20 @@ class InputPipeline:
             f"set input.crop_size={round(image_size * paper.CROP_SIZE / paper.IMAGE_SIZE)} to see whole images"
         )
 
+    def check_training(self, input_context: tf.distribute.InputContext | None = None) -> None:
+        """Raises `InputError` for what would stop the training datasets, without building them
+        (fit calls it before writing anything): a missing shard of either split, no statistics
+        for PCA lighting, a batch that does not split over the replicas."""
+        if self.config.lighting_strength > 0 and self.statistics.eigenvalues is None:
+            raise InputError(
+                f"{metadata_path(self.config.data_dir)} has no statistics for PCA lighting: re-run prepare-data "
+                "with statistics, or set lighting_strength=0"
+            )
+        self.files(schema.TRAIN)
+        if schema.VALIDATION in self.metadata.splits:
+            self.files(schema.VALIDATION)
+        self._batch_size(input_context)
+
     def num_records(self, split: str = schema.TRAIN) -> int:
         """Records in ``split`` (`InputError` if the metadata has no such split)."""
         return self._split(split).num_records
@@ -266,13 +280,8 @@ class InputPipeline:
     ) -> tf.data.Dataset:
         """Epoch after epoch (`_epoch_batches` of each row of `_Seeds` ``words``, after its
         ``skips`` batches), each cut at ``batches_per_epoch`` if given; prefetched."""
-        if self.config.lighting_strength > 0 and self.statistics.eigenvalues is None:
-            raise InputError(
-                f"{metadata_path(self.config.data_dir)} has no statistics for PCA lighting: re-run prepare-data "
-                "with statistics, or set lighting_strength=0"
-            )
-        self.files(schema.TRAIN)  # a missing shard fails here, in one line, not inside the traced function
-        self._batch_size(input_context)
+        self.check_training(input_context)  # in one line here, not from inside the traced function
+
 
         def one_epoch(seed_words: tf.Tensor, skip: tf.Tensor) -> tf.data.Dataset:
             # The shuffles' seeds come from ``seed_words`` alone, not from TensorFlow's global seed

@@ -51,6 +51,7 @@ from alexnet_tf.errors import InputError
 from alexnet_tf.input import bad_records
 from alexnet_tf.input.pipeline import InputConfig, InputPipeline
 from alexnet_tf.recipe import Recipe
+from alexnet_tf.records import schema
 from alexnet_tf.runs import BEST_MODEL, CHECKPOINTS, HISTORY, LAST_MODEL, TENSORBOARD
 from alexnet_tf.training import precision
 from alexnet_tf.training.cluster import lost_workers
@@ -206,12 +207,12 @@ def check_combination(config: FitConfig, strategy: tf.distribute.Strategy) -> No
 def _check_can_start(config: FitConfig, pipeline: InputPipeline) -> None:
     """Refuses bad data or a recipe that does not fit it before anything is written: a refused run
     must leave no recipe.yaml behind to refuse the corrected command as "a different recipe".
-    Builds the datasets as the run will (their checks: splits, shards, statistics) and checks
-    that the training split holds a batch."""
+    The pipeline's checks (splits, shards, statistics), without building its datasets, and that
+    the training split holds a batch."""
     if pipeline.steps_per_epoch() < 1:
         raise_batch_too_large(config.data_dir, pipeline.num_records(), config.recipe.training.batch_size)
-    pipeline.train_dataset()
-    pipeline.eval_dataset()
+    pipeline.num_records(schema.VALIDATION)  # fit validates every epoch: the split must exist
+    pipeline.check_training()
 
 
 def raise_batch_too_large(data_dir: str, train_records: int, batch_size: int) -> None:
