@@ -10,8 +10,10 @@ real shapes (61 M parameters).
 import io
 import os
 import pickle
+import signal
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -494,20 +496,39 @@ def test_bad_means_and_class_lists_are_refused(quarter_caffemodel, tmp_path):
         assert nothing_written(run), name
 
 
-@pytest.mark.slow
 def test_command_line_refusal_is_one_line_with_status_1(tmp_path):
     source = tmp_path / "garbage.caffemodel"
     source.write_bytes(np.random.default_rng(0).bytes(5000))
-    done = subprocess.run(
-        [sys.executable, "-m", "alexnet_tf", "import-weights", str(source), "--model-dir", str(tmp_path / "run")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 1
-    assert done.stderr.startswith("Error: ") and done.stderr.count("\n") == 1, done.stderr
-    assert "not a Caffe net" in done.stderr and "Traceback" not in done.stderr
+    result = CliRunner().invoke(main, ["import-weights", str(source), "--model-dir", str(tmp_path / "run")])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: ") and result.output.count("\n") == 1, result.output
+    assert "not a Caffe net" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_kill_9_while_writing_the_model_leaves_no_model_and_the_same_command_finishes(tmp_path):
+    """A real kill -9 of the command while it writes RUN/last.keras: no model under its final name;
+    the same command run again (no --overwrite; here in-process) completes the import."""
+    weights = caffe_files.random_weights(QUARTER, ILSVRC_CLASSES, seed=2)
+    source = caffe_files.write_caffemodel(tmp_path / "net.caffemodel", weights, legacy=True)
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "alexnet_tf", "import-weights", str(source), "--model-dir", str(run)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while process.poll() is None and not (run.is_dir() and any(n.startswith(".tmp-") for n in os.listdir(run))):
+            time.sleep(0.002)
+        assert process.poll() is None, "the import finished before it could be killed mid-write"
+        process.kill()
+    finally:
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert not (run / "last.keras").exists()
+    again = CliRunner().invoke(main, command[3:])  # the same command, in this process
+    assert again.exit_code == 0, again.output
+    assert sorted(os.listdir(run)) == ["classes.json", "last.keras"]  # the temporary is gone
+    _, model = runs.load_model(str(run))
+    assert model.count_params() == network_of(model).count_params() + 3  # the network and its mean
 
 
 def test_layout_choices_of_the_command_are_the_importers():

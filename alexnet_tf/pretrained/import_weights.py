@@ -13,9 +13,11 @@ mean (``mean``, default the per-channel BGR 104/117/123), i.e. the model on view
 saves. The run directory gets what evaluate, export, predict and show-filters read
 (`alexnet_tf.runs`): ``RUN/classes.json`` (ILSVRC-2012's synsets unless ``classes`` says
 otherwise, `alexnet_tf.pretrained.synsets`), then ``RUN/last.keras`` — last, so a directory
-with a model is a complete import (both written atomically). Everything that can refuse the
-input does so before anything is written. A directory that already holds a run is refused
-unless ``overwrite``, which clears it first (`alexnet_tf.runs.clear`).
+with a model is a complete import (both written atomically, `alexnet_tf.files`; a stopped import
+leaves at most classes.json and a ``.tmp-`` file, and the same command run again finishes it).
+Everything that can refuse the input does so before anything is written. A directory that
+already holds a run (a model, checkpoints, a history or a recipe) is refused unless
+``overwrite``, which clears it first (`alexnet_tf.runs.clear`).
 """
 
 from __future__ import annotations
@@ -148,9 +150,12 @@ def import_weights(
 
 
 def _refuse_existing_run(model_dir: str, overwrite: bool) -> None:
+    """`InputError` if ``model_dir`` holds a run. A classes.json alone is an import that was
+    stopped before its model was written, and is replaced."""
     if overwrite or not tf.io.gfile.isdir(model_dir):
         return
-    present = [name for name in runs.RUN_FILES if tf.io.gfile.exists(posixpath.join(model_dir, name))]
+    names = [name for name in runs.RUN_FILES if name != runs.CLASSES_FILE]
+    present = [name for name in names if tf.io.gfile.exists(posixpath.join(model_dir, name))]
     if present:
         raise InputError(
             f"--model-dir {model_dir}: holds a run already ({', '.join(present)}); pick a new directory, "
