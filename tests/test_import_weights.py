@@ -152,7 +152,7 @@ def converted(quarter, quarter_caffemodel):
     layers = caffe.read_net(quarter_caffemodel)
     networks = {}
     for layout in convert.LAYOUTS:
-        networks[layout] = convert.build_network(layers, layout)
+        networks[layout] = convert.build_network(quarter_caffemodel, layers, layout)
         convert.check_layers(quarter_caffemodel, layers, networks[layout])
         convert.set_weights(quarter_caffemodel, layers, networks[layout])
     return networks
@@ -544,5 +544,5 @@ def test_npy_reader_takes_only_conv_and_fc_layers_in_caffe_layout(quarter, tmp_p
     for layer in layers:
         for ours, theirs in zip(layer.blobs, quarter[layer.name], strict=True):
             np.testing.assert_array_equal(ours, theirs)
-    with_model = with_view_normalization(convert.build_network(layers), convert.view_normalization(None))
+    with_model = with_view_normalization(convert.build_network(str(source), layers), convert.view_normalization(None))
     assert isinstance(with_model.input, dict)

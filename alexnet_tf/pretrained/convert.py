@@ -76,13 +76,14 @@ class _Step:
         return getattr(self.layers[0], "activation", None) is keras.activations.relu
 
 
-def build_network(layers: Sequence[CaffeLayer], layout: str = GROUPED) -> keras.Model:
-    """The `AlexNet` to hold the weights of ``layers`` (Caffe's computing layers, in order)."""
+def build_network(path: str, layers: Sequence[CaffeLayer], layout: str = GROUPED) -> keras.Model:
+    """The `AlexNet` to hold the weights of ``layers`` (Caffe's computing layers of the file at
+    ``path``, in order)."""
     if layout not in LAYOUTS:
         raise InputError(f"--layout {layout}: must be one of {', '.join(LAYOUTS)}")
     weighted = [layer for layer in layers if layer.type in (CONVOLUTION, INNER_PRODUCT) and layer.blobs]
     if not weighted or weighted[0].type != CONVOLUTION or weighted[-1].type != INNER_PRODUCT:
-        raise InputError("not AlexNet's layers: expected convolutions first and an inner product last")
+        raise InputError(f"{path}: not AlexNet's layers (convolutions first, an inner product last, with weights)")
     conv1_filters = weighted[0].blobs[0].shape[0]
     return AlexNet(
         num_classes=int(weighted[-1].blobs[0].shape[0]),

@@ -120,7 +120,7 @@ def import_weights(
         else:
             layers = npy.read_npy(source)
         caffe_mean = caffe.read_mean(mean) if mean is not None else None
-        network = convert.build_network(layers, layout)
+        network = convert.build_network(source, layers, layout)
         if kind == CAFFEMODEL:
             convert.check_layers(source, layers, network)
         convert.set_weights(source, layers, network)
