@@ -411,6 +411,7 @@ def _bad_sources(quarter, tmp_path) -> list[tuple[str, bytes | None, str]]:
         ("truncated.caffemodel", good[: len(good) // 2], "not a Caffe net"),
         ("deploy.prototxt", b'name: "AlexNet"\nlayer {\n  name: "conv1"\n}\n', "a text file"),
         ("empty.caffemodel", b"", "not a Caffe net with weights"),
+        ("snapshot.caffemodel.h5", b"\x89HDF\r\n\x1a\n" + bytes(100), "an HDF5 snapshot"),
         ("mean.binaryproto", caffe_files.blob(mean_image()[None], legacy=True), "a mean image .binaryproto goes"),
         ("v0.caffemodel", caffe_files.field_bytes(2, caffe_files.field_bytes(1, b"")) + good, "V0 layout"),
         ("caffenet.caffemodel", caffe_files.net_bytes(quarter, layers=caffenet), "CaffeNet pools before"),

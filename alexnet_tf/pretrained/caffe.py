@@ -77,6 +77,7 @@ IGNORED_TYPES = frozenset(
 )
 CONVOLUTION, INNER_PRODUCT, LRN, POOLING, RELU = "Convolution", "InnerProduct", "LRN", "Pooling", "ReLU"
 CAFFEMODEL_HINT = "Caffe's .caffemodel (e.g. bvlc_alexnet.caffemodel)"
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,9 +120,14 @@ def parse_net(path: str, data: bytes) -> list[CaffeLayer]:
     """The computing layers of ``data``, the content of the ``.caffemodel`` at ``path``.
 
     Raises `InputError` when it is not a binary Caffe net (unparseable, a text ``.prototxt``,
-    no layer with weights), uses the pre-2014 V0 layout, or holds a blob whose values do not
+    an HDF5 snapshot, no layer with weights), uses the pre-2014 V0 layout, or holds a blob whose values do not
     fill its shape.
     """
+    if data.startswith(_HDF5_SIGNATURE):
+        raise InputError(
+            f"{path}: an HDF5 snapshot (Caffe's snapshot_format: HDF5), not the binary protobuf this reads; "
+            "save the net as a .caffemodel (pycaffe: net.save(path))"
+        )
     if _looks_like_text(data):
         raise InputError(
             f"{path}: a text file (a .prototxt holds the net's definition, not its weights); "
