@@ -3,7 +3,8 @@
 pipelines/ (the experiment recipes) stays at the top level of the repository, where users find
 it, and is installed as ``alexnet_tf.pipelines``, so that the built-in recipes (``--recipe
 demo``) exist after a regular ``pip install .`` and an editable ``pip install -e .`` alike.
-Everything else (metadata, dependencies, extras, the console script) is in pyproject.toml.
+The ILSVRC-2012 class list of `alexnet_tf.pretrained` is package data. Everything else (metadata,
+dependencies, extras, the console script) is in pyproject.toml.
 """
 
 from setuptools import find_packages, setup
@@ -11,5 +12,5 @@ from setuptools import find_packages, setup
 setup(
     packages=[*find_packages(include=["alexnet_tf", "alexnet_tf.*"]), "alexnet_tf.pipelines"],
     package_dir={"alexnet_tf.pipelines": "pipelines"},
-    package_data={"alexnet_tf.pipelines": ["*.yaml"]},
+    package_data={"alexnet_tf.pipelines": ["*.yaml"], "alexnet_tf.pretrained": ["*.txt"]},
 )

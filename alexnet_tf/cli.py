@@ -415,6 +415,35 @@ def predict(
         ctx.exit(1)
 
 
+@main.command("import-weights")
+@click.argument("source")
+@click.option("--model-dir", required=True, help="Run directory to write (last.keras, classes.json).")
+@click.option(
+    "--classes",
+    help="Class names: lines 'wnid name' (synset_words.txt, LOC_synset_mapping.txt) or a classes.json / "
+    "metadata.json [default: ILSVRC-2012's 1000 classes, shipped with alexnet-tf].",
+)
+@click.option(
+    "--mean",
+    help="Caffe's mean: imagenet_mean.binaryproto or ilsvrc_2012_mean.npy [default: per channel, BGR 104, 117, 123].",
+)
+@click.option(
+    "--layout",
+    type=click.Choice(["grouped", "towers"]),  # = alexnet_tf.pretrained.convert.LAYOUTS (imports TensorFlow)
+    help="Caffe's group: 2 as Conv2D(groups=2), Caffe's exact computation [default], or our two towers "
+    "(LRN within each tower; runs under --strategy two-tower).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace a run already in --model-dir.")
+def import_weights(source: str, **options) -> None:
+    """Import ImageNet-trained weights from SOURCE into a run directory that evaluate, export and
+    predict accept: Caffe's bvlc_alexnet.caffemodel, caffe-tensorflow's .npy of it, or one of our
+    .keras files / run directories (docs/interoperability.md)."""
+    from alexnet_tf.pretrained.import_weights import import_weights as run_import
+
+    for line in run_import(source, **options).lines():
+        click.echo(line)
+
+
 @main.command()
 @click.option("--data-dir", required=True, help="prepare-data output directory (local or gs://).")
 @click.option("--model-dir", required=True, help="Run directory: checkpoints, models, history, TensorBoard.")

@@ -21,6 +21,17 @@ MIN_INPUT_SIZE = 64
 # deviation for small data.
 INITIALIZATIONS = ("paper", "he")
 
+# `LocalResponseNormalization(variant=...)` and `AlexNet(lrn_variant=...)`: §3.3's formula, or
+# Caffe's (alpha divided by the window size; with k = 1 in Caffe's bvlc_alexnet), a named variant
+# for imported weights.
+LRN_PAPER = "paper"
+LRN_CAFFE = "caffe"
+LRN_VARIANTS = (LRN_PAPER, LRN_CAFFE)
+
+# Caffe's bvlc_alexnet takes a 227×227 crop and convolves it without padding
+# (`AlexNet(pad_input=False)`); ours pads the paper's 224 to 227.
+CAFFE_CROP_SIZE = 227
+
 # What `ViewNormalization`, the input pipeline and ``input.mean`` subtract from each view.
 MEAN_IMAGE = "image"  # §2: "subtracting the mean activity over the training set from each pixel".
 MEAN_CHANNEL = "channel"  # named deviation: one mean per RGB channel (Caffe, most ports).

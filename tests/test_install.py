@@ -60,6 +60,8 @@ def _recipes_seen_by(python: Path, cwd: Path) -> str:
         "names = sorted(r.builtin_recipes())\n"
         "assert names == ['demo', 'paper'], names\n"
         "for name in names: r.load_recipe(name)\n"
+        "from importlib.resources import files\n"  # package data: import-weights' ILSVRC-2012 class list
+        "assert files('alexnet_tf.pretrained').joinpath('ilsvrc2012_synsets.txt').is_file()\n"
         "print(alexnet_tf.__file__)\n"
     )
     result = subprocess.run([python, "-c", probe], cwd=cwd, capture_output=True, text=True)

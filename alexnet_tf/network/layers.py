@@ -14,7 +14,7 @@ import keras
 import tensorflow as tf
 
 from alexnet_tf import paper
-from alexnet_tf.constants import MEAN_CHANNEL, MEAN_IMAGE, MEAN_MODES, MEAN_NONE
+from alexnet_tf.constants import LRN_CAFFE, LRN_PAPER, LRN_VARIANTS, MEAN_CHANNEL, MEAN_IMAGE, MEAN_MODES, MEAN_NONE
 from alexnet_tf.errors import InputError, invalid
 
 _PACKAGE = "alexnet_tf"
@@ -72,15 +72,19 @@ class LocalResponseNormalization(DevicePlacement, keras.layers.Layer):
     ``b[..., i] = a[..., i] / (k + alpha * sum(a[..., j] ** 2 for j in window(i))) ** beta``
 
     where ``window(i)`` is the ``size`` channels centred on ``i``, clipped at the first and
-    last channel (the paper's ``max(0, i - n/2) .. min(N - 1, i + n/2)``). ``alpha`` multiplies
-    the plain sum: Caffe's and PyTorch's LRN divide it by ``size`` first, so their ``alpha``
-    must be ``size`` times ours to compute the same thing. Channels-last inputs.
+    last channel (the paper's ``max(0, i - n/2) .. min(N - 1, i + n/2)``). With the paper's
+    ``variant`` ``alpha`` multiplies the plain sum. ``variant="caffe"`` is the named variant of
+    Caffe's LRN layer (and PyTorch's ``LocalResponseNorm``), which divides ``alpha`` by ``size``
+    first (``alpha / size * sum(...)``; the window is still clipped, the divisor still ``size``):
+    with ``k=1`` it is what Caffe's ``bvlc_alexnet`` computes, so weights imported from it
+    (`alexnet_tf.pretrained`) give Caffe's outputs. Channels-last inputs.
 
     Args:
         size: n, the number of adjacent channels summed over (odd). Paper: 5.
-        k: additive constant. Paper: 2.
+        k: additive constant. Paper: 2 (Caffe's bvlc_alexnet: 1).
         alpha: scale of the sum of squares. Paper: 1e-4.
         beta: exponent. Paper: 0.75.
+        variant: one of `LRN_VARIANTS`: "paper" (§3.3) or "caffe" (``alpha`` divided by ``size``).
         device: optional device for build and call (see `DevicePlacement`).
 
     Reference:
@@ -94,6 +98,7 @@ class LocalResponseNormalization(DevicePlacement, keras.layers.Layer):
         k: float = paper.LRN_K,
         alpha: float = paper.LRN_ALPHA,
         beta: float = paper.LRN_BETA,
+        variant: str = LRN_PAPER,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -102,16 +107,20 @@ class LocalResponseNormalization(DevicePlacement, keras.layers.Layer):
         for arg, value in (("k", k), ("alpha", alpha), ("beta", beta)):
             if value < 0:
                 raise invalid(arg, value, ">= 0")
+        if variant not in LRN_VARIANTS:
+            raise invalid("variant", variant, f"one of {', '.join(LRN_VARIANTS)}")
         self.size = size
         self.k = float(k)
         self.alpha = float(alpha)
         self.beta = float(beta)
+        self.variant = variant
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
         # TF's LRN kernels exist for float32 and float16 only; bfloat16 goes through float32.
         x = inputs if inputs.dtype in (tf.float32, tf.float16) else tf.cast(inputs, tf.float32)
+        alpha = self.alpha / self.size if self.variant == LRN_CAFFE else self.alpha
         outputs = tf.nn.local_response_normalization(
-            x, depth_radius=self.size // 2, bias=self.k, alpha=self.alpha, beta=self.beta
+            x, depth_radius=self.size // 2, bias=self.k, alpha=alpha, beta=self.beta
         )
         return tf.cast(outputs, inputs.dtype)
 
@@ -120,7 +129,7 @@ class LocalResponseNormalization(DevicePlacement, keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update({"size": self.size, "k": self.k, "alpha": self.alpha, "beta": self.beta})
+        config.update({"size": self.size, "k": self.k, "alpha": self.alpha, "beta": self.beta, "variant": self.variant})
         return config
 
 

@@ -8,7 +8,8 @@ Layer names are stable so that checkpoints, export and the tuner can rely on the
   ``conv3_tower{t}``, ``conv4_tower{t}``, ``conv5_tower{t}``, ``pool5_tower{t}``; then
   ``pool5``, ``flatten``, ``fc6``, ``dropout6``, ``fc7``, ``dropout7``, ``fc8``, ``predictions``;
 * one tower, or the grouped-convolution layout: the same names without ``_tower{t}``;
-* ``initialization="he"`` adds ``input_scale`` before ``conv1_pad``.
+* ``initialization="he"`` adds ``input_scale`` before ``conv1_pad``;
+* ``pad_input=False`` keeps ``conv1_pad`` with zero padding, so the names do not change.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 import keras
 
 from alexnet_tf import paper
-from alexnet_tf.constants import INITIALIZATIONS, MIN_INPUT_SIZE
+from alexnet_tf.constants import INITIALIZATIONS, LRN_CAFFE, LRN_PAPER, LRN_VARIANTS, MIN_INPUT_SIZE
 from alexnet_tf.errors import InputError, invalid
 from alexnet_tf.network.layers import LocalResponseNormalization, TowerConv2D, TowerMaxPooling2D
 
@@ -27,6 +28,14 @@ from alexnet_tf.network.layers import LocalResponseNormalization, TowerConv2D, T
 # and of most reproductions, reached by zero-padding the paper's 224 crop; the odd total puts
 # the larger half after, as TensorFlow's SAME padding does.
 CONV1_PADDING = ((1, 2), (1, 2))
+NO_PADDING = ((0, 0), (0, 0))
+
+# The LRN layers' settings per `AlexNet(lrn_variant=...)`: §3.3's, or Caffe's bvlc_alexnet's
+# (its prototxt sets local_size 5, alpha 1e-4, beta 0.75 and leaves k at Caffe's default, 1).
+LRN_SETTINGS = {
+    LRN_PAPER: {"k": paper.LRN_K, "variant": LRN_PAPER},
+    LRN_CAFFE: {"k": 1.0, "variant": LRN_CAFFE},
+}
 
 # Suffix of each tower's layer names: conv1_tower0, lrn1_tower1, ...
 TOWER_SUFFIX = "_tower"
@@ -44,6 +53,8 @@ def AlexNet(
     grouped_convolutions: bool = False,
     tower_devices: Sequence[str] | None = None,
     local_response_normalization: bool = True,
+    lrn_variant: str = LRN_PAPER,
+    pad_input: bool = True,
     dropout: float = paper.DROPOUT_RATE,
     channel_multiplier: float = 1.0,
     initialization: str = "paper",
@@ -94,6 +105,14 @@ def AlexNet(
             that tower's convolution, LRN and pooling layers (and their variables) live.
             Default: no placement. Requires separate towers.
         local_response_normalization: False drops both LRN layers (an ablation, §3.3).
+        lrn_variant: "paper" (§3.3: k = 2, alpha multiplies the sum) or "caffe", the named
+            variant of Caffe's bvlc_alexnet (k = 1, alpha divided by the window size; see
+            `LocalResponseNormalization`). Paper: "paper".
+        pad_input: True pads the input before conv1 (`CONV1_PADDING`: 224 → 227). False is
+            the named option for Caffe's bvlc_alexnet, which takes a 227×227 crop
+            (`alexnet_tf.constants.CAFFE_CROP_SIZE`) and convolves it unpadded; use it with
+            ``input_size=227``. The evaluation and serving views are cut at the model's input
+            size, so such a model is evaluated on 227 crops (centre offset (256 − 227) // 2 = 14).
         dropout: dropout rate after fc6 and fc7. Paper: 0.5 (§4.2).
         channel_multiplier: multiplier on every layer's channels and hidden units (not on
             ``num_classes``), for tiny, fast copies in tests and demos. Paper: 1.
@@ -120,6 +139,8 @@ def AlexNet(
         raise invalid("channel_multiplier", channel_multiplier, "positive")
     if initialization not in INITIALIZATIONS:
         raise invalid("initialization", initialization, f"one of {', '.join(INITIALIZATIONS)}")
+    if lrn_variant not in LRN_VARIANTS:
+        raise invalid("lrn_variant", lrn_variant, f"one of {', '.join(LRN_VARIANTS)}")
     if grouped_convolutions and not two_towers:
         raise invalid("grouped_convolutions", True, "False with two_towers=False (groups=2 is two towers)")
     num_towers = paper.NUM_TOWERS if two_towers else 1
@@ -130,13 +151,17 @@ def AlexNet(
         )
 
     builder = _Builder(
-        channel_multiplier=channel_multiplier, num_towers=num_towers, seed=seed, initialization=initialization
+        channel_multiplier=channel_multiplier,
+        num_towers=num_towers,
+        seed=seed,
+        initialization=initialization,
+        lrn_settings=LRN_SETTINGS[lrn_variant],
     )
     inputs = keras.Input(shape=(height, width, 3), name="images")
     x = inputs
     if initialization == "he":
         x = keras.layers.Rescaling(1.0 / PIXEL_STDDEV, name="input_scale")(x)
-    x = keras.layers.ZeroPadding2D(CONV1_PADDING, name="conv1_pad")(x)
+    x = keras.layers.ZeroPadding2D(CONV1_PADDING if pad_input else NO_PADDING, name="conv1_pad")(x)
 
     if separate_towers:
         devices = list(tower_devices) if tower_devices is not None else [None] * num_towers
@@ -167,9 +192,12 @@ def AlexNet(
 class _Builder:
     """Creates AlexNet's layers with the paper's initialisation and the chosen multiplier and towers."""
 
-    def __init__(self, channel_multiplier: float, num_towers: int, seed: int | None, initialization: str) -> None:
+    def __init__(
+        self, channel_multiplier: float, num_towers: int, seed: int | None, initialization: str, lrn_settings: dict
+    ) -> None:
         self.channel_multiplier = channel_multiplier
         self.initialization = initialization
+        self.lrn_settings = lrn_settings
         self.num_towers = num_towers
         self.seed = seed
         self._layers_built = 0
@@ -223,7 +251,7 @@ class _Builder:
         return layer(x)
 
     def lrn(self, x, base_name: str, *, tower=None, device=None):
-        return LocalResponseNormalization(device=device, name=base_name + self._suffix(tower))(x)
+        return LocalResponseNormalization(device=device, name=base_name + self._suffix(tower), **self.lrn_settings)(x)
 
     def pool(self, x, base_name: str, *, tower=None, device=None):
         return TowerMaxPooling2D(

@@ -262,13 +262,21 @@ def _class_names(root: str, synsets: str | None, wnids: list[str]) -> dict[str, 
     path = synsets or posixpath.join(root, SYNSET_MAPPING)
     if synsets is None and not tf.io.gfile.exists(path):
         return {}
+    names = read_synsets(path, "--synsets")
+    if synsets is not None and not set(names) & set(wnids):
+        raise InputError(f"{path}: names none of the {len(wnids)} training classes; expected lines 'wnid name'")
+    return names
+
+
+def read_synsets(path: str, flag: str) -> dict[str, str]:
+    """{wnid: name} from a text file of lines ``wnid name`` (``LOC_synset_mapping.txt``,
+    Caffe's ``synset_words.txt``), in the file's order; a wnid without a name is its own name.
+    ``flag`` names the option the file came from in errors."""
     names = {}
-    for line in _read_text(path, "--synsets").splitlines():
+    for line in _read_text(path, flag).splitlines():
         parts = line.strip().split(maxsplit=1)
         if parts:
             names[parts[0]] = parts[1].strip() if len(parts) > 1 else parts[0]
-    if synsets is not None and not set(names) & set(wnids):
-        raise InputError(f"{path}: names none of the {len(wnids)} training classes; expected lines 'wnid name'")
     return names
 
 
