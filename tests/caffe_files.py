@@ -115,7 +115,7 @@ def blob(array: np.ndarray, legacy: bool) -> bytes:
 
 def random_weights(channel_multiplier: float = 1.0, num_classes: int = 1000, seed: int = 0) -> dict:
     """{layer: (weights, biases)} in Caffe's layout for AlexNet at ``channel_multiplier`` (the
-    widths `alexnet_tf.model.AlexNet` gives), He-scaled so activations neither vanish nor
+    widths `alexnet_tf.network.model.AlexNet` gives), He-scaled so activations neither vanish nor
     explode; fc8 small, so the logits are a few units and the softmax is not saturated."""
     rng = np.random.default_rng(seed)
 

@@ -28,12 +28,12 @@ from alexnet_tf.cli import main
 from alexnet_tf.constants import CAFFE_CROP_SIZE
 from alexnet_tf.errors import InputError
 from alexnet_tf.evaluate import EvaluateConfig, evaluate
-from alexnet_tf.export import export_model
 from alexnet_tf.input import augment
 from alexnet_tf.input.pipeline import InputConfig, InputPipeline
-from alexnet_tf.layers import LocalResponseNormalization, ViewNormalization, network_of, with_view_normalization
+from alexnet_tf.network.layers import LocalResponseNormalization, ViewNormalization, network_of, with_view_normalization
 from alexnet_tf.pretrained import caffe, convert, npy, synsets
 from alexnet_tf.pretrained.import_weights import import_weights
+from alexnet_tf.serving.export import export_model
 from tests import caffe_files, caffe_forward
 
 QUARTER = 0.25

@@ -282,7 +282,6 @@ class InputPipeline:
         ``skips`` batches), each cut at ``batches_per_epoch`` if given; prefetched."""
         self.check_training(input_context)  # in one line here, not from inside the traced function
 
-
         def one_epoch(seed_words: tf.Tensor, skip: tf.Tensor) -> tf.data.Dataset:
             # The shuffles' seeds come from ``seed_words`` alone, not from TensorFlow's global seed
             # (with a global seed of 0, TF's seed pairing cannot even take a tensor seed).

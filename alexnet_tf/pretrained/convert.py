@@ -43,8 +43,8 @@ import numpy as np
 from alexnet_tf import paper
 from alexnet_tf.constants import CAFFE_CROP_SIZE, LRN_CAFFE, MEAN_CHANNEL, MEAN_IMAGE
 from alexnet_tf.errors import InputError
-from alexnet_tf.layers import LocalResponseNormalization, ViewNormalization
-from alexnet_tf.model import TOWER_SUFFIX, AlexNet, tower_of
+from alexnet_tf.network.layers import LocalResponseNormalization, ViewNormalization
+from alexnet_tf.network.model import TOWER_SUFFIX, AlexNet, tower_of
 from alexnet_tf.pretrained.caffe import CONVOLUTION, INNER_PRODUCT, LRN, POOLING, RELU, CaffeLayer
 
 GROUPED, TOWERS = "grouped", "towers"

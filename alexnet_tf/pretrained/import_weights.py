@@ -31,7 +31,7 @@ import tensorflow as tf
 from alexnet_tf import files, runs
 from alexnet_tf.classes import load_classes
 from alexnet_tf.errors import InputError
-from alexnet_tf.layers import network_of, with_view_normalization
+from alexnet_tf.network.layers import network_of, with_view_normalization
 from alexnet_tf.pretrained import caffe, convert, npy, synsets
 
 CAFFEMODEL, NPY, KERAS = "caffemodel", "npy", "keras"
