@@ -174,7 +174,7 @@ def _final_outputs(directory: str, midway: bool) -> list[str]:
 
 BAD_INPUTS = [
     # (command line with placeholders, a fragment the error must contain)
-    ("summary --input-size 32", "input_size"),
+    ("summary --input-size 32", "--input-size 32: must be at least 64"),
     ("summary --channel-multiplier 0", "--channel-multiplier"),
     ("show-augment --data-dir MISSING -o NOPARENT/grid.png", "no such directory"),
     ("show-augment --data-dir FILE -o NOPARENT/grid.png", "not a directory"),
