@@ -193,7 +193,7 @@ def prepare_dataset(config: PrepareConfig) -> PrepareReport:
 
     Resumes an interrupted run with the same options (see the module docstring). Raises
     `InputError` for bad input, `alexnet_tf.prepare.workers.WorkerError` if a worker dies, and
-    lets KeyboardInterrupt through after recording the finished shards.
+    `alexnet_tf.preemption.Stopped` on Ctrl-C or SIGTERM, after recording the finished shards.
     """
     started = time.monotonic()
     output = config.output.rstrip("/") or "/"

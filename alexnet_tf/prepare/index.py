@@ -143,8 +143,8 @@ def index_records(config: IndexConfig) -> IndexReport:
     """Writes metadata for the records in ``config.records_dir`` (see the module docstring).
 
     Raises `InputError` for bad input (no shards, an unknown schema, a bad record, metadata
-    already there), `alexnet_tf.prepare.workers.WorkerError` if a worker dies, and lets
-    KeyboardInterrupt through after checkpointing the shards already read.
+    already there), `alexnet_tf.prepare.workers.WorkerError` if a worker dies, and
+    `alexnet_tf.preemption.Stopped` on Ctrl-C or SIGTERM, after checkpointing the shards already read.
     """
     started = time.monotonic()
     records_dir = config.records_dir.rstrip("/") or "/"
