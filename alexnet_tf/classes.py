@@ -43,11 +43,14 @@ def load_classes(path: str, num_classes: int | None = None) -> list[ClassInfo]:
         found = find_classes_file(path)
         if found is None:
             raise InputError(
-                f"{path}: no {CLASSES_FILENAME} or {METADATA_FILENAME}; pass --classes with one of those files"
+                f"{path}: no {CLASSES_FILENAME} or {METADATA_FILENAME}; pass `classes` with one of those files",
+                ("classes",),
             )
         path = found
     if not tf.io.gfile.exists(path):
-        raise InputError(f"{path}: no such file; pass --classes with a {CLASSES_FILENAME} or {METADATA_FILENAME}")
+        raise InputError(
+            f"{path}: no such file; pass `classes` with a {CLASSES_FILENAME} or {METADATA_FILENAME}", ("classes",)
+        )
     try:
         with tf.io.gfile.GFile(path, "r") as f:
             classes = [ClassInfo(**entry) for entry in json.loads(f.read())["classes"]]

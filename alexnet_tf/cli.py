@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import posixpath
+import shlex
+import signal
 import sys
 
 import click
 
-from alexnet_tf import paper
+from alexnet_tf import errors, paper
 from alexnet_tf.constants import (
     DEFAULT_AUGMENT_IMAGES,
     DEFAULT_AUGMENT_LIGHTING_STRENGTH,
@@ -33,31 +35,84 @@ from alexnet_tf.constants import (
     WORKER_TIMEOUT_ENV,
 )
 from alexnet_tf.errors import InputError
+from alexnet_tf.preemption import Stopped
 from alexnet_tf.prepare.workers import WorkerError
-from alexnet_tf.training.preemption import Stopped
 
 
 class _Group(click.Group):
-    """Turns bad input into click's one-line ``Error: …`` and exit status 1: `InputError`,
-    `WorkerError`, and a bad record met while a command reads records (the reading happens deep
-    inside `tf.data`, so it is caught here, once: `alexnet_tf.input.bad_records.explain`; fit and
-    evaluate explain theirs themselves, naming their --skip-bad-records). A command stopped by a
-    signal (`preemption.Stopped`, which said so itself) exits with its status."""
+    """The one boundary between the library and the terminal, for every command:
+
+    * bad input becomes click's one-line ``Error: …`` and exit status 1: `InputError`,
+      `WorkerError`, and a bad record met while a command reads records (the reading happens deep
+      inside `tf.data`, so it is caught here, once: `alexnet_tf.input.bad_records.explain`; fit and
+      evaluate explain theirs themselves, naming their --skip-bad-records);
+    * the library names parameters, the command line its flags: while a command runs, its
+      `_Spelling` words messages and notices (`alexnet_tf.errors`);
+    * Ctrl-C and SIGTERM: a command stopped by a signal (`preemption.Stopped`) exits with its
+      status, 130 or 143, after its one line (the library's note, or none when whoever stopped
+      it said so already: fit's loop); a plain Ctrl-C (fit's second, or one outside any job)
+      exits 130, saying so (and, for the commands that resume, that a re-run does).
+    """
 
     def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except (InputError, WorkerError) as error:
-            raise click.ClickException(str(error)) from None
-        except Stopped as stopped:
-            raise SystemExit(stopped.status) from None
-        except _op_errors() as error:
-            from alexnet_tf.input import bad_records
+        with errors.spelling(_Spelling(self, ctx)):
+            try:
+                return super().invoke(ctx)
+            except (InputError, WorkerError) as error:
+                raise click.ClickException(errors.message(error)) from None
+            except KeyboardInterrupt as interrupt:
+                raise SystemExit(_stopped(interrupt, ctx.invoked_subcommand in _RESUMABLE)) from None
+            except _op_errors() as error:
+                from alexnet_tf.input import bad_records
 
-            explained = bad_records.explain(error)
-            if explained is None:
-                raise
-            raise click.ClickException(str(explained)) from None
+                explained = bad_records.explain(error)
+                if explained is None:
+                    raise
+                raise click.ClickException(errors.message(explained)) from None
+
+
+# The commands that continue where they stopped when run again.
+_RESUMABLE = frozenset({"prepare-data", "index-records", "fit", "tune", "demo"})
+
+
+def _stopped(interrupt: KeyboardInterrupt, resumable: bool) -> int:
+    """Says in one line on stderr why the command stopped (unless it said so itself) and what a
+    re-run does; returns the exit status."""
+    if isinstance(interrupt, Stopped):
+        if interrupt.note is not None:
+            click.echo(f"\n{errors.message(interrupt)}", err=True)
+        return interrupt.status
+    plain = Stopped(signal.SIGINT)  # before a job took the signals, or fit's second Ctrl-C
+    click.echo(f"\n{plain.reason}" + ("; re-run the same command to resume" if resumable else ""), err=True)
+    return plain.status
+
+
+class _Spelling:
+    """How the user of the running command spells a library parameter (`alexnet_tf.errors`): its
+    flag, or its argument's name (``OUTPUT``); None for one the command does not take.
+
+    The parameter → flag table is the commands' own declarations: each option's destination is
+    the library's parameter name (``--skip-bad-records`` sets ``skip_bad_records``, ``--recipe``
+    ``recipe_path``), as the config classes' "flags map one to one onto these fields" say.
+    """
+
+    def __init__(self, group: click.Group, ctx: click.Context) -> None:
+        self._group = group
+        self._ctx = ctx
+
+    def __call__(self, name: str, value: object) -> str | None:
+        command = self._group.commands.get(self._ctx.invoked_subcommand or "")
+        param = next((p for p in command.params if p.name == name), None) if command is not None else None
+        if param is None:
+            return None
+        if isinstance(param, click.Argument):
+            return param.human_readable_name if value is errors.NAME_ONLY else str(value)
+        flag = next((opt for opt in param.opts if opt.startswith("--")), param.opts[0])
+        if value is errors.NAME_ONLY:
+            return flag
+        if getattr(param, "is_flag", False) and isinstance(value, bool):
+            return flag if value else next(iter(param.secondary_opts), None)
+        return f"{flag} {shlex.quote(str(value))}"
 
 
 def _op_errors() -> tuple[type[Exception], ...]:
@@ -88,7 +143,7 @@ _fc_device_option = click.option(
     "--fc-device", help="two-tower: device of everything but the towers (default: tower 0's)."
 )
 _skip_bad_records_option = click.option(
-    "--skip-bad-records",  # = alexnet_tf.input.bad_records.SKIP_FLAG (not imported here: it loads TensorFlow)
+    "--skip-bad-records",
     is_flag=True,
     help="Leave out records that cannot be read or decoded, naming and counting them, instead of stopping.",
 )
@@ -235,12 +290,7 @@ def prepare_data(**options) -> None:
     """
     from alexnet_tf.prepare.convert import PrepareConfig, prepare_dataset
 
-    try:
-        report = prepare_dataset(PrepareConfig(**options))
-    except KeyboardInterrupt:
-        again = "the same command without --overwrite" if options["overwrite"] else "the same command"
-        click.echo(f"\nInterrupted: finished shards are kept; re-run {again} to resume.", err=True)
-        raise SystemExit(130) from None
+    report = prepare_dataset(PrepareConfig(**options))
     for note in report.notes:
         click.echo(note)
     click.echo(report.summary())
@@ -502,10 +552,6 @@ def fit(recipe_path, overrides, epochs, batch_size, learning_rate, mixed_precisi
         result = run_fit(FitConfig(recipe=recipe, verbose=not quiet, **options))
     except (TrainingDiverged, WorkerLost) as error:
         raise click.ClickException(str(error)) from None
-    except Stopped as stopped:  # a checkpoint was saved, and it said so
-        raise SystemExit(stopped.status) from None
-    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
-        raise SystemExit(130) from None
     if not quiet:
         export_dir = posixpath.join(posixpath.dirname(result.model_dir.rstrip("/")) or ".", "export")
         click.echo("\n".join(next_steps(options["data_dir"], result.model_dir, export_dir)))
@@ -536,11 +582,7 @@ def index_records_command(label_offset: str, **options) -> None:
     from alexnet_tf.prepare.index import IndexConfig, index_records
 
     offset = None if label_offset == "auto" else int(label_offset)
-    try:
-        report = index_records(IndexConfig(label_offset=offset, **options))
-    except KeyboardInterrupt:
-        click.echo("\nInterrupted: the shards already read are kept; re-run the same command to resume.", err=True)
-        raise SystemExit(130) from None
+    report = index_records(IndexConfig(label_offset=offset, **options))
     for note in report.notes:
         click.echo(note)
     click.echo(report.summary())
@@ -561,11 +603,7 @@ def demo(data: str | None, workdir: str, overrides: tuple[str, ...], quiet: bool
     """
     from alexnet_tf.demo import DemoConfig, run_demo
 
-    try:
-        report = run_demo(DemoConfig(workdir=workdir, data=data, overrides=overrides, progress=not quiet))
-    except KeyboardInterrupt:
-        click.echo("\nInterrupted: re-run the same command to resume.", err=True)
-        raise SystemExit(130) from None
+    report = run_demo(DemoConfig(workdir=workdir, data=data, overrides=overrides, progress=not quiet))
     click.echo(report.summary())
 
 
@@ -640,11 +678,7 @@ def tune(overrides: tuple[str, ...], **options) -> None:
     from alexnet_tf.tuning.search import TuneConfig
     from alexnet_tf.tuning.search import tune as run_tune
 
-    try:
-        result = run_tune(TuneConfig(overrides=tuple(overrides), **options))
-    except KeyboardInterrupt:
-        click.echo("\nInterrupted: re-run the same command to resume (the running trial is re-run).", err=True)
-        raise SystemExit(130) from None
+    result = run_tune(TuneConfig(overrides=tuple(overrides), **options))
     click.echo(result.table())
     if result.best_recipe_path:
         click.echo(

@@ -319,7 +319,9 @@ def _placed(path: str, model: keras.Model, towers: list[str] | None, precision: 
     try:
         network = place_towers(network, towers, dtype=dtype)
     except InputError as error:
-        raise InputError(f"{path}: {error}; evaluate it under another --strategy") from None
+        raise InputError(
+            f"{path}: {error}; evaluate it under another `strategy`", (*error.parameters, "strategy")
+        ) from None
     if not isinstance(model.input, dict):
         return network
     normalization = next(layer for layer in model.layers if isinstance(layer, ViewNormalization))

@@ -8,11 +8,11 @@ experiment files, a recipe has one mapping per section::
     training:  {epochs: 30, batch_size: 32}
 
 Values are validated on load: an unknown section or key, a wrong type, or an impossible value is
-one `InputError` line naming the file, the key and what is allowed. ``--set section.key=value``
-overrides (`apply_overrides`) are parsed as YAML scalars and validated the same way.
+one `InputError` line naming the file, the key and what is allowed. ``section.key=value``
+overrides (``fit --set``) are parsed as YAML scalars and validated the same way.
 
 The resolved recipe (every key, defaults included) is what a run records in ``RUN/recipe.yaml``
-(`to_yaml`) and what a resumed run is compared against (`differences`).
+(`to_yaml`) and what a resumed run is compared against (`alexnet_tf.jobs.check_options`).
 """
 
 from __future__ import annotations
@@ -253,7 +253,7 @@ def load_recipe(path: str | None = None, overrides: Sequence[str] = ()) -> Recip
       overrides: ``section.key=value`` strings; values are YAML scalars (``0.1``, ``null``, ``true``).
 
     Raises:
-      InputError: one line naming the file (or ``--set``), the key and what is allowed.
+      InputError: one line naming the file (or ``overrides``), the key and what is allowed.
     """
     values: dict[str, dict[str, Any]] = {}
     if path is not None:
@@ -262,8 +262,12 @@ def load_recipe(path: str | None = None, overrides: Sequence[str] = ()) -> Recip
     for override in overrides:
         section, key, value = _parse_override(override)
         values.setdefault(section, {})[key] = value
-    source = path if not overrides else f"{path or 'the paper defaults'} with --set {' '.join(overrides)}"
-    return from_dict(values, source)
+    if not overrides:
+        return from_dict(values, path)
+    try:
+        return from_dict(values, f"{path or 'the paper defaults'} with `overrides` {' '.join(overrides)}")
+    except InputError as error:
+        raise InputError(str(error), ("overrides",)) from None
 
 
 def builtin_recipes() -> dict[str, str]:
@@ -297,23 +301,19 @@ def from_dict(values: Mapping[str, Any], source: str) -> Recipe:
     return Recipe(**sections)
 
 
-def differences(old: Mapping[str, Any], new: Recipe) -> list[str]:
-    """The ``section.key`` names whose values differ between a recorded recipe dict and ``new``.
-
-    A key the recorded recipe lacks (added to the recipe since the run started) counts as its
-    default, so a run started by an older version resumes unless the key was set otherwise."""
-    new_values, defaults = new.to_dict(), Recipe().to_dict()
-    names = []
-    for section in sorted(set(old) | set(new_values)):
-        before, after = old.get(section) or {}, new_values.get(section) or {}
-        default = defaults.get(section, {})
-        for key in sorted(set(before) | set(after)):
-            if before.get(key, default.get(key, _MISSING)) != after.get(key, _MISSING):
-                names.append(f"{section}.{key}")
-    return names
+def with_defaults(recorded: Mapping[str, Any]) -> dict[str, Any]:
+    """A recorded recipe (``RUN/recipe.yaml``'s mapping) with the keys it lacks at their defaults:
+    keys added to the recipe since the run started, so that a run started by an older version
+    resumes unless the new key is set otherwise."""
+    complete = Recipe().to_dict()
+    for section, entries in recorded.items():
+        if isinstance(entries, Mapping) and isinstance(complete.get(section), dict):
+            complete[section].update(entries)
+        else:
+            complete[section] = entries
+    return complete
 
 
-_MISSING = object()
 # Exponent notation without a dot, which YAML 1.1 (PyYAML) leaves as a string.
 _FLOAT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
 
@@ -357,11 +357,13 @@ def _parse_override(override: str) -> tuple[str, str, Any]:
     name, sep, text = override.partition("=")
     section, dot, key = name.strip().partition(".")
     if not sep or not dot or not section or not key:
-        raise InputError(f"--set {override!r}: expected section.key=value, e.g. --set training.epochs=30")
+        raise InputError(
+            f"`overrides`: {override!r} is not section.key=value (e.g. training.epochs=30)", ("overrides",)
+        )
     try:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError:
-        raise InputError(f"--set {override!r}: the value is not a YAML scalar") from None
+        raise InputError(f"`overrides`: the value of {override!r} is not a YAML scalar", ("overrides",)) from None
     return section, key, value
 
 

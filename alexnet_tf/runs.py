@@ -45,9 +45,9 @@ import tensorflow as tf
 import yaml
 
 import alexnet_tf.network.layers  # noqa: F401 - registers the custom layers that load_model reads
-from alexnet_tf import files
+from alexnet_tf import files, jobs
 from alexnet_tf.errors import InputError
-from alexnet_tf.recipe import Recipe, differences
+from alexnet_tf.recipe import Recipe, with_defaults
 
 RECIPE_FILE = "recipe.yaml"
 CLASSES_FILE = "classes.json"
@@ -120,18 +120,21 @@ def read_recorded_recipe(model_dir: str) -> dict | None:
 
 def record_recipe(run_dir: str, recipe: Recipe, allow_change: bool, write: bool) -> None:
     """Compares ``recipe`` with the one the run in ``run_dir`` was started with (`InputError` if
-    they differ and not ``allow_change``), then, if ``write``, records it as ``RUN/recipe.yaml``."""
+    they differ and not ``allow_change``: `alexnet_tf.jobs.check_options`), then, if ``write``,
+    records it as ``RUN/recipe.yaml``."""
     path = posixpath.join(run_dir, RECIPE_FILE)
     if tf.io.gfile.exists(path):
         with tf.io.gfile.GFile(path) as f:
             old = yaml.safe_load(f.read()) or {}
-        changed = differences(old, recipe)
-        if changed and not allow_change:
-            raise InputError(
-                f"{path}: this run was started with a different recipe ({', '.join(changed)} differ); "
-                "re-run with the same recipe, --allow-recipe-change to continue with the new one, "
-                "or --overwrite to start again"
-            )
+        jobs.check_options(
+            with_defaults(old),
+            recipe.to_dict(),
+            f"{path}: this run was started with another recipe",
+            "re-run with the same recipe, `allow_recipe_change=True` to continue with the new one, "
+            "or `overwrite=True` to start again",
+            ("allow_recipe_change", "overwrite"),
+            allow_change,
+        )
     if write:
         with files.output_errors(run_dir):
             tf.io.gfile.makedirs(run_dir)

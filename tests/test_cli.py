@@ -174,7 +174,7 @@ def _final_outputs(directory: str, midway: bool) -> list[str]:
 
 BAD_INPUTS = [
     # (command line with placeholders, a fragment the error must contain)
-    ("summary --input-size 32", "input_size"),
+    ("summary --input-size 32", "--input-size 32: must be at least 64"),
     ("summary --channel-multiplier 0", "--channel-multiplier"),
     ("show-augment --data-dir MISSING -o NOPARENT/grid.png", "no such directory"),
     ("show-augment --data-dir FILE -o NOPARENT/grid.png", "not a directory"),
@@ -185,7 +185,7 @@ BAD_INPUTS = [
     ("show-augment --data-dir RECORDS -o NOPARENT/grid.png --images 0", "--images"),
     ("prepare-data MISSING NOPARENT/out", "missing"),
     ("prepare-data FILE NOPARENT/out", "file.txt"),
-    ("prepare-data RECORDS NOPARENT/out --jpeg-quality 0", "--jpeg-quality"),
+    ("prepare-data RECORDS NOPARENT/out --jpeg-quality 0", "--jpeg-quality 0: must be in 1..100"),
     ("index-records MISSING --no-progress", "missing"),
     ("index-records FILE --no-progress", "file.txt"),
     ("index-records TRUNCATED --output NOPARENT/index --no-progress", "truncated"),
@@ -235,7 +235,10 @@ BAD_INPUTS = [
     ("evaluate --data-dir GARBLED RUN --split train --no-progress", "records 2-3 cannot be read"),
     ("evaluate --data-dir IMAGES RUN --no-progress", "validation-00000-of-00001: record 1 is a 20000×20000 JPEG"),
     ("evaluate --data-dir IMAGES RUN --split train --no-progress", "record 1 is not a JPEG image (a GIF)"),
-    ("evaluate --data-dir RECORDS RUN --fc-device /CPU:1 --no-progress", "--fc-device"),
+    (
+        "evaluate --data-dir RECORDS RUN --fc-device /CPU:1 --no-progress",
+        "--fc-device /CPU:1 is for --strategy two-tower",
+    ),
     ("evaluate --data-dir RECORDS RUN --strategy multi-worker --no-progress", "TF_CONFIG"),
     ("evaluate --data-dir RECORDS RUN --precision bfloat16 --no-progress", "--precision"),
     ("export MISSING --export-dir NOPARENT/export", "missing"),

@@ -525,7 +525,7 @@ def test_next_version_and_refusal_to_overwrite(run_dir, tmp_path):
     (serving_dir / "7").mkdir(parents=True)
     (serving_dir / "notes").mkdir()
     assert export.export_model(str(run_dir), str(serving_dir)) == str(serving_dir / "8")
-    with pytest.raises(InputError, match="8 exists; pass --overwrite"):
+    with pytest.raises(InputError, match="8 exists; pass `overwrite=True`"):
         export.export_model(str(run_dir), str(serving_dir), version=8)
     (serving_dir / "8" / "marker").write_text("old")
     assert export.export_model(str(run_dir), str(serving_dir), version=8, overwrite=True) == str(serving_dir / "8")
@@ -710,9 +710,9 @@ def test_predict_json_matches_the_export(base, images):
     assert result.exit_code == 0, result.output
     (prediction,) = json.loads(result.stdout)
     assert prediction["path"] == str(images["png"]) and len(prediction["top"]) == 1
-    with pytest.raises(InputError, match="exported with --top-k 2"), open_classifier(str(base), top_k=3):
+    with pytest.raises(InputError, match="exported with `top_k=2`"), open_classifier(str(base), top_k=3):
         pass
-    with pytest.raises(InputError, match="--max-pixels: .* whose limit was set by `alexnet-tf export --max-pixels`"):
+    with pytest.raises(InputError, match="`max_pixels`: .* whose limit was set when it was exported"):
         with open_classifier(str(base), max_pixels=1000):
             pass
 

@@ -286,7 +286,7 @@ def test_tfds_records_are_indexed_with_their_class_names(tfds, tmp_path):
 
 def test_a_label_offset_that_makes_a_negative_class_is_refused(tfds, tmp_path):
     directory, _ = tfds
-    with pytest.raises(InputError, match="--label-offset 1: the records hold label 0"):
+    with pytest.raises(InputError, match="`label_offset=1`: the records hold label 0"):
         index_records(_config(directory, output=str(tmp_path / "meta"), label_offset=1))
 
 

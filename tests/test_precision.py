@@ -93,10 +93,10 @@ def test_auto_keeps_the_recorded_precision_of_a_resumed_run():
     recipe, lines = resolve(load_recipe("demo"), recorded, FP32_HOST)
     assert recipe.training.mixed_precision == "mixed_bfloat16"
     assert lines[0] == "precision: mixed_bfloat16 (auto: the run's recorded recipe.yaml, which it was started with)"
-    assert lines[1].endswith("; to switch this run: --set training.mixed_precision=none --allow-recipe-change")
+    assert lines[1].endswith("; to switch this run: set training.mixed_precision=none and `allow_recipe_change=True`")
     # float16 runs carry a loss scale in the checkpoint: no switching, only a restart.
     recipe, lines = resolve(load_recipe(None), {"training": {"mixed_precision": "mixed_float16"}}, BF16_HOST)
-    assert recipe.training.mixed_precision == "mixed_float16" and "--overwrite restarts" in lines[1]
+    assert recipe.training.mixed_precision == "mixed_float16" and "`overwrite=True` restarts" in lines[1]
     # A recorded value that is not a precision (hand-edited) is ignored: this host decides.
     assert (
         resolve(load_recipe(None), {"training": {"mixed_precision": "auto"}}, FP32_HOST)[0].training.mixed_precision
@@ -138,7 +138,7 @@ def test_fit_records_the_choice_and_keeps_it_on_a_host_that_would_choose_otherwi
     out = capsys.readouterr().out.splitlines()
     assert resumed.resumed_from == (1, 8)
     assert out[0] == "precision: mixed_bfloat16 (auto: the run's recorded recipe.yaml, which it was started with)"
-    assert out[1].endswith("to switch this run: --set training.mixed_precision=none --allow-recipe-change")
+    assert out[1].endswith("to switch this run: set training.mixed_precision=none and `allow_recipe_change=True`")
     assert recorded_precision(run) == "mixed_bfloat16"
     # What the notice says works: the checkpoint restores in float32.
     switched = load_recipe(None, [*TINY, "training.epochs=3", "training.mixed_precision=none"])

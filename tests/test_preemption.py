@@ -15,10 +15,10 @@ import time
 
 import pytest
 
-from alexnet_tf import constants
+from alexnet_tf import constants, preemption
 from alexnet_tf.errors import InputError
 from alexnet_tf.synthetic import write_synthetic_dataset
-from alexnet_tf.training import cluster, preemption
+from alexnet_tf.training import cluster
 from tests.cluster import free_ports, tf_configs
 from tests.test_train import ENV, TINY
 

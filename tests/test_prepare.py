@@ -353,5 +353,5 @@ def test_a_smaller_image_size_is_stored_and_recorded(reference, tmp_path):
             assert tf.io.decode_jpeg(features[schema.ENCODED]).shape == (72, 72, 3)
     views, _ = next(iter(InputPipeline(InputConfig(output, batch_size=2, crop_size=64)).train_dataset()))
     assert views["image"].shape == (2, 64, 64, 3)
-    with pytest.raises(InputError, match="--image-size 32"):
+    with pytest.raises(InputError, match=r"`image_size` must be at least 64. Received: image_size=32"):
         config(data.root, output, image_size=32)

@@ -7,7 +7,8 @@ import yaml
 
 from alexnet_tf import paper
 from alexnet_tf.errors import InputError
-from alexnet_tf.recipe import Recipe, differences, load_recipe
+from alexnet_tf.jobs import changed_options
+from alexnet_tf.recipe import Recipe, load_recipe, with_defaults
 
 PIPELINES = pathlib.Path(__file__).resolve().parents[1] / "pipelines"
 
@@ -74,9 +75,9 @@ def test_validation_errors_name_the_file_the_key_and_what_is_allowed(tmp_path, t
 
 
 def test_bad_overrides(tmp_path):
-    with pytest.raises(InputError, match=r"--set 'epochs=3': expected section.key=value"):
+    with pytest.raises(InputError, match=r"`overrides`: 'epochs=3' is not section.key=value"):
         load_recipe(None, ["epochs=3"])
-    with pytest.raises(InputError, match=r"with --set training.keep_checkpoints=0: training.keep_checkpoints=0"):
+    with pytest.raises(InputError, match=r"with `overrides` training.keep_checkpoints=0: training.keep_checkpoints=0"):
         load_recipe(None, ["training.keep_checkpoints=0"])
     with pytest.raises(InputError, match="recipe file not found"):
         load_recipe(str(tmp_path / "missing.yaml"))
@@ -85,13 +86,13 @@ def test_bad_overrides(tmp_path):
 def test_resolved_recipe_round_trips_and_differences_name_keys():
     recipe = load_recipe(None, ["training.epochs=3", "model.dropout=0.25"])
     recorded = yaml.safe_load(recipe.to_yaml())
-    assert differences(recorded, recipe) == []
+    assert changed_options(recorded, recipe.to_dict()) == []
     changed = load_recipe(None, ["training.epochs=4", "model.dropout=0.25", "training.mixed_precision=mixed_bfloat16"])
-    assert differences(recorded, changed) == ["training.epochs", "training.mixed_precision"]
+    assert changed_options(recorded, changed.to_dict()) == ["training.epochs", "training.mixed_precision"]
     older = {**recorded, "training": {k: v for k, v in recorded["training"].items() if k != "log_every_steps"}}
-    assert differences(older, recipe) == []  # a key added since: its default
+    assert changed_options(with_defaults(older), recipe.to_dict()) == []  # a key added since: its default
     logged = load_recipe(None, ["training.epochs=3", "model.dropout=0.25", "training.log_every_steps=7"])
-    assert differences(older, logged) == ["training.log_every_steps"]
+    assert changed_options(with_defaults(older), logged.to_dict()) == ["training.log_every_steps"]
 
 
 def test_linear_batch_scaling():

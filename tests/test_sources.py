@@ -48,7 +48,7 @@ def test_limit_per_class_is_a_seeded_subset(tmp_path):
 
 def test_conflicting_or_useless_label_options(tmp_path):
     data = make_dataset(str(tmp_path / "data"), per_class=1, val_form="folders", quirks=False)
-    with pytest.raises(InputError, match="--val-labels is only for a flat validation folder"):
+    with pytest.raises(InputError, match="`val_labels` is only for a flat validation folder"):
         sources.discover(data.root, val_labels=os.path.join(data.root, "LOC_synset_mapping.txt"))
     other = tmp_path / "synsets.txt"
     other.write_text("n00000001 something else\n")

@@ -60,7 +60,7 @@ def test_cli_table_and_json():
 def test_cli_rejects_bad_flags_in_one_line():
     result = CliRunner().invoke(main, ["summary", "--input-size", "32"])
     assert result.exit_code == 1
-    assert result.output.strip() == "Error: `input_size` must be at least 64. Received: input_size=32"
+    assert result.output.strip() == "Error: --input-size 32: must be at least 64"  # AlexNet's `input_size`
     result = CliRunner().invoke(main, ["summary", "--one-tower", "--grouped"])
     assert result.exit_code == 1 and "`grouped_convolutions` must be False with two_towers=False" in result.output
     result = CliRunner().invoke(main, ["summary", "--channel-multiplier", "0"])

@@ -228,7 +228,7 @@ def test_dropout_masks_are_a_function_of_seed_step_replica_and_layer():
 def test_a_different_recipe_or_optimizer_is_refused(records, tmp_path):
     run = str(tmp_path / "run")
     fit(FitConfig(records, run, tiny("training.epochs=1"), verbose=False))
-    with pytest.raises(InputError, match=r"recipe.yaml: .*\(training.epochs differ\).*--allow-recipe-change"):
+    with pytest.raises(InputError, match=r"recipe.yaml: .*\(training.epochs: 1 -> 2\).*`allow_recipe_change=True`"):
         fit(FitConfig(records, run, tiny("training.epochs=2"), verbose=False))
     # mixed_float16 wraps the optimizer in a LossScaleOptimizer: restoring would drop the momentum.
     changed = tiny("training.epochs=2", "training.mixed_precision=mixed_float16")
@@ -314,7 +314,7 @@ def test_two_tower_places_each_tower_on_its_own_device(records, tmp_path):
         assert op.device.endswith(f"CPU:{tower}"), (op.name, op.device)
     with pytest.raises(InputError, match="XLA ignores tf.device"):
         fit(FitConfig(records, str(tmp_path / "x"), tiny("training.jit_compile=true"), strategy="two-tower", devices=2))
-    with pytest.raises(InputError, match="--fc-device /CPU:1 is for --strategy two-tower only"):
+    with pytest.raises(InputError, match="`fc_device='/CPU:1'` is for `strategy='two-tower'` only"):
         fit(FitConfig(records, str(tmp_path / "z"), tiny(), strategy="mirrored", devices=2, fc_device="/CPU:1"))
     with pytest.raises(InputError, match="needs model.two_towers=true"):
         fit(FitConfig(records, str(tmp_path / "y"), tiny("model.two_towers=false"), strategy="two-tower", devices=2))

@@ -6,6 +6,7 @@ epoch per trial.
 """
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -120,7 +121,7 @@ def test_search_completes_resumes_and_writes_a_recipe(records, space_file, tmp_p
 def test_a_changed_search_is_refused(records, space_file, tmp_path):
     tune_dir = str(tmp_path / "tune")
     tune(config(records, tune_dir, space_file, max_trials=1))
-    with pytest.raises(InputError, match="different epochs"):
+    with pytest.raises(InputError, match=r"other settings \(epochs: 1 -> 2\)"):
         tune(TuneConfig(records, tune_dir, overrides=TINY, space_path=space_file, epochs=2, max_trials=1))
 
 
@@ -144,7 +145,7 @@ def test_a_search_stopped_before_any_trial_finished_restarts_with_new_settings(
     assert [row.status for row in result.trials] == ["COMPLETED"]
     assert result.trials[0].values["training.batch_size"] == 8
     # Once a trial has finished, a changed search is refused again.
-    with pytest.raises(InputError, match="different space"):
+    with pytest.raises(InputError, match=r"other settings \(space\.training\.batch_size\.values: \[8\] -> \[8, 16\]\)"):
         tune(config(records, tune_dir, space_file, max_trials=1))
 
 
@@ -205,3 +206,31 @@ def test_a_search_killed_mid_trial_resumes_that_trial(records, space_file, tmp_p
     assert "trial 1:" in again.stdout and "resuming from epoch 0 step" in again.stdout
     table = again.stdout[again.stdout.index("trial  status") :].splitlines()[2:]
     assert [line.split()[:2] for line in table[:3]] == [["0", "COMPLETED"], ["1", "COMPLETED"], ["2", "COMPLETED"]]
+
+
+@pytest.mark.slow
+def test_sigterm_mid_trial_saves_the_trials_checkpoint_and_exits_143(records, space_file, tmp_path):
+    """SIGTERM during a trial: its fit saves a checkpoint at the next step and says so; tune exits
+    143 (SIGTERM), not 130, and adds no line of its own."""
+    tune_dir = tmp_path / "tune"
+    overrides = (*TINY, "training.checkpoint_every_steps=2")
+    args = [sys.executable, "-m", "alexnet_tf", "tune", "--data-dir", records, "--tune-dir", str(tune_dir),
+            "--space", space_file, "--max-trials", "1", "--epochs", "50",
+            *(arg for override in overrides for arg in ("--set", override))]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+    log = tmp_path / "stderr"
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+    checkpoint = tune_dir / "search" / "trial_0" / "run" / "checkpoints" / "checkpoint"
+    try:
+        deadline = time.monotonic() + 300
+        while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        status = process.wait(120)
+    finally:
+        process.kill()
+    printed = log.read_text()
+    assert status == 143 and "Traceback" not in printed, printed[-3000:]
+    said = "terminated \\(SIGTERM\\): saved a checkpoint at step \\d+; re-run the same command to resume"
+    assert re.fullmatch(said, printed.strip().splitlines()[-1]), printed[-3000:]

@@ -18,7 +18,7 @@ record number (`fail`), and `explain` turns the error into an `InputError`, one 
 shard and the record and saying how to repair it. A damaged JPEG is found by the decoder itself,
 so its error names the dataset but not the shard.
 
-With a `SkippedRecords` (``--skip-bad-records`` of fit and evaluate) the reader also checks every
+With a `SkippedRecords` (``skip_bad_records`` of fit and evaluate) the reader also checks every
 image itself and decodes it at 1/8 scale, which reads all of its compressed data, and leaves out
 every bad record of any of the three kinds, noting it there (once however often it is read) so
 that the caller can say how many were left out, and which. Measured: 0.74× the images per
@@ -42,7 +42,6 @@ from alexnet_tf.prepare.images import DEFAULT_MAX_PIXELS
 from alexnet_tf.records import schema
 from alexnet_tf.records.metadata import METADATA_FILENAME, DatasetMetadata
 
-SKIP_FLAG = "--skip-bad-records"
 # Keys `RecordReader` adds to a record's parsed features: its shard and its number there.
 PATH = "record/path"
 INDEX = "record/index"
@@ -302,41 +301,42 @@ class RecordReader:
         return tf.cond(end, at_end, of_record)
 
 
-def explain(error: tf.errors.OpError, data_dir: str | None = None, skip_flag: str | None = None) -> InputError | None:
+def explain(error: tf.errors.OpError, data_dir: str | None = None, skippable: bool = False) -> InputError | None:
     """The one-line `InputError` for a bad record behind ``error`` (None: not a record error).
 
-    ``data_dir`` (the dataset read) makes the repair advice exact; ``skip_flag`` is added as the
-    other way out where the caller has one.
+    ``data_dir`` (the dataset read) makes the repair advice exact; ``skippable``: the caller
+    has a ``skip_bad_records`` parameter, the other way out, which the advice names.
     """
+    skip = ("skip_bad_records",) if skippable else ()
     found = _ASSERTION.search(error.message)
     if found is not None:
         path = base64.urlsafe_b64decode(_padded(found.group(1))).decode("utf-8", "replace")
         index, *problem = (int(value) for value in found.groups()[1:7])
         record = bad_record(path, index, tuple(problem), base64.urlsafe_b64decode(_padded(found.group(8))))
-        return InputError(f"{record}; {_repair(data_dir or posixpath.dirname(path) or None, skip_flag)}")
+        return InputError(f"{record}; {_repair(data_dir or posixpath.dirname(path) or None, skippable)}", skip)
     reason = _first_line(error)
     if isinstance(error, tf.errors.DataLossError):
-        return InputError(f"a record file is truncated or corrupt ({reason}); {_repair(data_dir, skip_flag)}")
+        return InputError(f"a record file is truncated or corrupt ({reason}); {_repair(data_dir, skippable)}", skip)
     if isinstance(error, tf.errors.InvalidArgumentError) and re.search(r"Jpeg|JPEG|ParseExample", error.message):
         where = data_dir or "the dataset"
-        name = f"; pass {skip_flag} to leave such records out (each is named)" if skip_flag else ""
-        return InputError(f"a record of {where} does not decode ({reason}){name}; {_repair(data_dir, None)}")
+        name = "; pass `skip_bad_records=True` to leave such records out (each is named)" if skippable else ""
+        return InputError(f"a record of {where} does not decode ({reason}){name}; {_repair(data_dir, False)}", skip)
     return None
 
 
 @contextlib.contextmanager
-def explained(data_dir: str, skip_flag: str | None = SKIP_FLAG) -> Iterator[None]:
+def explained(data_dir: str, skippable: bool = True) -> Iterator[None]:
     """Turns a bad record met while reading ``data_dir`` into `explain`'s `InputError`."""
     try:
         yield
     except tf.errors.OpError as error:
-        found = explain(error, data_dir, skip_flag)
+        found = explain(error, data_dir, skippable)
         if found is None:
             raise
         raise found from None
 
 
-def _repair(data_dir: str | None, skip_flag: str | None) -> str:
+def _repair(data_dir: str | None, skippable: bool) -> str:
     """How to repair a dataset's bad shard: what wrote it (metadata.json's options) can write it again."""
     options = {}
     if data_dir is not None and tf.io.gfile.exists(posixpath.join(data_dir, METADATA_FILENAME)):
@@ -355,7 +355,7 @@ def _repair(data_dir: str | None, skip_flag: str | None) -> str:
         )
     else:
         advice = "re-create the records (prepare-data with --overwrite)"
-    return advice + (f", or pass {skip_flag} to leave bad records out" if skip_flag else "")
+    return advice + (", or pass `skip_bad_records=True` to leave bad records out" if skippable else "")
 
 
 def _first_line(error: tf.errors.OpError) -> str:

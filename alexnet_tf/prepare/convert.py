@@ -15,7 +15,8 @@ Restartable (state in `alexnet_tf.prepare.resume`). Before any shard is written,
 ``_prepare/state.json`` records the options (the fingerprint) and a digest of the shard plan.
 Each shard is written under a temporary name and renamed when whole; the parent process records
 finished shards, with their counts, skipped files and exact statistic sums, in
-``_prepare/checkpoint.npz`` (at most every `CHECKPOINT_SECONDS`, and on Ctrl-C or an error).
+``_prepare/checkpoint.npz`` (at most every `CHECKPOINT_SECONDS`, and on Ctrl-C, SIGTERM or an
+error: `alexnet_tf.jobs.Job`).
 Re-running the same command after Ctrl-C or kill -9 removes temporary files, keeps every shard
 that is in the checkpoint, and writes the rest again — shards are a pure function of the file
 list, options and seed, so nothing is duplicated or lost, and shards and statistics are
@@ -27,7 +28,6 @@ removed; re-running then reports that there is nothing to do.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
 import hashlib
@@ -41,10 +41,11 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from alexnet_tf import files, locks, paper
+from alexnet_tf import errors, files, jobs, locks, paper
 from alexnet_tf.constants import DEFAULT_TRAIN_SHARDS, DEFAULT_VALIDATION_SHARDS, MIN_INPUT_SIZE
-from alexnet_tf.errors import InputError
+from alexnet_tf.errors import InputError, invalid
 from alexnet_tf.files import output_errors
+from alexnet_tf.jobs import CHECKPOINT_SECONDS
 from alexnet_tf.prepare import images, resume
 from alexnet_tf.prepare.shards import (
     ShardContext,
@@ -56,7 +57,7 @@ from alexnet_tf.prepare.shards import (
 )
 from alexnet_tf.prepare.sources import Source, discover
 from alexnet_tf.prepare.streams import Stream
-from alexnet_tf.prepare.workers import run_tasks
+from alexnet_tf.prepare.workers import default_workers, run_tasks
 from alexnet_tf.records.metadata import (
     METADATA_FILENAME,
     DatasetMetadata,
@@ -66,8 +67,6 @@ from alexnet_tf.records.metadata import (
 )
 from alexnet_tf.records.schema import SPLITS, TRAIN
 
-# Work redone after kill -9 is at most this many seconds plus the shards in flight.
-CHECKPOINT_SECONDS = 30.0
 # Fields that do not change what is written, so a rerun may change them (the output directory
 # may be moved between runs).
 _RUN_ONLY_OPTIONS = frozenset({"output", "workers", "overwrite", "progress"})
@@ -122,21 +121,20 @@ class PrepareConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.train_shards >= 1, "--train-shards", "must be at least 1"),
-            (self.validation_shards >= 1, "--validation-shards", "must be at least 1"),
-            (0.0 <= self.val_fraction < 1.0, "--val-fraction", "must be in [0, 1)"),
-            (self.limit_per_class is None or self.limit_per_class >= 1, "--limit-per-class", "must be at least 1"),
-            (self.stats_sample is None or self.stats_sample >= 1, "--stats-sample", "must be at least 1"),
-            (1 <= self.jpeg_quality <= 100, "--jpeg-quality", "must be in 1..100"),
-            (self.label_offset in (0, 1), "--label-offset", "must be 0 or 1"),
-            (self.max_pixels >= 1, "--max-pixels", "must be at least 1"),
-            (self.image_size >= MIN_INPUT_SIZE, "--image-size", f"must be at least {MIN_INPUT_SIZE}"),
-            (self.workers is None or self.workers >= 1, "--workers", "must be at least 1"),
+            (self.train_shards >= 1, "train_shards", "at least 1"),
+            (self.validation_shards >= 1, "validation_shards", "at least 1"),
+            (0.0 <= self.val_fraction < 1.0, "val_fraction", "in [0, 1)"),
+            (self.limit_per_class is None or self.limit_per_class >= 1, "limit_per_class", "at least 1"),
+            (self.stats_sample is None or self.stats_sample >= 1, "stats_sample", "at least 1"),
+            (1 <= self.jpeg_quality <= 100, "jpeg_quality", "in 1..100"),
+            (self.label_offset in (0, 1), "label_offset", "0 or 1"),
+            (self.max_pixels >= 1, "max_pixels", "at least 1"),
+            (self.image_size >= MIN_INPUT_SIZE, "image_size", f"at least {MIN_INPUT_SIZE}"),
+            (self.workers is None or self.workers >= 1, "workers", "at least 1"),
         ]
-        for ok, flag, rule in checks:
+        for ok, name, requirement in checks:
             if not ok:
-                value = getattr(self, flag[2:].replace("-", "_"))
-                raise InputError(f"{flag} {value}: {rule}")
+                raise invalid(name, getattr(self, name), requirement)
 
     def options(self) -> dict[str, Any]:
         """The options that determine the output: compared on resume, stored in the metadata."""
@@ -178,7 +176,8 @@ class PrepareReport:
         )
         skipped = f"{len(self.metadata.skipped)} files skipped (reasons in {METADATA_FILENAME})"
         if self.up_to_date:
-            return f"{self.output} is already complete: {counts}; {skipped}; nothing to do (--overwrite rebuilds it)"
+            done = f"{self.output} is already complete: {counts}; {skipped}; nothing to do"
+            return errors.worded(f"{done} (`overwrite=True` rebuilds it)", ("overwrite",))
         rate = self.processed / max(self.seconds, 1e-9)
         duration = datetime.timedelta(seconds=round(self.seconds))
         kept = self.resumed_shards
@@ -194,7 +193,7 @@ def prepare_dataset(config: PrepareConfig) -> PrepareReport:
 
     Resumes an interrupted run with the same options (see the module docstring). Raises
     `InputError` for bad input, `alexnet_tf.prepare.workers.WorkerError` if a worker dies, and
-    lets KeyboardInterrupt through after recording the finished shards.
+    `alexnet_tf.preemption.Stopped` on Ctrl-C or SIGTERM, after recording the finished shards.
     """
     started = time.monotonic()
     output = config.output.rstrip("/") or "/"
@@ -230,7 +229,8 @@ def _prepare_locked(config: PrepareConfig, output: str, source: Source | None, s
     elif state["digest"] != digest:
         raise InputError(
             f"the files under {config.source} changed since the interrupted run in {output}; "
-            "add --overwrite to start again"
+            "pass `overwrite=True` to start again",
+            ("overwrite",),
         )
     files.remove_temporaries(output)
     done = resume.Checkpoint.load(output, config.image_size)
@@ -349,28 +349,27 @@ def _convert(
         image_options=config.image_options(),
     )
     total = sum(len(task.items) for task in todo)
-    last_checkpoint = time.monotonic()
     skipped = 0
+    again = " without `overwrite=True`" if config.overwrite else ""  # it would delete them
+    job = jobs.Job(
+        lambda: done.save(output),
+        seconds=CHECKPOINT_SECONDS,
+        kept=f"the finished shards are kept; re-run the same command{again} to resume",
+        parameters=("overwrite",),
+    )
     with tqdm(
         total=total, unit="img", desc="prepare-data", disable=not config.progress, smoothing=0.05, dynamic_ncols=True
     ) as bar:
         throughput = _Throughput(bar)
 
         def on_result(result: ShardResult) -> None:
-            nonlocal last_checkpoint, skipped
-            done.add(result)
+            nonlocal skipped
+            job.finished(lambda: done.add(result))
             skipped += len(result.skipped)
             bar.set_postfix(skipped=skipped, refresh=False)
-            if time.monotonic() - last_checkpoint >= CHECKPOINT_SECONDS:
-                done.save(output)
-                last_checkpoint = time.monotonic()
 
-        try:
+        with job:  # keeps the finished shards for the next run, however this one stops
             run_tasks(write_shard, context, todo, workers=_workers(config), on_result=on_result, on_progress=throughput)
-        except BaseException:
-            with contextlib.suppress(tf.errors.OpError, InputError):
-                done.save(output)  # keep the finished shards for the next run
-            raise
     return total, throughput.steady_rate()
 
 
@@ -394,11 +393,6 @@ class _Throughput:
         if self._first is None or self._last <= self._first[0]:
             return None
         return (self._count - self._first[1]) / (self._last - self._first[0])
-
-
-def default_workers() -> int:
-    """prepare-data's default number of worker processes: the CPUs this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _workers(config: PrepareConfig) -> int:

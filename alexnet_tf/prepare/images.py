@@ -175,7 +175,7 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         raise BadImage(f"invalid image size {width}x{height}")
     if width * height > max_pixels:
         raise BadImage(
-            f"decompression bomb refused: {width}x{height} = {width * height:,} pixels > --max-pixels {max_pixels:,}"
+            f"decompression bomb refused: {width}x{height} = {width * height:,} pixels > max_pixels {max_pixels:,}"
         )
     return image
 

@@ -16,9 +16,10 @@ that a user already holds as TFRecords costs hours; this reads them once instead
 * Records keep their geometry: ``image_size`` is 256 only if every image is 256×256, else None
   (the input pipeline then applies §2 on the fly).
 * Resumable: the finished shards' results and their merged exact sums are checkpointed in
-  ``OUTPUT/_index/checkpoint.npz`` (at most every `CHECKPOINT_SECONDS`, and on Ctrl-C or an
-  error), with the options and a digest of the shard list; a rerun scans only the other shards
-  and gives byte-identical metadata. Changed options or shards are refused unless ``overwrite``.
+  ``OUTPUT/_index/checkpoint.npz`` (at most every `CHECKPOINT_SECONDS`, and on Ctrl-C, SIGTERM
+  or an error: `alexnet_tf.jobs.Job`), with the options and a digest of the shard list; a rerun
+  scans only the other shards and gives byte-identical metadata. Changed options or shards are
+  refused unless ``overwrite``.
 """
 
 from __future__ import annotations
@@ -36,14 +37,14 @@ from typing import Any
 import tensorflow as tf
 from tqdm import tqdm
 
-from alexnet_tf import files, locks, paper
-from alexnet_tf.errors import InputError
+from alexnet_tf import errors, files, jobs, locks, paper
+from alexnet_tf.errors import InputError, invalid
 from alexnet_tf.files import output_errors
+from alexnet_tf.jobs import CHECKPOINT_SECONDS
 from alexnet_tf.prepare import layout, resume
-from alexnet_tf.prepare.convert import CHECKPOINT_SECONDS, default_workers
 from alexnet_tf.prepare.scan import ScanContext, ScanResult, ScanTask, scan_shard
 from alexnet_tf.prepare.stats import PixelStats
-from alexnet_tf.prepare.workers import run_tasks
+from alexnet_tf.prepare.workers import default_workers, run_tasks
 from alexnet_tf.records import schema
 from alexnet_tf.records.metadata import (
     MEAN_IMAGE_FILENAME,
@@ -88,13 +89,13 @@ class IndexConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.stats_sample is None or self.stats_sample >= 1, "--stats-sample", "must be at least 1"),
-            (self.label_offset in (None, 0, 1), "--label-offset", "must be auto, 0 or 1"),
-            (self.workers is None or self.workers >= 1, "--workers", "must be at least 1"),
+            (self.stats_sample is None or self.stats_sample >= 1, "stats_sample", "at least 1"),
+            (self.label_offset in (None, 0, 1), "label_offset", "None (auto), 0 or 1"),
+            (self.workers is None or self.workers >= 1, "workers", "at least 1"),
         ]
-        for ok, flag, rule in checks:
+        for ok, name, requirement in checks:
             if not ok:
-                raise InputError(f"{flag} {getattr(self, flag[2:].replace('-', '_'))}: {rule}")
+                raise invalid(name, getattr(self, name), requirement)
 
     def options(self) -> dict[str, Any]:
         """The options that determine the metadata: compared on resume, stored in the metadata."""
@@ -126,7 +127,9 @@ class IndexReport:
         )
         where = metadata_path(self.output)
         if self.up_to_date:
-            return f"{where} is already up to date: {counts}; nothing to do (--overwrite rebuilds it)"
+            return errors.worded(
+                f"{where} is already up to date: {counts}; nothing to do (`overwrite=True` rebuilds it)", ("overwrite",)
+            )
         kept = f"; {self.resumed_shards} shards kept from the interrupted run" if self.resumed_shards else ""
         duration = datetime.timedelta(seconds=round(self.seconds))
         return (
@@ -140,8 +143,8 @@ def index_records(config: IndexConfig) -> IndexReport:
     """Writes metadata for the records in ``config.records_dir`` (see the module docstring).
 
     Raises `InputError` for bad input (no shards, an unknown schema, a bad record, metadata
-    already there), `alexnet_tf.prepare.workers.WorkerError` if a worker dies, and lets
-    KeyboardInterrupt through after checkpointing the shards already read.
+    already there), `alexnet_tf.prepare.workers.WorkerError` if a worker dies, and
+    `alexnet_tf.preemption.Stopped` on Ctrl-C or SIGTERM, after checkpointing the shards already read.
     """
     started = time.monotonic()
     records_dir = config.records_dir.rstrip("/") or "/"
@@ -150,7 +153,7 @@ def index_records(config: IndexConfig) -> IndexReport:
     record_schema = _schema(records_dir, shards)
     class_names = layout.read_class_names(records_dir)
     options = config.options() | {"shards_digest": _digest(shards)}
-    hint = "; give --output DIR for the metadata" if output == records_dir else ""
+    hint = "; give `output=DIR` for the metadata" if output == records_dir else ""
     with _output_lock(output, hint):
         if config.overwrite:
             _remove_outputs(output)
@@ -164,9 +167,15 @@ def index_records(config: IndexConfig) -> IndexReport:
             try:  # now, so that a read-only output fails before the scan, not after it
                 done.save(output)
             except InputError as error:
-                raise InputError(f"{error}{hint}") from None
+                raise InputError(f"{error}{hint}", (*error.parameters, "output")) from None
         else:
-            resume.check_options(output, done.options, options)
+            jobs.check_options(
+                done.options,
+                options,
+                f"{output} was being indexed with other options or shards",
+                "use the original options to resume, or pass `overwrite=True` to start again",
+                ("overwrite",),
+            )
 
         for name in (METADATA_FILENAME, MEAN_IMAGE_FILENAME):  # ours only: the directory may be the user's
             files.remove_temporaries(output, name)
@@ -201,7 +210,7 @@ def _output_lock(output: str, hint: str) -> Iterator[None]:
         except locks.DirectoryInUse:
             raise
         except InputError as error:
-            raise InputError(f"{error}{hint}") from None
+            raise InputError(f"{error}{hint}", (*error.parameters, "output")) from None
         yield
 
 
@@ -220,8 +229,9 @@ def infer_label_offset(
     if requested is not None:
         if low - requested < 0:
             raise InputError(
-                f"--label-offset {requested}: the records hold label {low}, which would be class {low - requested}; "
-                "use --label-offset 0 or auto"
+                f"`label_offset={requested}`: the records hold label {low}, which would be class {low - requested}; "
+                "use `label_offset=0` or let it be inferred",
+                ("label_offset",),
             )
         return requested, f"label offset {requested} as given ({seen})"
     if low == 0:
@@ -230,14 +240,16 @@ def infer_label_offset(
     if known is not None:
         if high == known:
             return 1, f"label offset 1 inferred: {seen} with {known} classes in {class_names.source} (certain)"
-        return 0, (
+        return 0, errors.worded(
             f"label offset 0 assumed: {seen} fit the {known} classes of {class_names.source} either way and "
-            "TFDS labels are 0-based; pass --label-offset 1 if label 1 is the first class"
+            "TFDS labels are 0-based; pass `label_offset=1` if label 1 is the first class",
+            ("label_offset",),
         )
     if record_schema == schema.MODEL_GARDEN:
-        return 1, (
+        return 1, errors.worded(
             f"label offset 1 inferred: {seen}, label 0 never occurs, as in Model Garden / TF-Slim's 1..N with 0 "
-            "for background (likely, not certain: pass --label-offset 0 if label 0 is a class without records)"
+            "for background (likely, not certain: pass `label_offset=0` if label 0 is a class without records)",
+            ("label_offset",),
         )
     return 0, f"label offset 0 assumed: {seen}, label 0 never occurs, and TFDS labels are 0-based"
 
@@ -300,7 +312,7 @@ def _schema(records_dir: str, shards: dict[str, list[layout.ShardFile]]) -> str:
 
 
 def _remove_outputs(output: str) -> None:
-    """What --overwrite deletes: metadata, mean image and index state in ``output``, nothing else."""
+    """What ``overwrite`` deletes: metadata, mean image and index state in ``output``, nothing else."""
     with output_errors(output):
         for name in (METADATA_FILENAME, MEAN_IMAGE_FILENAME):
             path = posixpath.join(output, name)
@@ -322,8 +334,9 @@ def _complete_metadata(output: str, options: dict[str, Any]) -> DatasetMetadata 
             else ("prepare-data or by hand")
         )
         raise InputError(
-            f"{metadata_path(output)} already exists (written by {by}); add --overwrite to replace it "
-            "(the records are not touched), or write elsewhere with --output DIR"
+            f"{metadata_path(output)} already exists (written by {by}); pass `overwrite=True` to replace it "
+            "(the records are not touched), or write elsewhere with `output=DIR`",
+            ("overwrite", "output"),
         )
     return metadata
 
@@ -352,7 +365,11 @@ def _scan(
     output: str,
 ) -> None:
     sizes = {shard.name: shard.size for found in shards.values() for shard in found}
-    last_checkpoint = time.monotonic()
+    job = jobs.Job(
+        lambda: done.save(output),
+        seconds=CHECKPOINT_SECONDS,
+        kept="the shards already read are kept; re-run the same command to resume",
+    )
     with tqdm(
         total=sum(sizes[task.name] for task in todo),
         unit="B",
@@ -363,19 +380,11 @@ def _scan(
     ) as bar:
 
         def on_result(result: ScanResult) -> None:
-            nonlocal last_checkpoint
-            done.add(result)
-            if time.monotonic() - last_checkpoint >= CHECKPOINT_SECONDS:
-                done.save(output)
-                last_checkpoint = time.monotonic()
+            job.finished(lambda: done.add(result))
 
         workers = default_workers() if config.workers is None else config.workers
-        try:
+        with job:  # keeps the shards already read for the next run, however this one stops
             run_tasks(scan_shard, context, todo, workers=workers, on_result=on_result, on_progress=bar.update)
-        except BaseException:
-            with contextlib.suppress(InputError):
-                done.save(output)  # keep the shards already read for the next run
-            raise
 
 
 def _metadata(
@@ -456,7 +465,8 @@ def _classes(
         if count > class_names.num_classes:
             raise InputError(
                 f"{records_dir}: label {max(labels)} with label offset {offset} is class {count - 1}, but "
-                f"{class_names.source} has {class_names.num_classes} classes; check --label-offset"
+                f"{class_names.source} has {class_names.num_classes} classes; check `label_offset`",
+                ("label_offset",),
             )
         count = class_names.num_classes
     classes = []

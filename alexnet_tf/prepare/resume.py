@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import files
+from alexnet_tf import files, jobs
 from alexnet_tf.errors import InputError
 from alexnet_tf.files import output_errors, write_atomically
 from alexnet_tf.prepare.shards import ShardResult
@@ -79,7 +79,8 @@ class Checkpoint:
             if not tf.io.gfile.exists(posixpath.join(output, name)):
                 raise InputError(
                     f"{output}/{name} is missing, though the interrupted run had finished it (deleted?); "
-                    "add --overwrite to start again"
+                    "pass `overwrite=True` to start again",
+                    ("overwrite",),
                 )
         return done
 
@@ -124,13 +125,14 @@ def write_state(output: str, state: dict[str, Any]) -> None:
 
 
 def check_options(output: str, previous: dict[str, Any], current: dict[str, Any]) -> None:
-    changed = [k for k in sorted(previous.keys() | current.keys()) if previous.get(k) != current.get(k)]
-    if changed:
-        differences = "; ".join(f"{k}: {previous.get(k)!r} -> {current.get(k)!r}" for k in changed)
-        raise InputError(
-            f"{output} was prepared with other options ({differences}); use the original options "
-            "to resume or keep it, or add --overwrite to start again"
-        )
+    """Refuses to resume or keep ``output`` with other options than it was prepared with."""
+    jobs.check_options(
+        previous,
+        current,
+        f"{output} was prepared with other options",
+        "use the original options to resume or keep it, or pass `overwrite=True` to start again",
+        ("overwrite",),
+    )
 
 
 def complete_metadata(output: str, options: dict[str, Any]) -> DatasetMetadata | None:
@@ -140,13 +142,14 @@ def complete_metadata(output: str, options: dict[str, Any]) -> DatasetMetadata |
     try:
         metadata = DatasetMetadata.load(output)
     except InputError as error:
-        raise InputError(f"{error}; or add --overwrite to rebuild") from None
+        raise InputError(f"{error}; or pass `overwrite=True` to rebuild", (*error.parameters, "overwrite")) from None
     check_options(output, metadata.options, options)
     for split in metadata.splits.values():
         for shard in split.shards:
             if not tf.io.gfile.exists(posixpath.join(output, shard.name)):
                 raise InputError(
-                    f"{output}/{shard.name} is missing though {METADATA_FILENAME} lists it; add --overwrite"
+                    f"{output}/{shard.name} is missing though {METADATA_FILENAME} lists it; pass `overwrite=True`",
+                    ("overwrite",),
                 )
     return metadata
 
@@ -156,12 +159,13 @@ def refuse_foreign_shards(output: str) -> None:
         if tf.io.gfile.glob(posixpath.join(output, shard_glob(split))):
             raise InputError(
                 f"{output} already holds {split} shards but no prepare-data state; use an empty "
-                "directory, or add --overwrite to replace them"
+                "directory, or pass `overwrite=True` to replace them",
+                ("overwrite",),
             )
 
 
 def remove_outputs(output: str) -> None:
-    """What --overwrite deletes: our shards, temporary files, metadata and state, nothing else."""
+    """What ``overwrite`` deletes: our shards, temporary files, metadata and state, nothing else."""
     patterns = [shard_glob(split) for split in SPLITS]
     patterns += [METADATA_FILENAME, MEAN_IMAGE_FILENAME]
     files.remove_temporaries(output)

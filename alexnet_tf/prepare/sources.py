@@ -10,10 +10,10 @@ found and skipped later, by content. Layouts understood (ROOT is the ``source`` 
 - Validation (``val/`` or ``validation/`` beside ``train/``), in one of three forms:
   class folders ``val/<class>/<files>``; flat ``val/<files>`` labelled by Kaggle's
   ``LOC_val_solution.csv`` (``ImageId,PredictionString``; the first token of PredictionString
-  is the wnid; found in ROOT or given with ``--val-labels``); or flat with ``--val-labels`` a
-  text file of one wnid per line, in file-name order. Or ``--val-fraction`` of each training
-  class, when there is no validation folder.
-- Class names from ``LOC_synset_mapping.txt`` in ROOT or ``--synsets`` (lines ``wnid name``);
+  is the wnid; found in ROOT or given as ``val_labels``); or flat with ``val_labels`` a text
+  file of one wnid per line, in file-name order. Or ``val_fraction`` of each training class,
+  when there is no validation folder.
+- Class names from ``LOC_synset_mapping.txt`` in ROOT or ``synsets`` (lines ``wnid name``);
   a class without a name is named by its folder.
 
 Classes are the training folders, sorted by name: class index 0..N-1 (the record label adds the
@@ -39,6 +39,7 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from alexnet_tf import errors
 from alexnet_tf.errors import InputError
 from alexnet_tf.prepare.streams import Stream
 from alexnet_tf.records.metadata import ClassInfo, SkippedFile
@@ -102,15 +103,16 @@ def discover(
     if val_fraction > 0:
         if val_dir is not None:
             raise InputError(
-                f"--val-fraction splits the training folders, but {val_dir} exists; drop --val-fraction "
-                "to use it as the validation split"
+                f"`val_fraction` splits the training folders, but {val_dir} exists; drop `val_fraction` "
+                "to use it as the validation split",
+                ("val_fraction",),
             )
         train, validation = _split_off(train, val_fraction, seed)
-        how = f"--val-fraction {val_fraction} of each training class"
+        how = errors.worded(f"`val_fraction={val_fraction}` of each training class", ("val_fraction",))
     elif val_dir is not None:
         validation, how = _validation(val_dir, root, val_labels, index, skipped)
     elif val_labels is not None:
-        raise InputError(f"--val-labels {val_labels} given but {images_root} has no val/ folder")
+        raise InputError(f"`val_labels={val_labels!r}` given but {images_root} has no val/ folder", ("val_labels",))
     else:
         validation, how = {}, "none (no val/ folder)"
 
@@ -165,16 +167,19 @@ def _validation(
         raise InputError(f"{val_dir}: empty validation folder; add images or remove the folder")
     if tf.io.gfile.isdir(posixpath.join(val_dir, entries[0])):
         if val_labels is not None:
-            raise InputError(f"{val_dir} has class folders; --val-labels is only for a flat validation folder")
+            raise InputError(
+                f"{val_dir} has class folders; `val_labels` is only for a flat validation folder", ("val_labels",)
+            )
         return _validation_folders(val_dir, entries, index), "class folders"
     if val_labels is None:
         val_labels = posixpath.join(root, VAL_SOLUTION)
         if not tf.io.gfile.exists(val_labels):
             raise InputError(
                 f"{val_dir}: images without class folders and no {VAL_SOLUTION} in {root}; pass "
-                "--val-labels FILE (LOC_val_solution.csv, or one wnid per line in file-name order)"
+                "`val_labels=FILE` (LOC_val_solution.csv, or one wnid per line in file-name order)",
+                ("val_labels",),
             )
-    text = _read_text(val_labels, "--val-labels")
+    text = _read_text(val_labels, "val_labels")
     paths = [posixpath.join(val_dir, e) for e in entries]
     if _is_solution_csv(val_labels, text):
         labels = _labels_from_csv(val_labels, text, entries, index)
@@ -258,22 +263,22 @@ def _class_of(wnid: str, index: dict[str, int], path: str, line: int) -> int:
 
 
 def _class_names(root: str, synsets: str | None, wnids: list[str]) -> dict[str, str]:
-    """{wnid: human-readable name} from ``--synsets`` or ``ROOT/LOC_synset_mapping.txt``."""
+    """{wnid: human-readable name} from ``synsets`` or ``ROOT/LOC_synset_mapping.txt``."""
     path = synsets or posixpath.join(root, SYNSET_MAPPING)
     if synsets is None and not tf.io.gfile.exists(path):
         return {}
-    names = read_synsets(path, "--synsets")
+    names = read_synsets(path, "synsets")
     if synsets is not None and not set(names) & set(wnids):
         raise InputError(f"{path}: names none of the {len(wnids)} training classes; expected lines 'wnid name'")
     return names
 
 
-def read_synsets(path: str, flag: str) -> dict[str, str]:
+def read_synsets(path: str, parameter: str) -> dict[str, str]:
     """{wnid: name} from a text file of lines ``wnid name`` (``LOC_synset_mapping.txt``,
     Caffe's ``synset_words.txt``), in the file's order; a wnid without a name is its own name.
-    ``flag`` names the option the file came from in errors."""
+    ``parameter`` names the argument the file came from in errors."""
     names = {}
-    for line in _read_text(path, flag).splitlines():
+    for line in _read_text(path, parameter).splitlines():
         parts = line.strip().split(maxsplit=1)
         if parts:
             names[parts[0]] = parts[1].strip() if len(parts) > 1 else parts[0]
@@ -292,7 +297,7 @@ def _split_off(
         moved[class_index] = [p for i, p in enumerate(paths) if i in chosen]
         kept[class_index] = [p for i, p in enumerate(paths) if i not in chosen]
     if not any(moved.values()):
-        raise InputError(f"--val-fraction {fraction} selects no image from any class; raise it")
+        raise InputError(f"`val_fraction={fraction}` selects no image from any class; raise it", ("val_fraction",))
     return kept, moved
 
 
@@ -309,14 +314,15 @@ def _items(per_class: dict[int, list[str]], limit: int | None, seed: int, split:
     return items
 
 
-def _read_text(path: str, flag: str) -> str:
+def _read_text(path: str, parameter: str) -> str:
+    """The text of the file ``path``, given as ``parameter`` (or that parameter's default)."""
     if not tf.io.gfile.exists(path):
-        raise InputError(f"{flag} {path}: no such file")
+        raise InputError(f"`{parameter}={path!r}`: no such file", (parameter,))
     try:
         with tf.io.gfile.GFile(path, "rb") as f:
             return f.read().decode("utf-8-sig")
     except (tf.errors.OpError, UnicodeDecodeError) as error:
-        raise InputError(f"{flag} {path}: cannot read it as UTF-8 text ({error})") from None
+        raise InputError(f"`{parameter}={path!r}`: cannot read it as UTF-8 text ({error})", (parameter,)) from None
 
 
 def _list(directory: str) -> list[str]:

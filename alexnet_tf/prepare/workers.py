@@ -44,7 +44,17 @@ _PROGRESS_INTERVAL = 0.25  # seconds between a worker's progress messages
 
 
 class WorkerError(RuntimeError):
-    """A worker process died (killed, out of memory) or failed with an unexpected error."""
+    """A worker process died (killed, out of memory) or failed with an unexpected error;
+    ``parameters``: those the message names (`alexnet_tf.errors`)."""
+
+    def __init__(self, message: str, parameters: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.parameters = parameters
+
+
+def default_workers() -> int:
+    """The default number of worker processes: the CPUs this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def run_tasks(
@@ -126,7 +136,8 @@ def _died(process: Any) -> None:
     process.join(timeout=5)  # for its exit code
     raise WorkerError(
         f"worker {process.name} died (exit code {process.exitcode}; killed or out of memory? try fewer "
-        "--workers); re-run the same command to resume"
+        "`workers`); re-run the same command to resume",
+        ("workers",),
     )
 
 

@@ -149,7 +149,8 @@ def parse_net(path: str, data: bytes) -> list[CaffeLayer]:
     if not any(blob_layer.blobs for _, _, blob_layer in entries):
         raise InputError(
             f"{path}: not a Caffe net with weights (no layer holds any); pass a .caffemodel "
-            "(a mean image .binaryproto goes to --mean)"
+            "(a mean image .binaryproto goes to `mean`)",
+            ("mean",),
         )
     return [_layer(path, name, kind, layer) for name, kind, layer in entries if kind not in IGNORED_TYPES]
 
@@ -161,7 +162,7 @@ def read_mean(path: str) -> np.ndarray:
     ``.binaryproto``: a ``BlobProto`` (num 1, channels 3); ``.npy``: ``[3, H, W]``,
     ``[1, 3, H, W]`` or ``[3]`` (a plain array; pickles are refused).
     """
-    what = "--mean: imagenet_mean.binaryproto or ilsvrc_2012_mean.npy"
+    what = "`mean`: imagenet_mean.binaryproto or ilsvrc_2012_mean.npy"
     data = read_bytes(path, what)
     if path.endswith(".npy"):
         try:

@@ -42,7 +42,7 @@ import numpy as np
 
 from alexnet_tf import paper
 from alexnet_tf.constants import CAFFE_CROP_SIZE, LRN_CAFFE, MEAN_CHANNEL, MEAN_IMAGE
-from alexnet_tf.errors import InputError
+from alexnet_tf.errors import InputError, invalid
 from alexnet_tf.network.layers import LocalResponseNormalization, ViewNormalization
 from alexnet_tf.network.model import TOWER_SUFFIX, AlexNet, tower_of
 from alexnet_tf.pretrained.caffe import CONVOLUTION, INNER_PRODUCT, LRN, POOLING, RELU, CaffeLayer
@@ -80,7 +80,7 @@ def build_network(path: str, layers: Sequence[CaffeLayer], layout: str = GROUPED
     """The `AlexNet` to hold the weights of ``layers`` (Caffe's computing layers of the file at
     ``path``, in order)."""
     if layout not in LAYOUTS:
-        raise InputError(f"--layout {layout}: must be one of {', '.join(LAYOUTS)}")
+        raise invalid("layout", layout, f"one of {', '.join(LAYOUTS)}")
     weighted = [layer for layer in layers if layer.type in (CONVOLUTION, INNER_PRODUCT) and layer.blobs]
     if not weighted or weighted[0].type != CONVOLUTION or weighted[-1].type != INNER_PRODUCT:
         raise InputError(f"{path}: not AlexNet's layers (convolutions first, an inner product last, with weights)")
@@ -163,8 +163,9 @@ def view_normalization(mean: np.ndarray | None) -> ViewNormalization:
         return layer
     if bgr.shape[1:] != (paper.IMAGE_SIZE, paper.IMAGE_SIZE):
         raise InputError(
-            f"--mean: a mean image of {bgr.shape[1]}×{bgr.shape[2]}; expected Caffe's ImageNet mean of "
-            f"{paper.IMAGE_SIZE}×{paper.IMAGE_SIZE}, the size of the images the crops are cut from"
+            f"`mean`: a mean image of {bgr.shape[1]}×{bgr.shape[2]}; expected Caffe's ImageNet mean of "
+            f"{paper.IMAGE_SIZE}×{paper.IMAGE_SIZE}, the size of the images the crops are cut from",
+            ("mean",),
         )
     layer = ViewNormalization(mean=MEAN_IMAGE, image_size=paper.IMAGE_SIZE)
     layer.set_mean(bgr.transpose(1, 2, 0)[..., ::-1])

@@ -100,9 +100,12 @@ def import_weights(
     kind = source_format(source)
     sha1 = None
     if kind == KERAS:
-        for flag, value in (("--mean", mean), ("--layout", layout)):
+        for parameter, value in (("mean", mean), ("layout", layout)):
             if value is not None:
-                raise InputError(f"{flag}: applies to Caffe sources; {source} is a model of ours, imported as it is")
+                raise InputError(
+                    f"`{parameter}` applies to Caffe sources; {source} is a model of ours, imported as it is",
+                    (parameter,),
+                )
         path, model = runs.load_model(source)
         if not isinstance(model.input, dict):
             raise InputError(
@@ -158,6 +161,7 @@ def _refuse_existing_run(model_dir: str, overwrite: bool) -> None:
     present = [name for name in names if tf.io.gfile.exists(posixpath.join(model_dir, name))]
     if present:
         raise InputError(
-            f"--model-dir {model_dir}: holds a run already ({', '.join(present)}); pick a new directory, "
-            "or pass --overwrite to replace it"
+            f"`model_dir={model_dir!r}`: holds a run already ({', '.join(present)}); pick a new directory, "
+            "or pass `overwrite=True` to replace it",
+            ("model_dir", "overwrite"),
         )

@@ -21,13 +21,12 @@ from alexnet_tf.prepare.sources import read_synsets
 from alexnet_tf.records.metadata import ClassInfo
 
 ILSVRC2012_FILE = "ilsvrc2012_synsets.txt"
-CLASSES_FLAG = "--classes"
 
 
 def ilsvrc2012_classes() -> list[ClassInfo]:
     """ILSVRC-2012's 1000 classes, index i the i-th wnid in sorted order, with their names."""
     path = importlib.resources.files(__package__).joinpath(ILSVRC2012_FILE)
-    return _from_synsets(str(path), read_synsets(str(path), "the package's class list"))
+    return _from_synsets(str(path), read_synsets(str(path), "classes"))
 
 
 def read_classes(path: str | None, num_classes: int) -> list[ClassInfo]:
@@ -40,17 +39,19 @@ def read_classes(path: str | None, num_classes: int) -> list[ClassInfo]:
         classes = ilsvrc2012_classes()
         if len(classes) != num_classes:
             raise InputError(
-                f"the net has {num_classes} outputs, not ImageNet's {len(classes)}; pass {CLASSES_FLAG} "
-                "with its classes (lines 'wnid name', or a classes.json)"
+                f"the net has {num_classes} outputs, not ImageNet's {len(classes)}; pass `classes`: "
+                "its classes (lines 'wnid name', or a classes.json)",
+                ("classes",),
             )
         return classes
     if path.endswith(".json") or tf.io.gfile.isdir(path):
         return load_classes(path, num_classes=num_classes)
-    classes = _from_synsets(path, read_synsets(path, CLASSES_FLAG))
+    classes = _from_synsets(path, read_synsets(path, "classes"))
     if len(classes) != num_classes:
         raise InputError(
-            f"{CLASSES_FLAG} {path}: lists {len(classes)} classes (distinct wnids) but the net has {num_classes} "
-            "outputs; pass the class list the net was trained with"
+            f"`classes={path!r}`: lists {len(classes)} classes (distinct wnids) but the net has {num_classes} "
+            "outputs; pass the class list the net was trained with",
+            ("classes",),
         )
     return classes
 
@@ -58,5 +59,5 @@ def read_classes(path: str | None, num_classes: int) -> list[ClassInfo]:
 def _from_synsets(path: str, names: dict[str, str]) -> list[ClassInfo]:
     classes = [ClassInfo(index=i, wnid=wnid, name=name) for i, (wnid, name) in enumerate(names.items())]
     if not classes:
-        raise InputError(f"{CLASSES_FLAG} {path}: no classes; expected lines 'wnid name'")
+        raise InputError(f"`classes={path!r}`: no classes; expected lines 'wnid name'", ("classes",))
     return classes

@@ -33,7 +33,7 @@ import tensorflow as tf
 from alexnet_tf import files
 from alexnet_tf.classes import load_classes
 from alexnet_tf.constants import DEFAULT_MAX_PIXELS
-from alexnet_tf.errors import InputError
+from alexnet_tf.errors import InputError, invalid
 from alexnet_tf.records import schema
 from alexnet_tf.runs import load_model
 from alexnet_tf.serving.serving_model import serving_model as serving
@@ -95,12 +95,15 @@ def export_model(
             before decoding it (`serving.ServingModel`); default: prepare-data's limit.
     """
     if version is not None and version < 0:
-        raise InputError(f"--version {version}: must be a non-negative integer")
+        raise invalid("version", version, "a non-negative integer")
     with files.output_errors(export_dir):
         existing = existing_versions(export_dir) if tf.io.gfile.isdir(export_dir) else []
     if version in existing and not overwrite:  # refused before anything is loaded or written
         version_dir = posixpath.join(export_dir, str(version))
-        raise InputError(f"{version_dir} exists; pass --overwrite to replace it, or omit --version for the next one")
+        raise InputError(
+            f"{version_dir} exists; pass `overwrite=True` to replace it, or omit `version` for the next one",
+            ("overwrite", "version"),
+        )
 
     with tempfile.TemporaryDirectory() as assets_dir:
         # Everything that can refuse the input (model, classes) before anything is written.
@@ -147,7 +150,8 @@ def _install(temp: str, export_dir: str, version: int | None, overwrite: bool) -
         kept = f" (the version it was to replace is kept as {replaced})" if replaced else ""
         raise InputError(
             f"{version_dir} was written by another export meanwhile; this one was not installed{kept}; "
-            "omit --version to take the next one"
+            "omit `version` to take the next one",
+            ("version",),
         )
     if replaced is not None:
         tf.io.gfile.rmtree(replaced)

@@ -24,10 +24,11 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
+from alexnet_tf import errors
 from alexnet_tf.constants import DEFAULT_MAX_PIXELS
 from alexnet_tf.errors import InputError
+from alexnet_tf.serving import serving_model as serving
 from alexnet_tf.serving.export import existing_versions, load_serving_model
-from alexnet_tf.serving.serving_model import serving_model as serving
 
 SAVED_MODEL_FILENAME = "saved_model.pb"
 
@@ -64,7 +65,7 @@ def open_classifier(
 ) -> Iterator[Classifier]:
     """The ``serving_default`` function of an export, or of a run / ``.keras`` file in-process.
 
-    An export lists a fixed number of classes per image (its ``--top-k``); asking for more is
+    An export lists a fixed number of classes per image (its ``top_k``); asking for more is
     an `InputError`. ``classes`` and ``max_pixels`` (default: prepare-data's limit) apply to
     run directories and ``.keras`` files only: an export has its own.
     """
@@ -77,16 +78,21 @@ def open_classifier(
             yield tf.function(function, input_signature=input_signature)
         return
     if classes is not None:
-        raise InputError(f"--classes: {model} is an export, whose class names are inside it; drop --classes")
+        raise InputError(
+            f"`classes`: {model} is an export, whose class names are inside it; drop `classes`", ("classes",)
+        )
     if max_pixels is not None:
         raise InputError(
-            f"--max-pixels: {model} is an export, whose limit was set by `alexnet-tf export --max-pixels`; "
-            "drop --max-pixels, or export again with another limit"
+            f"`max_pixels`: {model} is an export, whose limit was set when it was exported (its `max_pixels`); "
+            "drop `max_pixels`, or export again with another limit",
+            ("max_pixels",),
         )
     signature = tf.saved_model.load(version_dir).signatures[serving.IMAGE_BYTES_SIGNATURE]
     available = signature.structured_outputs[serving.TOP_K_INDICES].shape[-1]
     if top_k > available:
-        raise InputError(f"--top-k {top_k}: {version_dir} was exported with --top-k {available}; ask for at most that")
+        raise InputError(
+            f"`top_k={top_k}`: {version_dir} was exported with `top_k={available}`; ask for at most that", ("top_k",)
+        )
 
     def classify(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
         outputs = signature(**{serving.IMAGE_BYTES_INPUT: image_bytes})
@@ -119,7 +125,7 @@ def _refusal(message: str) -> str:
     too_big = _TOO_MANY_PIXELS.search(message)
     if too_big:
         pixels, limit = (int(number) for number in too_big.groups())
-        return f"{pixels:,} {serving.TOO_MANY_PIXELS} {limit:,} (--max-pixels)"
+        return errors.worded(f"{pixels:,} {serving.TOO_MANY_PIXELS} {limit:,} (`max_pixels`)", ("max_pixels",))
     return "not a JPEG, PNG, GIF or BMP image, or a corrupt one"
 
 

@@ -226,13 +226,9 @@ def decode_square(
     An image already ``size``² is used as it is, as the input pipeline does.
     """
     pixels = decoded_pixels(data)
+    refusal = " has {} " + TOO_MANY_PIXELS + " {} (the export's max_pixels)"
     check = tf.debugging.Assert(
-        pixels <= max_pixels,
-        [
-            tf.strings.join(
-                [name, tf.strings.format(" has {} " + TOO_MANY_PIXELS + " {} (--max-pixels)", (pixels, max_pixels))]
-            )
-        ],
+        pixels <= max_pixels, [tf.strings.join([name, tf.strings.format(refusal, (pixels, max_pixels))])]
     )
     with tf.control_dependencies([check]):
         decoded = tf.io.decode_image(data, channels=3, expand_animations=False)

@@ -32,9 +32,10 @@ from types import FrameType
 
 import tensorflow as tf
 
+from alexnet_tf import errors, preemption
 from alexnet_tf.constants import DEFAULT_WORKER_TIMEOUT, WORKER_TIMEOUT_ENV
-from alexnet_tf.errors import InputError
-from alexnet_tf.training import checkpoints, preemption
+from alexnet_tf.errors import InputError, invalid
+from alexnet_tf.training import checkpoints
 
 # The jobs of MultiWorkerMirroredStrategy's cluster (an evaluator is not part of it).
 JOBS = ("chief", "worker")
@@ -49,7 +50,7 @@ def worker_timeout(seconds: float | None = None) -> float:
     """``seconds`` if given, else ``$ALEXNET_TF_WORKER_TIMEOUT``, else `DEFAULT_WORKER_TIMEOUT`."""
     if seconds is not None:
         if not seconds > 0:
-            raise InputError(f"--worker-timeout {seconds:g}: must be a number of seconds > 0")
+            raise invalid("worker_timeout", seconds, "a number of seconds > 0")
         return seconds
     text = os.environ.get(WORKER_TIMEOUT_ENV)
     if not text:
@@ -115,11 +116,13 @@ def wait_for_workers(timeout: float, poll: float = 0.2, report_every: float = 30
             if elapsed >= timeout:
                 raise InputError(
                     f"{name}: {waiting} did not start within {timeout:g} s; start every worker of TF_CONFIG's "
-                    f"cluster ({len(addresses)} in all), or allow more time with --worker-timeout or "
-                    f"{WORKER_TIMEOUT_ENV}"
+                    f"cluster ({len(addresses)} in all), or allow more time with `worker_timeout` or "
+                    f"{WORKER_TIMEOUT_ENV}",
+                    ("worker_timeout",),
                 )
             if reported is None:
-                _say(f"{name}: waiting for {waiting} to start (giving up after {timeout:g} s: --worker-timeout)")
+                waits = f"{name}: waiting for {waiting} to start (giving up after {timeout:g} s: `worker_timeout`)"
+                _say(errors.worded(waits, ("worker_timeout",)))
                 reported = elapsed
             elif elapsed - reported >= report_every:
                 _say(f"{name}: still waiting for {waiting} ({elapsed:.0f} s of {timeout:g} s)")

@@ -23,7 +23,7 @@ import tensorflow as tf
 # Defined in the import-free `alexnet_tf.constants` (the command line's choices); named here too.
 from alexnet_tf.constants import SINGLE_WORKER_STRATEGIES as SINGLE_WORKER_STRATEGIES
 from alexnet_tf.constants import STRATEGIES
-from alexnet_tf.errors import InputError
+from alexnet_tf.errors import InputError, invalid
 from alexnet_tf.training import cluster
 
 
@@ -32,7 +32,7 @@ def configure_devices(devices: int | None) -> None:
     if devices is None:
         return
     if devices < 1:
-        raise InputError(f"--devices {devices}: must be a positive integer")
+        raise invalid("devices", devices, "a positive integer")
     cpu = tf.config.list_physical_devices("CPU")[0]
     current = tf.config.get_logical_device_configuration(cpu)
     if current is not None and len(current) == devices:
@@ -42,8 +42,9 @@ def configure_devices(devices: int | None) -> None:
     except RuntimeError:
         have = len(tf.config.list_logical_devices("CPU"))
         raise InputError(
-            f"--devices {devices}: TensorFlow already initialised {have} CPU device(s) in this process; "
-            "set the devices before anything else runs TensorFlow"
+            f"`devices={devices}`: TensorFlow already initialised {have} CPU device(s) in this process; "
+            "set the devices before anything else runs TensorFlow",
+            ("devices",),
         ) from None
 
 
@@ -69,11 +70,13 @@ def make_strategy(name: str, worker_timeout: float | None = None) -> tf.distribu
             tf.config.experimental_connect_to_cluster(resolver)
             tf.tpu.experimental.initialize_tpu_system(resolver)
         except (ValueError, tf.errors.OpError) as error:
-            raise InputError(f"--strategy tpu: no TPU reachable ({error}); set TPU_NAME or run on a TPU VM") from None
+            raise InputError(
+                f"`strategy='tpu'`: no TPU reachable ({error}); set TPU_NAME or run on a TPU VM", ("strategy",)
+            ) from None
         return tf.distribute.TPUStrategy(resolver)
     if name == "two-tower":
         return tf.distribute.get_strategy()
-    raise InputError(f"--strategy {name!r}: choose one of {', '.join(STRATEGIES)}")
+    raise invalid("strategy", name, f"one of {', '.join(STRATEGIES)}")
 
 
 def distribute_datasets(
@@ -100,7 +103,9 @@ def distribute_datasets(
 def _check_tf_config() -> None:
     text = os.environ.get("TF_CONFIG")
     if not text:
-        raise InputError("--strategy multi-worker needs TF_CONFIG (a JSON cluster spec and this worker's task)")
+        raise InputError(
+            "`strategy='multi-worker'` needs TF_CONFIG (a JSON cluster spec and this worker's task)", ("strategy",)
+        )
     try:
         spec = json.loads(text)
         cluster, task = spec["cluster"], spec["task"]
@@ -149,14 +154,16 @@ def tower_placement(strategy: str, fc_device: str | None = None) -> tuple[list[s
     strategies place nothing themselves: ``(None, None)``, and ``fc_device`` is refused."""
     if strategy != "two-tower":
         if fc_device is not None:
-            raise InputError(f"--fc-device {fc_device} is for --strategy two-tower only")
+            raise InputError(f"`fc_device={fc_device!r}` is for `strategy='two-tower'` only", ("fc_device", "strategy"))
         return None, None
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
     cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
     devices = gpus if len(gpus) >= 2 else cpus
     if len(devices) < 2:
         raise InputError(
-            "--strategy two-tower needs two devices: two GPUs, or --devices 2 to split the CPU into two logical devices"
+            "`strategy='two-tower'` needs two devices: two GPUs, or `devices=2` to split the CPU into two logical "
+            "devices",
+            ("strategy", "devices"),
         )
     return devices[:2], fc_device or devices[0]
 

@@ -125,7 +125,7 @@ def fit(config: FitConfig) -> FitResult:
         runs in the run directory.
       TrainingDiverged: the loss became NaN or infinite (the last good checkpoint is kept).
       preemption.Stopped: SIGINT or SIGTERM (here or on another worker), after saving a
-        checkpoint at the step boundary where training stopped (`alexnet_tf.training.preemption`).
+        checkpoint at the step boundary where training stopped (`alexnet_tf.preemption`).
       KeyboardInterrupt: a second Ctrl-C, without saving.
       WorkerLost: ``multi-worker``: another worker went away (`alexnet_tf.training.cluster`).
     """
@@ -190,11 +190,12 @@ def check_combination(config: FitConfig, strategy: tf.distribute.Strategy) -> No
     recipe = config.recipe
     if config.strategy == "two-tower":
         if not recipe.model.two_towers:
-            raise InputError("--strategy two-tower needs model.two_towers=true (one device per tower)")
+            raise InputError("`strategy='two-tower'` needs model.two_towers=true (one device per tower)", ("strategy",))
         if recipe.training.jit_compile:
             raise InputError(
-                "--strategy two-tower with training.jit_compile=true: XLA ignores tf.device placement "
-                "(tensorflow/tensorflow#124880); set training.jit_compile=false"
+                "`strategy='two-tower'` with training.jit_compile=true: XLA ignores tf.device placement "
+                "(tensorflow/tensorflow#124880); set training.jit_compile=false",
+                ("strategy",),
             )
     replicas = strategy.num_replicas_in_sync
     if recipe.training.batch_size % replicas:

@@ -3,7 +3,7 @@
 Per epoch: the epoch's input (`Trainer.train_data`: its own seed, the batches a resumed run
 already trained skipped), the steps (a TensorBoard scalar every ``log_every_steps``, a
 checkpoint every ``checkpoint_every_steps``, a stop requested by a signal honoured at each step
-boundary: `alexnet_tf.training.preemption`), validation, then, in this order, the history row,
+boundary: `alexnet_tf.preemption`), validation, then, in this order, the history row,
 the checkpoint and the ``.keras`` files (`alexnet_tf.runs` owns their names and formats), so a
 resumed run never lacks a row. Each phase's time is counted (`alexnet_tf.training.timings`).
 
@@ -28,10 +28,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import files, runs
+from alexnet_tf import files, preemption, runs
 from alexnet_tf.records import schema
 from alexnet_tf.runs import BEST_MODEL, CHECKPOINTS, HISTORY, LAST_MODEL, TENSORBOARD
-from alexnet_tf.training import checkpoints, preemption
+from alexnet_tf.training import checkpoints
 from alexnet_tf.training.distribute import sum_over_replicas
 from alexnet_tf.training.tensorboard import TensorBoardWriter
 from alexnet_tf.training.timings import FIRST_STEP, STEPS, Timings

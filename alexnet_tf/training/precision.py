@@ -4,7 +4,7 @@ The same recipe runs on machines that differ: a CPU with AVX-512 BF16 or AMX tra
 ``mixed_bfloat16`` 1.5× faster than in float32, while one without them emulates bfloat16 and is
 slower than float32 (see docs/performance.md). So `choose` picks, from what the hardware says:
 
-* a TPU (``--strategy tpu``): ``mixed_bfloat16`` (its native format);
+* a TPU (strategy ``tpu``): ``mixed_bfloat16`` (its native format);
 * GPUs (the model runs on them): compute capability ≥ 8.0 (Ampere and later) on every GPU:
   ``mixed_bfloat16``; ≥ 7.0 (tensor cores): ``mixed_float16`` (with loss scaling,
   `alexnet_tf.training.optim`); older: ``none`` (float32; no gain from float16 there);
@@ -26,6 +26,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from alexnet_tf import errors
 from alexnet_tf.recipe import AUTO_PRECISION, MIXED_PRECISION, Recipe
 from alexnet_tf.runs import read_recorded_recipe
 
@@ -115,10 +116,11 @@ def resolve(recipe: Recipe, recorded: Mapping[str, Any] | None, host: Choice) ->
     if value != host.value and (requested == AUTO_PRECISION or value != "none"):
         notice = f"notice: on this host auto would choose {host.value} for a new run ({host.reason})"
         if recorded is not None and "mixed_float16" in (value, host.value):
-            notice += "; a run's checkpoint cannot change to or from mixed_float16 (loss scale): --overwrite restarts"
+            notice += "; a run's checkpoint cannot change to or from mixed_float16 (loss scale): "
+            notice += "`overwrite=True` restarts"
         elif recorded is not None:
-            notice += f"; to switch this run: --set training.mixed_precision={host.value} --allow-recipe-change"
-        lines.append(notice)
+            notice += f"; to switch this run: set training.mixed_precision={host.value} and `allow_recipe_change=True`"
+        lines.append(errors.worded(notice, ("overwrite", "allow_recipe_change")))
     training = dataclasses.replace(recipe.training, mixed_precision=value)
     return dataclasses.replace(recipe, training=training), lines
 

@@ -195,7 +195,8 @@ class Trainer:
             raise InputError(
                 f"{path}: the checkpoint does not match this run's model and optimizer ({first}); "
                 "was training.mixed_precision, the model or the strategy's model layout changed? "
-                "Use the recipe the run was started with, or --overwrite to start again"
+                "Use the recipe the run was started with, or `overwrite=True` to start again",
+                ("overwrite",),
             ) from None
         self.built.optimizer.learning_rate.assign(self.built.schedule.rate())
         return int(self.state.epoch.numpy()), int(self.state.step.numpy())

@@ -45,7 +45,7 @@ import keras_tuner
 import tensorflow as tf
 import yaml
 
-from alexnet_tf import files
+from alexnet_tf import files, jobs
 from alexnet_tf.errors import InputError, invalid
 from alexnet_tf.recipe import Recipe, load_recipe
 from alexnet_tf.records.metadata import DatasetMetadata
@@ -97,9 +97,10 @@ class TuneConfig:
         if self.algorithm not in ALGORITHMS:
             raise invalid("algorithm", self.algorithm, f"one of {', '.join(ALGORITHMS)}")
         if self.strategy not in SINGLE_WORKER_STRATEGIES:  # keras-tuner 1.4.8
-            raise InputError(
-                f"--strategy {self.strategy}: keras-tuner 1.4.8 runs trials on a single worker; "
-                f"use one of {', '.join(SINGLE_WORKER_STRATEGIES)}"
+            raise invalid(
+                "strategy",
+                self.strategy,
+                f"one of {', '.join(SINGLE_WORKER_STRATEGIES)} (keras-tuner 1.4.8 runs trials on a single worker)",
             )
         for name in ("max_trials", "epochs"):
             if getattr(self, name) < 1:
@@ -190,7 +191,8 @@ def tune(config: TuneConfig) -> TuneResult:
             oracle = keras_tuner.oracles.BayesianOptimizationOracle(objective, config.max_trials, seed=config.seed)
         except ImportError:  # scipy or scikit-learn
             raise InputError(
-                "--algorithm bayesian needs scipy and scikit-learn: pip install 'keras-tuner[bayesian]'"
+                "`algorithm='bayesian'` needs scipy and scikit-learn: pip install 'keras-tuner[bayesian]'",
+                ("algorithm",),
             ) from None
     else:
         oracle = keras_tuner.oracles.HyperbandOracle(objective, max_epochs=config.epochs, seed=config.seed)
@@ -204,8 +206,10 @@ def tune(config: TuneConfig) -> TuneResult:
         project_name=PROJECT,
         overwrite=False,
     )
+    kept = "the finished trials are kept; re-run the same command to resume (the running trial from its checkpoint)"
     try:
-        tuner.search()
+        with jobs.Job(kept=kept):  # keras-tuner records the trials; each trial's fit, its checkpoints
+            tuner.search()
     except keras_tuner.errors.FatalError as error:
         raise (error.__cause__ if isinstance(error.__cause__, InputError) else error) from None
     trials = sorted(tuner.oracle.trials.values(), key=lambda trial: int(trial.trial_id))  # reloaded: any order
@@ -252,14 +256,16 @@ def _record_settings(config: TuneConfig, space: SearchSpace, base: Recipe) -> No
     if tf.io.gfile.exists(path):
         with tf.io.gfile.GFile(path) as f:
             recorded = yaml.safe_load(f.read())
-        changed = sorted(key for key in settings if recorded.get(key) != settings[key])
+        changed = jobs.check_options(
+            recorded,
+            settings,
+            f"{path}: this search was started with other settings",
+            "re-run with the same settings to continue it, or use another `tune_dir`",
+            ("tune_dir",),
+            allow_change=not _completed_trials(config.tune_dir),
+        )
         if not changed:
             return
-        if _completed_trials(config.tune_dir):
-            raise InputError(
-                f"{path}: this search was started with different {', '.join(changed)}; re-run with the same "
-                "settings to continue it, or use another --tune-dir"
-            )
         # Nothing of the earlier search is worth keeping (it stopped before any trial finished, e.g.
         # on a value that could not run): start it afresh with these settings.
         print(

@@ -42,12 +42,22 @@ _DESCRIPTIONS = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "termina
 
 class Stopped(KeyboardInterrupt):
     """A run stopped cleanly because of ``signum``, received by this process (``here``) or by
-    another worker; `status` is what the command exits with."""
+    another worker; `status` is what the command exits with.
 
-    def __init__(self, signum: int, here: bool = True) -> None:
+    ``note``: what was kept and how to resume (``"the finished shards are kept; re-run the same
+    command to resume"``), for the command line to print after `reason`; None when whoever
+    stopped the run said so already (fit's loop, the wait for workers). ``parameters``: those
+    the note names (`alexnet_tf.errors`).
+    """
+
+    def __init__(
+        self, signum: int, here: bool = True, note: str | None = None, parameters: tuple[str, ...] = ()
+    ) -> None:
         self.signum = signum
         self.here = here
-        super().__init__(self.reason)
+        self.note = note
+        self.parameters = parameters
+        super().__init__(self.reason if note is None else f"{self.reason}: {note}")
 
     @property
     def status(self) -> int:
