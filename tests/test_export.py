@@ -35,9 +35,9 @@ from alexnet_tf.errors import InputError
 from alexnet_tf.input.pipeline import InputConfig, InputPipeline
 from alexnet_tf.network.layers import ViewNormalization, with_view_normalization
 from alexnet_tf.network.model import place_towers
+from alexnet_tf.serving import serving_model as serving
 from alexnet_tf.serving.predict import open_classifier
-from alexnet_tf.serving.serving_model import export, image_headers
-from alexnet_tf.serving.serving_model import serving_model as serving
+from alexnet_tf.serving import export, image_headers
 from alexnet_tf.synthetic import write_synthetic_dataset
 from tests.hostile_images import uniform_gif
 
@@ -545,7 +545,7 @@ def test_a_failed_export_leaves_nothing(run_dir, tmp_path, monkeypatch):
 
 _KILLED_EXPORT = """
 import pathlib, sys, time
-from alexnet_tf.serving.serving_model import export
+from alexnet_tf.serving import export
 write = export._write_warmup_requests
 def write_then_hang(model, path, name):
     write(model, path, name)
@@ -603,7 +603,7 @@ def test_a_version_taken_meanwhile_is_never_replaced(run_dir, tmp_path, monkeypa
 # Both processes write their SavedModel, wait for each other, then claim a version at once.
 _RACING_EXPORT = """
 import os, pathlib, sys, time
-from alexnet_tf.serving.serving_model import export
+from alexnet_tf.serving import export
 from alexnet_tf.cli import main
 sync = pathlib.Path(sys.argv[1])
 write = export._write_warmup_requests

@@ -36,8 +36,8 @@ from alexnet_tf.constants import DEFAULT_MAX_PIXELS
 from alexnet_tf.errors import InputError, invalid
 from alexnet_tf.records import schema
 from alexnet_tf.runs import load_model
-from alexnet_tf.serving.serving_model import serving_model as serving
-from alexnet_tf.serving.serving_model import warmup
+from alexnet_tf.serving import serving_model as serving
+from alexnet_tf.serving import warmup
 
 logger = logging.getLogger(__name__)
 
