@@ -35,9 +35,9 @@ from alexnet_tf.errors import InputError
 from alexnet_tf.input.pipeline import InputConfig, InputPipeline
 from alexnet_tf.network.layers import ViewNormalization, with_view_normalization
 from alexnet_tf.network.model import place_towers
+from alexnet_tf.serving import export, image_headers
 from alexnet_tf.serving import serving_model as serving
 from alexnet_tf.serving.predict import open_classifier
-from alexnet_tf.serving import export, image_headers
 from alexnet_tf.synthetic import write_synthetic_dataset
 from tests.hostile_images import uniform_gif
 
