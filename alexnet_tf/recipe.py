@@ -29,8 +29,9 @@ from typing import Any
 import yaml
 
 from alexnet_tf import paper
-from alexnet_tf.constants import AUTO_PRECISION, INITIALIZATIONS, MEAN_MODES, MIN_INPUT_SIZE, MIXED_PRECISION
-from alexnet_tf.errors import InputError
+from alexnet_tf.constants import AUTO_PRECISION, INITIALIZATIONS, MIXED_PRECISION
+from alexnet_tf.errors import InputError, InvalidArgument
+from alexnet_tf.input.options import InputOptions
 
 # Names of the choices, shared with the code that acts on them (the rest: `alexnet_tf.constants`).
 DECAYED_VARIABLES = ("kernels", "all")
@@ -75,39 +76,6 @@ class ModelSection:
         _require(self.channel_multiplier > 0, "channel_multiplier", "a positive number")
         _require(0 <= self.dropout < 1, "dropout", "a rate in [0, 1)")
         _require(self.initialization in INITIALIZATIONS, "initialization", f"one of {', '.join(INITIALIZATIONS)}")
-
-
-@dataclasses.dataclass(frozen=True)
-class InputSection:
-    """Input pipeline options (`InputConfig` without ``data_dir``; the batch size and seed are
-    in `TrainingSection`, the image dtype follows ``training.mixed_precision``).
-
-    Attributes:
-      shuffle_buffer: records in the shuffle buffer (not in the paper).
-      label_offset: subtracted from the record labels; None uses the dataset metadata's.
-      mean: "image" (§2: the mean image), "channel" (a per-channel mean) or "none".
-      lighting_strength: multiplies §4.1's PCA lighting (1 = the paper's, 0 = off).
-      crop_size: side of the training and test patches (§4.1: 224).
-      normalize_in_model: uint8 crops from the pipeline, mirrored/mean-subtracted/lit by the
-        model's first layer on the training device (the fast path; same distribution of views).
-      deterministic: keep the pipeline's element order fixed (slower).
-    """
-
-    shuffle_buffer: int = 10_000
-    label_offset: int | None = None
-    mean: str = "image"  # §2
-    lighting_strength: float = 1.0  # §4.1
-    crop_size: int = paper.CROP_SIZE  # §4.1
-    normalize_in_model: bool = True
-    deterministic: bool = False
-
-    def __post_init__(self) -> None:
-        _require(self.shuffle_buffer >= 1, "shuffle_buffer", "a positive integer")
-        _require(self.label_offset is None or self.label_offset >= 0, "label_offset", "null or an integer >= 0")
-        _require(self.mean in MEAN_MODES, "mean", f"one of {', '.join(MEAN_MODES)}")
-        _require(self.lighting_strength >= 0, "lighting_strength", "a number >= 0 (0 turns lighting off)")
-        smallest = f"an integer >= {MIN_INPUT_SIZE} (AlexNet's smallest input)"
-        _require(self.crop_size >= MIN_INPUT_SIZE, "crop_size", smallest)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,7 +190,7 @@ class Recipe:
     """A whole training recipe; ``Recipe()`` is the paper's."""
 
     model: ModelSection = ModelSection()
-    input: InputSection = InputSection()
+    input: InputOptions = InputOptions()  # the input pipeline's own options (`alexnet_tf.input.options`)
     optimizer: OptimizerSection = OptimizerSection()
     schedule: ScheduleSection = ScheduleSection()
     training: TrainingSection = TrainingSection()
@@ -293,11 +261,12 @@ def from_dict(values: Mapping[str, Any], source: str) -> Recipe:
             sections[section] = cls(
                 **{key: _coerce(f"{source}: {section}.{key}", value, hints[key]) for key, value in entries.items()}
             )
-        except _Invalid as invalid:
-            value = entries.get(invalid.key, getattr(cls(), invalid.key, None))
-            raise InputError(
-                f"{source}: {section}.{invalid.key}={value!r} is impossible; use {invalid.allowed}"
-            ) from None
+        except (_Invalid, InvalidArgument) as error:
+            key, allowed = (
+                (error.key, error.allowed) if isinstance(error, _Invalid) else (error.name, error.requirement)
+            )
+            value = entries.get(key, getattr(cls(), key, None))
+            raise InputError(f"{source}: {section}.{key}={value!r} is impossible; use {allowed}") from None
     return Recipe(**sections)
 
 

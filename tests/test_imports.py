@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from alexnet_tf import constants, recipe
+from alexnet_tf.input import options
 from alexnet_tf.network import layers, model
 from alexnet_tf.records import schema
 from alexnet_tf.training import distribute
@@ -83,7 +84,8 @@ def test_prepare_data_does_not_import_the_network():
 
 
 def test_shared_constants_have_one_definition():
-    assert recipe.MEAN_MODES is layers.MEAN_MODES is constants.MEAN_MODES
+    assert options.MEAN_MODES is layers.MEAN_MODES is constants.MEAN_MODES
+    assert recipe.Recipe().input is not None and recipe.InputOptions is options.InputOptions  # one input config
     assert recipe.INITIALIZATIONS is model.INITIALIZATIONS is constants.INITIALIZATIONS
     assert distribute.STRATEGIES is constants.STRATEGIES
     assert schema.SPLITS is constants.SPLITS

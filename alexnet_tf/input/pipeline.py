@@ -50,10 +50,11 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import paper
-from alexnet_tf.constants import MEAN_CHANNEL, MEAN_IMAGE, MEAN_MODES
+from alexnet_tf.constants import MEAN_CHANNEL, MEAN_IMAGE
 from alexnet_tf.errors import InputError, invalid
 from alexnet_tf.input.bad_records import RecordReader, SkippedRecords
 from alexnet_tf.input.decode import LABEL, RecordDecoder
+from alexnet_tf.input.options import InputOptions
 from alexnet_tf.input.views import FloatViews, Statistics, Uint8Views, Views
 from alexnet_tf.network.layers import ViewNormalization
 from alexnet_tf.records import schema
@@ -69,34 +70,17 @@ INTERLEAVE_CYCLE = 16
 
 
 @dataclasses.dataclass(frozen=True)
-class InputConfig:
-    """What the input pipeline reads and how it transforms it; defaults are the paper's.
+class InputConfig(InputOptions):
+    """What the input pipeline reads and how it transforms it: the `InputOptions` (a recipe's
+    ``input`` section: shuffle, labels, mean, lighting, crop size, uint8 views, determinism),
+    plus what a run supplies. Defaults are the paper's.
 
     Attributes:
       data_dir: directory (local or ``gs://``) with the shards, ``metadata.json`` and
         ``mean_image.npy`` written by prepare-data.
       batch_size: global batch size (§5: 128); with an input context each replica gets
         ``batch_size / num_replicas_in_sync``.
-      shuffle_buffer: records held by the shuffle buffer (not in the paper; 10,000 serialized
-        256×256 records take about 250 MB).
-      label_offset: subtracted from ``image/class/label``. None uses the metadata's offset, giving
-        0-based class indices for either convention; 0 keeps Model Garden's 1..N labels as they
-        are (for a 1001-way model with a background class).
-      mean: `MEAN_IMAGE` (the paper's per-pixel mean image), `MEAN_CHANNEL` or `MEAN_NONE`.
-      lighting_strength: multiplies §4.1's alpha standard deviation (paper.PCA_LIGHTING_STD);
-        1.0 is the paper, 0 turns PCA lighting off.
-      crop_size: side of the training and test patches (§4.1: 224).
       dtype: output image dtype: "float32", or "bfloat16" / "float16" for mixed precision.
-      normalize_in_model: True (default, what fit, evaluate and the recipes use): the pipeline
-        stops at the uint8 crop and yields ``({"image", "offset", "flip", "lighting"}, labels)``,
-        and the model finishes the views with the `ViewNormalization` layer from
-        `InputPipeline.view_normalization` (mirror, cast, mean, lighting), on the training
-        device. False: the pipeline does everything and yields float images. Same distribution
-        of views; the uint8 path takes 30–35% less host CPU per image and a quarter of the bytes
-        per batch; the views drawn for a given seed differ between the two modes. See
-        `alexnet_tf.network.layers`.
-      deterministic: keep element order fixed (slower: a slow record holds up the others); with
-        ``seed`` the batches are identical run to run.
       seed: seed for file and record shuffling and the augmentation when a call of
         `InputPipeline.train_dataset` gives none (a run passes one per epoch); None draws one.
       skip_bad_records: leave out records that cannot be read or decoded (the rest of a
@@ -107,25 +91,14 @@ class InputConfig:
 
     data_dir: str
     batch_size: int = paper.BATCH_SIZE
-    shuffle_buffer: int = 10_000
-    label_offset: int | None = None
-    mean: str = MEAN_IMAGE
-    lighting_strength: float = 1.0
-    crop_size: int = paper.CROP_SIZE
     dtype: str = "float32"
-    normalize_in_model: bool = True
-    deterministic: bool = False
     seed: int | None = None
     skip_bad_records: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "shuffle_buffer", "crop_size"):
-            if getattr(self, name) < 1:
-                raise invalid(name, getattr(self, name), "a positive integer")
-        if self.lighting_strength < 0:
-            raise invalid("lighting_strength", self.lighting_strength, ">= 0 (0 turns lighting off)")
-        if self.mean not in MEAN_MODES:
-            raise invalid("mean", self.mean, f"one of {', '.join(MEAN_MODES)}")
+        super().__post_init__()
+        if self.batch_size < 1:
+            raise invalid("batch_size", self.batch_size, "a positive integer")
         if self.dtype not in DTYPES:
             raise invalid("dtype", self.dtype, f"one of {', '.join(DTYPES)}")
         if self.deterministic and self.seed is None:
