@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from alexnet_tf import paper
+from alexnet_tf import data_service, paper
 from alexnet_tf.constants import AUTO_PRECISION, INITIALIZATIONS, MEAN_MODES, MIN_INPUT_SIZE, MIXED_PRECISION
 from alexnet_tf.errors import InputError
 
@@ -91,6 +91,8 @@ class InputSection:
       normalize_in_model: uint8 crops from the pipeline, mirrored/mean-subtracted/lit by the
         model's first layer on the training device (the fast path; same distribution of views).
       deterministic: keep the pipeline's element order fixed (slower).
+      data_service: a tf.data service dispatcher, ``grpc://HOST:PORT``, whose workers run the
+        training pipeline (`alexnet_tf.input.service`); None: this process runs it.
     """
 
     shuffle_buffer: int = 10_000
@@ -100,6 +102,7 @@ class InputSection:
     crop_size: int = paper.CROP_SIZE  # §4.1
     normalize_in_model: bool = True
     deterministic: bool = False
+    data_service: str | None = None
 
     def __post_init__(self) -> None:
         _require(self.shuffle_buffer >= 1, "shuffle_buffer", "a positive integer")
@@ -108,6 +111,8 @@ class InputSection:
         _require(self.lighting_strength >= 0, "lighting_strength", "a number >= 0 (0 turns lighting off)")
         smallest = f"an integer >= {MIN_INPUT_SIZE} (AlexNet's smallest input)"
         _require(self.crop_size >= MIN_INPUT_SIZE, "crop_size", smallest)
+        service = self.data_service is None or data_service.is_address(self.data_service)
+        _require(service, "data_service", "null or a dispatcher's address, grpc://HOST:PORT")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -69,7 +69,7 @@ from alexnet_tf.distribute import (
 )
 from alexnet_tf.dropout_seeds import use_step_seeds
 from alexnet_tf.errors import InputError
-from alexnet_tf.input import bad_records
+from alexnet_tf.input import bad_records, service
 from alexnet_tf.input.pipeline import InputConfig, InputPipeline
 from alexnet_tf.layers import with_view_normalization
 from alexnet_tf.model import AlexNet
@@ -270,6 +270,7 @@ def _check_can_start(config: FitConfig) -> None:
     _steps_per_epoch(config, pipeline)
     pipeline.train_dataset()
     pipeline.eval_dataset()
+    service.check_can_start(config.recipe, config.skip_bad_records, config.worker_timeout)
 
 
 def _steps_per_epoch(config: FitConfig, pipeline: InputPipeline) -> int:
@@ -617,6 +618,15 @@ class _Run:
         pipeline = self._epoch_pipeline = _input_pipeline(
             self.config.data_dir, self.recipe, seed, self.config.skip_bad_records
         )
+        if (address := self.recipe.input.data_service) is not None:  # its workers make the batches
+            replicas, config = self.strategy.num_replicas_in_sync, self.config
+            name = service.job_name(config.model_dir, config.data_dir, epoch, seed, self.recipe, replicas)
+            return distribute_datasets(
+                self.strategy,
+                lambda context: service.distribute(
+                    pipeline.train_dataset(service.shared_context(context)), address, name
+                ),
+            )
         return distribute_datasets(
             self.strategy,
             # A step takes one batch per replica; an input pipeline feeds replicas / pipelines of them.
