@@ -17,7 +17,8 @@ this module starts them as long-running processes and adds what a process needs 
   timeout gives up with one line.
 * **Shutdown.** ``join()`` blocks in C++, where Python cannot run a signal handler; `serve`
   instead polls, so SIGTERM and Ctrl-C stop the server and the command exits 143 / 130 as
-  ``fit`` does (`alexnet_tf.preemption`).
+  ``fit`` does (`alexnet_tf.preemption`). A worker's own ``stop()`` can wait an hour for a
+  dispatcher that is gone, so a worker ends its process instead (`serve`).
 * **Fault tolerance.** A dispatcher with a work directory journals its state there (registered
   pipelines, jobs, which worker has which work) before it answers, and a dispatcher restarted
   with the same directory recovers it: trainers and workers reconnect and carry on. The
@@ -31,6 +32,7 @@ recipe's check of an address (`is_address`) load none.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import socket
@@ -43,7 +45,7 @@ from alexnet_tf import preemption
 from alexnet_tf.errors import InputError
 
 PROTOCOL = "grpc"
-_ADDRESS = re.compile(r"(?:grpc://)?(?P<host>[^\s:/]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})")
+_ADDRESS = re.compile(r"(?:grpc://)?(?P<host>[^\s:/\[\]]+):(?P<port>\d{1,5})")  # a host name or IPv4 address
 # How often `serve` looks for a signal and for a change in what it reports, and the wait between
 # two reports; how often `wait_for_dispatcher` repeats that it waits.
 POLL_SECONDS = 0.2
@@ -82,8 +84,9 @@ def check_port_free(port: int, who: str) -> None:
             pass
     except OSError as error:
         reason = os.strerror(error.errno) if error.errno else str(error)
+        problem = "the port is in use" if error.errno == errno.EADDRINUSE else "cannot listen on the port"
         raise InputError(
-            f"{who}: the port is in use ({reason}); is another dispatcher or worker running there? "
+            f"{who}: {problem} ({reason}); is another dispatcher or worker running there? "
             "Choose a free port with --port"
         ) from None
 
@@ -148,8 +151,8 @@ def run_dispatcher(port: int, work_dir: str | None = None) -> None:
 
 
 def run_worker(dispatcher: str, port: int = 0, host: str | None = None, timeout: float | None = None) -> None:
-    """Runs a worker of the dispatcher at ``dispatcher`` on ``port`` until SIGTERM or Ctrl-C
-    (then raises `preemption.Stopped`).
+    """Runs a worker of the dispatcher at ``dispatcher`` on ``port`` until SIGTERM or Ctrl-C,
+    then ends the process with status 143 / 130 (`serve` says why it does not return).
 
     ``host`` is the name trainers reach this worker by (the dispatcher passes it on to them;
     default: this machine's host name). The dispatcher is waited for up to ``timeout`` seconds
@@ -159,7 +162,7 @@ def run_worker(dispatcher: str, port: int = 0, host: str | None = None, timeout:
     dispatcher_host, dispatcher_port = parse_address(dispatcher, "--dispatcher")
     if port:
         check_port_free(port, who)
-    from alexnet_tf.cluster import _answers, worker_timeout  # they load TensorFlow: after the checks of flags
+    from alexnet_tf.cluster import worker_timeout  # it loads TensorFlow: after the checks of the flags
 
     wait_for_dispatcher(dispatcher, worker_timeout(timeout), who, "--dispatcher")
     import tensorflow as tf
@@ -174,24 +177,21 @@ def run_worker(dispatcher: str, port: int = 0, host: str | None = None, timeout:
     server = _started(lambda: service.WorkerServer(config), who)
     bound = int(server._address.rsplit(":", 1)[1])
     _say(f"tf.data service worker at {host or socket.gethostname()}:{bound}, dispatcher {dispatcher}")
-    serve(
-        server,
-        f"data-service worker on port {bound}",
-        lambda: f"{server._num_tasks()} task(s)",
-        lambda: _answers(address),
-    )
+    serve(server, f"data-service worker on port {bound}", lambda: f"{server._num_tasks()} task(s)", end_process=True)
 
 
-def serve(server: Any, who: str, status: Callable[[], str], stoppable: Callable[[], bool] = lambda: True) -> None:
+def serve(server: Any, who: str, status: Callable[[], str], end_process: bool = False) -> None:
     """Keeps ``server`` running until SIGINT or SIGTERM, saying on stderr what ``status()`` says
     whenever it changes (at most every `REPORT_GAP_SECONDS`); then stops it and raises
-    `preemption.Stopped`.
+    `preemption.Stopped`, or with ``end_process`` ends the process with the status instead.
 
-    A worker's ``stop()`` first finishes its calls to the dispatcher, which it retries for as long
-    as ``WorkerConfig.dispatcher_timeout_ms`` (an hour) if the dispatcher is gone, holding the
-    GIL meanwhile (measured: a worker with a task, its dispatcher stopped, did not stop). So when
-    ``stoppable()`` says the server could not stop promptly, the process ends without it
-    (``os._exit``), as it would have ended on the signal had nothing caught it.
+    A worker is not stopped through TensorFlow but ended that way (``os._exit``):
+    ``WorkerServer.stop()`` first finishes the worker's calls in flight, and one to a dispatcher
+    that is gone is retried for ``WorkerConfig.dispatcher_timeout_ms`` (an hour), all the while
+    holding the GIL, so nothing in Python can bound it (measured: a worker with tasks did not
+    stop within minutes, its dispatcher stopped a few seconds after the signal). A worker holds
+    nothing to save or release, and to the dispatcher and the trainers its end looks as a stop
+    does: its heartbeats and streams end.
     """
     received: list[int] = []
     previous = preemption.installed(lambda signum, frame: received.append(signum))
@@ -206,8 +206,9 @@ def serve(server: Any, who: str, status: Callable[[], str], stoppable: Callable[
     finally:
         preemption.restore(previous)
     stopped = preemption.Stopped(received[0])
-    if not stoppable():
-        _say(f"{who}: {stopped.reason}; stopped without waiting for the dispatcher, which does not answer")
+    if end_process:
+        _say(f"{who}: {stopped.reason}; stopped")
+        sys.stdout.flush()
         os._exit(stopped.status)
     server.stop()
     _say(f"{who}: {stopped.reason}; stopped")

@@ -46,7 +46,10 @@ KEY = "input.data_service"  # the recipe key; --data-service sets it
 
 
 def distribute(
-    dataset: tf.data.Dataset, address: str, job_name: str, processing_mode: object = PROCESSING_MODE
+    dataset: tf.data.Dataset,
+    address: str,
+    job_name: str,
+    processing_mode: tf.data.experimental.service.ShardingPolicy | str = PROCESSING_MODE,
 ) -> tf.data.Dataset:
     """``dataset`` produced by the tf.data service at ``address`` (``grpc://HOST:PORT``), in the
     job ``job_name``: every consumer of one job name shares its elements (each gets different
