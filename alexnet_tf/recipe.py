@@ -80,7 +80,8 @@ class ModelSection:
 @dataclasses.dataclass(frozen=True)
 class InputSection:
     """Input pipeline options (`InputConfig` without ``data_dir``; the batch size and seed are
-    in `TrainingSection`, the image dtype follows ``training.mixed_precision``).
+    in `TrainingSection`, the image dtype follows ``training.mixed_precision``), and where the
+    training pipeline runs (``data_service``).
 
     Attributes:
       shuffle_buffer: records in the shuffle buffer (not in the paper).

@@ -11,7 +11,7 @@ fast worker takes more files than a slow one. ``parallel_epochs`` (every worker 
 pipeline) does not fit a seeded pipeline: each worker would produce the same stream and the
 trainer would get every batch once per worker (measured: two workers, 128 records, 81 distinct
 in the first 128 consumed). What the mode does to the paper's epochs and to exact resume is in
-docs/training.md ("Training from a tf.data service"); in short:
+docs/training.md ("Input from a tf.data service"); in short:
 
 * each record is read once per pass over the data (at most once if a worker dies holding files);
   an epoch is still ``steps_per_epoch`` global batches, but workers move through the passes at
