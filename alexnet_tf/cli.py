@@ -509,6 +509,7 @@ def import_weights(source: str, **options) -> None:
 @click.option("--learning-rate", type=float, help="= --set optimizer.learning_rate=X")
 @click.option("--mixed-precision", type=click.Choice(MIXED_PRECISION), help="= --set training.mixed_precision=...")
 @click.option("--seed", type=int, help="= --set training.seed=N")
+@click.option("--data-service", help="= --set input.data_service=grpc://HOST:PORT (a tf.data service dispatcher)")
 @click.option("--allow-recipe-change", is_flag=True, help="Resume a run although its recipe differs.")
 @click.option("--overwrite", is_flag=True, help="Delete the run directory's previous outputs and start again.")
 @_skip_bad_records_option
@@ -519,7 +520,9 @@ def import_weights(source: str, **options) -> None:
     help=f"multi-worker: seconds to wait for the other workers to start (default: ${WORKER_TIMEOUT_ENV} or "
     f"{DEFAULT_WORKER_TIMEOUT:g}).",
 )
-def fit(recipe_path, overrides, epochs, batch_size, learning_rate, mixed_precision, seed, **options) -> None:
+def fit(
+    recipe_path, overrides, epochs, batch_size, learning_rate, mixed_precision, seed, data_service, **options
+) -> None:
     """Train AlexNet on prepared records; re-run the same command to resume.
 
     Without --recipe this is the paper's recipe (section 5). Writes MODEL_DIR/recipe.yaml,
@@ -537,6 +540,7 @@ def fit(recipe_path, overrides, epochs, batch_size, learning_rate, mixed_precisi
         "optimizer.learning_rate": learning_rate,
         "training.mixed_precision": mixed_precision,
         "training.seed": seed,
+        "input.data_service": data_service,
     }
     overrides = list(overrides) + [f"{key}={value}" for key, value in named.items() if value is not None]
     recipe = load_recipe(recipe_path, overrides)
@@ -686,3 +690,34 @@ def tune(overrides: tuple[str, ...], **options) -> None:
         )
     else:
         click.echo("no trial finished; nothing written")
+
+
+@main.group("data-service")
+def data_service() -> None:
+    """Run the tf.data service that feeds `fit --data-service` (see docs/training.md)."""
+
+
+@data_service.command("dispatcher")
+@click.option("--port", type=click.IntRange(0, 65535), required=True, help="Port to serve on (0: any free one).")
+@click.option("--work-dir", help="Journal the state here (local or gs://): a restart with it recovers the jobs.")
+def data_service_dispatcher(port: int, work_dir: str | None) -> None:
+    """Run a tf.data service dispatcher until SIGTERM or Ctrl-C (exit 143 / 130)."""
+    from alexnet_tf.data_service import run_dispatcher
+
+    run_dispatcher(port, work_dir)
+
+
+@data_service.command("worker")
+@click.option("--dispatcher", required=True, help="The dispatcher's address, grpc://HOST:PORT or HOST:PORT.")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="Port (0: any free one).")
+@click.option("--host", help="Name trainers reach this worker by [default: this machine's host name].")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help=f"Seconds to wait for the dispatcher (default: ${WORKER_TIMEOUT_ENV} or {DEFAULT_WORKER_TIMEOUT:g}).",
+)
+def data_service_worker(dispatcher: str, port: int, host: str | None, timeout: float | None) -> None:
+    """Run a tf.data service worker until SIGTERM or Ctrl-C (exit 143 / 130)."""
+    from alexnet_tf.data_service import run_worker
+
+    run_worker(dispatcher, port, host, timeout)

@@ -32,3 +32,18 @@ def test_bench_fit_prints_paired_ratios_for_every_model():
     assert len(re.findall(r"^two-tower / one-device, .*: [\d.]+$", run.stdout, re.M)) == 4
     assert len(re.findall(r"^bfloat16 / float32, .*: [\d.]+ \(rounds [\d.]+-[\d.]+\)$", run.stdout, re.M)) == 4
     assert re.match(r"host: this CPU .* (has|has no) avx512_bf16", run.stdout)  # the figures' host
+
+
+@pytest.mark.slow
+def test_bench_service_prints_each_way_against_local():
+    run = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "bench_service.py"), "--records", "64", "--shards", "4",
+         "--batch-size", "8", "--batches", "2", "--warmup", "1", "--rounds", "1"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = re.findall(r"^  (local|service|service, uncompressed) +([\d,]+) \(.*\) +([\d.]+) \(", run.stdout, re.M)
+    assert [way for way, *_ in rows] == ["local", "service", "service, uncompressed"]
+    assert all(int(rate.replace(",", "")) > 0 and float(ratio) > 0 for _, rate, ratio in rows)
+    assert rows[0][2] == "1.00"  # local against itself
+    assert re.match(r"host: this CPU .* (has|has no) avx512_bf16", run.stdout)

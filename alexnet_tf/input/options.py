@@ -13,6 +13,7 @@ import dataclasses
 
 from alexnet_tf import paper
 from alexnet_tf.constants import MEAN_IMAGE, MEAN_MODES, MIN_INPUT_SIZE
+from alexnet_tf.data_service import is_address
 from alexnet_tf.errors import invalid
 
 
@@ -42,6 +43,9 @@ class InputOptions:
         `alexnet_tf.network.layers`.
       deterministic: keep element order fixed (slower: a slow record holds up the others); with
         a seed the batches are identical run to run.
+      data_service: where fit's training pipeline runs: a tf.data service dispatcher,
+        ``grpc://HOST:PORT``, whose workers run it (`alexnet_tf.input.service`); None: the
+        training process. `InputPipeline` itself ignores it.
     """
 
     shuffle_buffer: int = 10_000
@@ -51,6 +55,7 @@ class InputOptions:
     crop_size: int = paper.CROP_SIZE  # §4.1
     normalize_in_model: bool = True
     deterministic: bool = False
+    data_service: str | None = None
 
     def __post_init__(self) -> None:
         if self.shuffle_buffer < 1:
@@ -63,6 +68,8 @@ class InputOptions:
             raise invalid("lighting_strength", self.lighting_strength, ">= 0 (0 turns lighting off)")
         if self.crop_size < MIN_INPUT_SIZE:
             raise invalid("crop_size", self.crop_size, f"an integer >= {MIN_INPUT_SIZE} (AlexNet's smallest input)")
+        if self.data_service is not None and not is_address(self.data_service):
+            raise invalid("data_service", self.data_service, "None (null) or a dispatcher's address, grpc://HOST:PORT")
 
     def options(self) -> dict[str, object]:
         """These options alone (without a subclass's fields), by name."""

@@ -48,7 +48,7 @@ import tensorflow as tf
 
 from alexnet_tf import locks
 from alexnet_tf.errors import InputError
-from alexnet_tf.input import bad_records
+from alexnet_tf.input import bad_records, service
 from alexnet_tf.input.pipeline import InputConfig, InputPipeline
 from alexnet_tf.recipe import Recipe
 from alexnet_tf.records import schema
@@ -140,7 +140,7 @@ def fit(config: FitConfig) -> FitResult:
         _check_can_start(config, pipeline)
     # One run per run directory; under multi-worker only the chief writes it (`alexnet_tf.locks`).
     with locks.lock_directory(config.model_dir, "fit") if chief else contextlib.nullcontext():
-        trainer = Trainer(config.recipe, strategy, pipeline, config.strategy, config.fc_device)
+        trainer = Trainer(config.recipe, strategy, pipeline, config.strategy, config.fc_device, config.model_dir)
         loop = TrainingLoop(config, trainer, chief, timings)
         try:
             with (
@@ -214,6 +214,7 @@ def _check_can_start(config: FitConfig, pipeline: InputPipeline) -> None:
         raise_batch_too_large(config.data_dir, pipeline.num_records(), config.recipe.training.batch_size)
     pipeline.num_records(schema.VALIDATION)  # fit validates every epoch: the split must exist
     pipeline.check_training()
+    service.check_can_start(config.recipe, config.skip_bad_records, config.worker_timeout)
 
 
 def raise_batch_too_large(data_dir: str, train_records: int, batch_size: int) -> None:

@@ -139,10 +139,13 @@ class TrainingLoop:
         steps_per_epoch = trainer.steps_per_epoch
         optimizer, schedule = trainer.built.optimizer, trainer.built.schedule
         try:
-            if epoch < training.epochs:
+            if epoch < training.epochs and not trainer.per_epoch_input:
                 with timings.phase("start-up"):
                     iterator = iter(trainer.train_data(epoch, step - epoch * steps_per_epoch))
             while epoch < training.epochs:
+                if trainer.per_epoch_input:  # a tf.data service: one job per epoch
+                    with timings.phase("epoch input"):
+                        iterator = iter(trainer.train_data(epoch, epochs=epoch + 1))
                 row = self._train_epoch(epoch, step, iterator)
                 step = (epoch + 1) * steps_per_epoch
                 with timings.phase("validation"):

@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf.errors import InputError
+from alexnet_tf.input import service
 from alexnet_tf.input.pipeline import InputPipeline
 from alexnet_tf.network.layers import with_view_normalization
 from alexnet_tf.network.model import AlexNet
@@ -97,6 +98,8 @@ class Trainer:
       placement: the strategy's name (`alexnet_tf.constants.STRATEGIES`): ``two-tower`` places the
         towers (`alexnet_tf.training.distribute.tower_placement`).
       fc_device: ``two-tower``: the device of everything but the towers.
+      run_id: names this run to a tf.data service (``input.data_service``): its jobs are this
+        run's (fit passes the run directory).
     """
 
     def __init__(
@@ -106,8 +109,10 @@ class Trainer:
         pipeline: InputPipeline,
         placement: str = "one-device",
         fc_device: str | None = None,
+        run_id: str = "",
     ) -> None:
         self.recipe = recipe
+        self.run_id = run_id
         self.strategy = strategy
         self.pipeline = pipeline
         self.towers, self.fc_device = tower_placement(placement, fc_device)
@@ -216,6 +221,10 @@ class Trainer:
         within the epoch the batches already trained are skipped before they are decoded.
         """
         last = self.recipe.training.epochs if epochs is None else epochs
+        if self.per_epoch_input:
+            if last != epoch + 1:
+                raise ValueError("with input.data_service, train_data gives one epoch at a time")
+            return self._service_data(epoch)
         data_seed = int(self.state.data_seed.numpy())
         seeds = [epoch_seed(data_seed, number) for number in range(epoch, last)]
         steps = self.steps_per_epoch
@@ -228,6 +237,27 @@ class Trainer:
             )
 
         return distribute_datasets(self.strategy, dataset_fn)
+
+    @property
+    def per_epoch_input(self) -> bool:
+        """Whether `train_data` gives one epoch at a time (a tf.data service runs the input: one
+        job per epoch) rather than the whole run in one dataset."""
+        return self.recipe.input.data_service is not None
+
+    def _service_data(self, epoch: int) -> tf.distribute.DistributedDataset:
+        """Epoch ``epoch``'s batches made by the tf.data service's workers (`alexnet_tf.input.service`):
+        the epoch's seeded dataset, registered as the run's job for that epoch, which a resumed
+        trainer re-joins where the service left it (so no batches are skipped here)."""
+        seed = epoch_seed(int(self.state.data_seed.numpy()), epoch)
+        address = self.recipe.input.data_service
+        replicas = self.strategy.num_replicas_in_sync
+        name = service.job_name(self.run_id, self.pipeline.config.data_dir, epoch, seed, self.recipe, replicas)
+        return distribute_datasets(
+            self.strategy,
+            lambda context: service.distribute(
+                self.pipeline.train_dataset(service.shared_context(context), seed=seed), address, name
+            ),
+        )
 
     def eval_data(self) -> tf.data.Dataset | tf.distribute.DistributedDataset:
         """One pass over the validation split (centre crops), distributed as the training input;
