@@ -26,9 +26,10 @@ from click.testing import CliRunner
 from alexnet_tf import files, locks
 from alexnet_tf.cli import main
 from alexnet_tf.errors import InputError
-from alexnet_tf.prepare import resume
+from alexnet_tf.prepare import convert, resume, shards
 from alexnet_tf.prepare.convert import PrepareConfig, prepare_dataset
 from alexnet_tf.prepare.index import IndexConfig, index_records
+from alexnet_tf.prepare.workers import WorkerError
 from alexnet_tf.records import metadata as metadata_lib
 from alexnet_tf.records import schema
 from tests.tiny_imagenet import make_dataset
@@ -163,6 +164,25 @@ def test_a_complete_output_is_not_redone_and_changed_options_are_refused(runs):
     assert report.up_to_date and "nothing to do" in report.summary()
     with pytest.raises(InputError, match=r"other options \(jpeg_quality: 90 -> 80\)"):
         prepare_dataset(PrepareConfig(source, runs.beam, jpeg_quality=80, **beam))
+
+
+def failing_write_shard(context, task, progress):
+    """`write_shard`, except that one shard fails as a full disk would (on whichever worker)."""
+    if task.name == "train-00003-of-00008":
+        raise InputError(f"cannot write {context.output}/{task.name}: No space left on device")
+    return shards.write_shard(context, task, progress)
+
+
+@pytest.mark.slow
+def test_a_failing_task_fails_the_job_in_one_line_and_the_same_command_completes_it(runs, tmp_path, monkeypatch):
+    source, output = os.path.join(os.path.dirname(runs.local), "imagenet"), str(tmp_path / "records")
+    config = PrepareConfig(source, output, train_shards=8, validation_shards=2, progress=False, runner="beam")
+    with monkeypatch.context() as patch:
+        patch.setattr(convert, "write_shard", failing_write_shard)
+        with pytest.raises(WorkerError, match=r"^the Beam job failed: .*train-00003-of-00008: No space left on device"):
+            prepare_dataset(config)
+    assert metadata_lib.METADATA_FILENAME not in os.listdir(output)
+    assert prepare_dataset(config).metadata == metadata_lib.DatasetMetadata.load(runs.local)
 
 
 def _shard_names(names: list[str]) -> list[str]:
