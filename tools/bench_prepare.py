@@ -17,7 +17,8 @@ spends a few seconds importing TensorFlow, a bare one does not):
 ``--runner beam`` compares the two runners of prepare-data instead, on the same files in
 alternating rounds: the local pool (N workers) and the Apache Beam DirectRunner in multi-process
 mode (``direct_num_workers=N``), each timed end to end and between its first and last finished
-shard (the shards' modification times: the same measure for both, without either's start-up):
+shard (the shards' modification times: the same measure for both, without either's start-up),
+and by the CPU time all their processes used per image (what a busy machine does not distort):
 
     ratio = DirectRunner rate / local pool rate
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import resource
 import tempfile
 import time
 
@@ -83,9 +85,10 @@ def prepare_rates(source: str, output: str, workers: int, shards: int, stats_sam
     return report.processed / (time.perf_counter() - started), report.steady_rate
 
 
-def runner_rates(source: str, output: str, runner: str, workers: int, shards: int) -> tuple[float, float]:
-    """prepare-data's images/s on ``runner`` with ``workers`` processes: end to end, and between the
-    first and the last shard renamed into place (images of the shards after the first one)."""
+def runner_rates(source: str, output: str, runner: str, workers: int, shards: int) -> tuple[float, float, float]:
+    """prepare-data's images/s on ``runner`` with ``workers`` processes: end to end, between the
+    first and the last shard renamed into place (images of the shards after the first one), and
+    per CPU second of this process and all its (waited-for) descendants."""
     beam = f"direct_num_workers={workers},direct_running_mode=multi_processing"
     config = PrepareConfig(
         source=source,
@@ -96,14 +99,20 @@ def runner_rates(source: str, output: str, runner: str, workers: int, shards: in
         beam_options=beam if runner == BEAM_RUNNER else None,
         progress=False,
     )
-    started = time.perf_counter()
+    cpu, started = cpu_seconds(), time.perf_counter()
     report = prepare_dataset(config)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
     finished = sorted(
         (os.stat(os.path.join(output, s.name)).st_mtime, s.records) for s in report.metadata.splits["train"].shards
     )
     later = sum(records for _, records in finished[1:])
-    return report.processed / seconds, later / (finished[-1][0] - finished[0][0])
+    return report.processed / seconds, later / (finished[-1][0] - finished[0][0]), report.processed / cpu
+
+
+def cpu_seconds() -> float:
+    """User and system CPU time of this process and of its children that have ended."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def cpu_model() -> str:
@@ -115,18 +124,23 @@ def compare_runners(source: str, count: int, workers: int, shards: int, rounds: 
     """The local pool against the Beam DirectRunner, alternating rounds, the best of each."""
     print(
         f"{count} images, {shards} shards, {os.cpu_count()} CPUs ({cpu_model()}); {workers} workers; best of "
-        f"{rounds} rounds; images/s between the first and last finished shard (end to end in brackets)"
+        f"{rounds} rounds; images/s between the first and last finished shard [end to end] (per CPU second)"
     )
-    best = {runner: (0.0, 0.0) for runner in RUNNERS}
+    best = {runner: (0.0, 0.0, 0.0) for runner in RUNNERS}
     for round_index in range(rounds):
         for runner in RUNNERS:
             rates = runner_rates(source, os.path.join(scratch, f"{runner}{round_index}"), runner, workers, shards)
-            best[runner] = (max(best[runner][0], rates[0]), max(best[runner][1], rates[1]))
-            print(f"  round {round_index + 1}, {runner}: {rates[1]:6.1f} ({rates[0]:6.1f})", flush=True)
+            best[runner] = tuple(max(pair) for pair in zip(best[runner], rates, strict=True))
+            print(f"  round {round_index + 1}, {runner}: {_rates(rates)}", flush=True)
     local, beam = best[LOCAL_RUNNER], best[BEAM_RUNNER]
-    print(f"  local pool:         {local[1]:6.1f} ({local[0]:6.1f})")
-    print(f"  Beam DirectRunner:  {beam[1]:6.1f} ({beam[0]:6.1f})")
-    print(f"  DirectRunner / local pool: {beam[1] / local[1]:.2f}x ({beam[0] / local[0]:.2f}x end to end)")
+    print(f"  local pool:         {_rates(local)}")
+    print(f"  Beam DirectRunner:  {_rates(beam)}")
+    print(f"  DirectRunner / local pool: {_rates(tuple(b / a for a, b in zip(local, beam, strict=True)), 'x')}")
+
+
+def _rates(rates: tuple[float, ...], unit: str = "") -> str:
+    end_to_end, steady, per_cpu = rates
+    return f"{steady:6.2f}{unit} [{end_to_end:6.2f}{unit}] ({per_cpu:6.2f}{unit})"
 
 
 @click.command(help=__doc__.splitlines()[0])
