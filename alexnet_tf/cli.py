@@ -262,7 +262,7 @@ def prepare_data(**options) -> None:
         report = prepare_dataset(PrepareConfig(**options))
     except KeyboardInterrupt:
         again = "the same command without --overwrite" if options["overwrite"] else "the same command"
-        kept = "finished shards are kept" if options["runner"] == LOCAL_RUNNER else "the Beam job was cancelled"
+        kept = "finished shards are kept" if options["runner"] == LOCAL_RUNNER else "the Beam job was stopped"
         click.echo(f"\nInterrupted: {kept}; re-run {again} to resume.", err=True)
         raise SystemExit(130) from None
     for note in report.notes:
