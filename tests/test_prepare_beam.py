@@ -185,6 +185,37 @@ def test_a_failing_task_fails_the_job_in_one_line_and_the_same_command_completes
     assert prepare_dataset(config).metadata == metadata_lib.DatasetMetadata.load(runs.local)
 
 
+def test_ctrl_c_stops_the_job_cancels_it_on_a_cluster_and_exits_130(tmp_path, monkeypatch):
+    from alexnet_tf.prepare import beam_runner
+
+    class Job:  # a cluster job: run() returns at once, wait_until_finish() is what Ctrl-C interrupts
+        cancelled = False
+
+        def wait_until_finish(self):
+            raise KeyboardInterrupt
+
+        def cancel(self):
+            Job.cancelled = True
+
+    class Pipeline:
+        def run(self):
+            return Job()
+
+    with pytest.raises(KeyboardInterrupt):
+        beam_runner._run(Pipeline())
+    assert Job.cancelled
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(beam_runner, "run_tasks", interrupted)
+    source = make_dataset(str(tmp_path / "imagenet"), per_class=1, val_form=None, quirks=False).root
+    result = CliRunner().invoke(main, ["prepare-data", source, str(tmp_path / "out"), "--runner", "beam"])
+    assert result.exit_code == 130
+    assert "Interrupted: the Beam job was stopped; re-run the same command to resume." in result.output
+    assert "Traceback" not in result.output
+
+
 def _shard_names(names: list[str]) -> list[str]:
     return sorted(n for n in names if "-of-" in n and not files.is_temporary(n))
 
