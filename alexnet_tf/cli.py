@@ -27,7 +27,9 @@ from alexnet_tf.constants import (
     DEFAULT_VALIDATION_SHARDS,
     DEFAULT_WORKER_TIMEOUT,
     EVALUATE_PRECISIONS,
+    LOCAL_RUNNER,
     MIXED_PRECISION,
+    RUNNERS,
     SINGLE_WORKER_STRATEGIES,
     STRATEGIES,
     TRAIN,
@@ -142,6 +144,26 @@ _devices_option = click.option(
 _fc_device_option = click.option(
     "--fc-device", help="two-tower: device of everything but the towers (default: tower 0's)."
 )
+
+
+def _runner_options(command):
+    """prepare-data's and index-records' --runner and --beam-options (`alexnet_tf.prepare.runners`)."""
+    command = click.option(
+        "--beam-options",
+        metavar='"KEY=VALUE,..."',
+        help="With --runner beam: Beam's pipeline options, as tfds build's --beam_pipeline_options "
+        '(e.g. "direct_num_workers=2,direct_running_mode=multi_processing"; default: the in-process DirectRunner).',
+    )(command)
+    return click.option(
+        "--runner",
+        type=click.Choice(RUNNERS),
+        default=LOCAL_RUNNER,
+        show_default=True,
+        help='local: worker processes here; beam: one Apache Beam job (pip install "alexnet-tf[beam]"; '
+        "Dataflow, Flink, Spark: docs/prepare-data.md).",
+    )(command)
+
+
 _skip_bad_records_option = click.option(
     "--skip-bad-records",
     is_flag=True,
@@ -280,6 +302,7 @@ def show_augment(
 @click.option("--workers", type=int, help="Worker processes (default: all available CPUs).")
 @click.option("--overwrite", is_flag=True, help="Delete an earlier or different output in OUTPUT and start again.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@_runner_options
 def prepare_data(**options) -> None:
     """Convert ImageNet (or folders of images per class) in SOURCE into TFRecord shards in OUTPUT.
 
@@ -575,6 +598,7 @@ def fit(
 @click.option("--workers", type=int, help="Worker processes, one shard each at a time (default: all available CPUs).")
 @click.option("--overwrite", is_flag=True, help="Replace metadata already in the output (never the records).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@_runner_options
 def index_records_command(label_offset: str, **options) -> None:
     """Index existing TFRecords (Model Garden, TF-Slim, TFDS) in RECORDS_DIR so alexnet-tf reads them.
 

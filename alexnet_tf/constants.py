@@ -76,6 +76,12 @@ DEFAULT_VALIDATION_SHARDS = 128
 DEFAULT_MAX_PIXELS = 89_478_485
 DEFAULT_JPEG_QUALITY = 90
 
+# Where prepare-data and index-records run their shard tasks (`alexnet_tf.prepare.runners`): this
+# machine's process pool, or an Apache Beam job (the optional [beam] extra).
+LOCAL_RUNNER = "local"
+BEAM_RUNNER = "beam"
+RUNNERS = (LOCAL_RUNNER, BEAM_RUNNER)
+
 # show-augment's grid (`alexnet_tf.input.visualize`).
 DEFAULT_AUGMENT_LIGHTING_STRENGTH = 10.0  # ×paper.PCA_LIGHTING_STD: shifts of tens of levels, visible.
 DEFAULT_AUGMENT_IMAGES = 4

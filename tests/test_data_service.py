@@ -17,13 +17,14 @@ import threading
 
 import pytest
 
-from alexnet_tf import cluster, data_service, preemption
+from alexnet_tf import data_service, preemption
 from alexnet_tf.errors import InputError
 from alexnet_tf.input import bad_records
 from alexnet_tf.input import service as input_service
 from alexnet_tf.input.pipeline import InputConfig, InputPipeline
 from alexnet_tf.recipe import load_recipe
 from alexnet_tf.synthetic import write_synthetic_dataset
+from alexnet_tf.training import cluster
 from alexnet_tf.training.fit import FitConfig, fit
 from alexnet_tf.training.loop import PAUSE_ENV
 from tests.bad_data import gif, replace_image

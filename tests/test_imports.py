@@ -18,7 +18,7 @@ from alexnet_tf.training import distribute
 # SystemExit), writes the heavy modules it imported to the file REPORT.
 WRAPPER = """
 import atexit, runpy, sys
-HEAVY = ("tensorflow", "keras", "numpy", "alexnet_tf.network.model", "alexnet_tf.network.layers")
+HEAVY = ("tensorflow", "keras", "numpy", "alexnet_tf.network.model", "alexnet_tf.network.layers", "apache_beam")
 REPORT = sys.argv.pop(1)
 def report():
     with open(REPORT, "w") as f:
@@ -34,6 +34,7 @@ CASES = [
     ("--version", 0, ""),
     ("fit --help", 0, ""),
     ("predict --help", 0, ""),
+    ("prepare-data --help", 0, ""),
     ("fit --data-dir RECORDS --model-dir RUN --set training.nope=1", 1, "training.nope"),
     ("fit --data-dir RECORDS --model-dir RUN --recipe demo --set input.crop_size=32", 1, "input.crop_size=32"),
     ("fit --data-dir RECORDS --model-dir RUN --recipe BAD_RECIPE", 1, "bad.yaml: unknown section 'trainig'"),
@@ -74,8 +75,10 @@ def test_help_and_early_errors_import_no_tensorflow(tmp_path, line, status, frag
 def test_prepare_data_does_not_import_the_network():
     """prepare/ reads the smallest input size from `alexnet_tf.constants`, not from the Keras model."""
     probe = (
-        "import pkgutil, sys, importlib, alexnet_tf.prepare as p\n"
-        "for m in pkgutil.iter_modules(p.__path__): importlib.import_module(f'alexnet_tf.prepare.{m.name}')\n"
+        "import pkgutil, sys, importlib, importlib.util, alexnet_tf.prepare as p\n"
+        "beam = importlib.util.find_spec('apache_beam') is not None  # beam_runner needs the [beam] extra\n"
+        "for m in pkgutil.iter_modules(p.__path__):\n"
+        "    if beam or m.name != 'beam_runner': importlib.import_module(f'alexnet_tf.prepare.{m.name}')\n"
         "print(' '.join(n for n in ('alexnet_tf.network.model', 'alexnet_tf.network.layers') if n in sys.modules))\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)

@@ -14,21 +14,32 @@ spends a few seconds importing TensorFlow, a bare one does not):
     overhead = 1 - prepare_rate / bare_rate          (the issue's aim: <= 25%)
     speed-up = prepare_rate(N workers) / prepare_rate(1 worker)   (aim: >= 1.7x for N = 2)
 
+``--runner beam`` compares the two runners of prepare-data instead, on the same files in
+alternating rounds: the local pool (N workers) and the Apache Beam DirectRunner in multi-process
+mode (``direct_num_workers=N``), each timed end to end and between its first and last finished
+shard (the shards' modification times: the same measure for both, without either's start-up),
+and by the CPU time all their processes used per image (what a busy machine does not distort):
+
+    ratio = DirectRunner rate / local pool rate
+
 Without ``--images`` it writes a synthetic folder of ImageNet-sized JPEGs
 (`alexnet_tf.synthetic`) in a temporary directory. Run it on a quiet machine:
 
     python tools/bench_prepare.py --count 2000 --workers 2
+    python tools/bench_prepare.py --count 2000 --workers 2 --runner beam
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import resource
 import tempfile
 import time
 
 import click
 
+from alexnet_tf.constants import BEAM_RUNNER, LOCAL_RUNNER, RUNNERS
 from alexnet_tf.prepare.convert import PrepareConfig, default_workers, prepare_dataset
 from alexnet_tf.prepare.images import ImageOptions, prepare_image
 from alexnet_tf.synthetic import write_image_folder
@@ -74,6 +85,64 @@ def prepare_rates(source: str, output: str, workers: int, shards: int, stats_sam
     return report.processed / (time.perf_counter() - started), report.steady_rate
 
 
+def runner_rates(source: str, output: str, runner: str, workers: int, shards: int) -> tuple[float, float, float]:
+    """prepare-data's images/s on ``runner`` with ``workers`` processes: end to end, between the
+    first and the last shard renamed into place (images of the shards after the first one), and
+    per CPU second of this process and all its (waited-for) descendants."""
+    beam = f"direct_num_workers={workers},direct_running_mode=multi_processing"
+    config = PrepareConfig(
+        source=source,
+        output=output,
+        train_shards=shards,
+        workers=workers if runner == LOCAL_RUNNER else None,
+        runner=runner,
+        beam_options=beam if runner == BEAM_RUNNER else None,
+        progress=False,
+    )
+    cpu, started = cpu_seconds(), time.perf_counter()
+    report = prepare_dataset(config)
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
+    finished = sorted(
+        (os.stat(os.path.join(output, s.name)).st_mtime, s.records) for s in report.metadata.splits["train"].shards
+    )
+    later = sum(records for _, records in finished[1:])
+    return report.processed / seconds, later / (finished[-1][0] - finished[0][0]), report.processed / cpu
+
+
+def cpu_seconds() -> float:
+    """User and system CPU time of this process and of its children that have ended."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def cpu_model() -> str:
+    with open("/proc/cpuinfo") as f:
+        return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown CPU")
+
+
+def compare_runners(source: str, count: int, workers: int, shards: int, rounds: int, scratch: str) -> None:
+    """The local pool against the Beam DirectRunner, alternating rounds, the best of each."""
+    print(
+        f"{count} images, {shards} shards, {os.cpu_count()} CPUs ({cpu_model()}); {workers} workers; best of "
+        f"{rounds} rounds; images/s between the first and last finished shard [end to end] (per CPU second)"
+    )
+    best = {runner: (0.0, 0.0, 0.0) for runner in RUNNERS}
+    for round_index in range(rounds):
+        for runner in RUNNERS:
+            rates = runner_rates(source, os.path.join(scratch, f"{runner}{round_index}"), runner, workers, shards)
+            best[runner] = tuple(max(pair) for pair in zip(best[runner], rates, strict=True))
+            print(f"  round {round_index + 1}, {runner}: {_rates(rates)}", flush=True)
+    local, beam = best[LOCAL_RUNNER], best[BEAM_RUNNER]
+    print(f"  local pool:         {_rates(local)}")
+    print(f"  Beam DirectRunner:  {_rates(beam)}")
+    print(f"  DirectRunner / local pool: {_rates(tuple(b / a for a, b in zip(local, beam, strict=True)), 'x')}")
+
+
+def _rates(rates: tuple[float, ...], unit: str = "") -> str:
+    end_to_end, steady, per_cpu = rates
+    return f"{steady:6.2f}{unit} [{end_to_end:6.2f}{unit}] ({per_cpu:6.2f}{unit})"
+
+
 @click.command(help=__doc__.splitlines()[0])
 @click.option("--images", help="A dataset root (train/<class>/...); default: a synthetic one.")
 @click.option("--count", type=click.IntRange(min=10), default=2000, show_default=True, help="Synthetic images.")
@@ -103,7 +172,16 @@ def prepare_rates(source: str, output: str, workers: int, shards: int, stats_sam
     show_default=True,
     help="Alternating bare/prepare-data rounds; the best round of each counts.",
 )
-def main(images: str | None, count: int, workers: int, shards: int, stats_sample: int | None, rounds: int) -> None:
+@click.option(
+    "--runner",
+    type=click.Choice(RUNNERS),
+    default=LOCAL_RUNNER,
+    show_default=True,
+    help="local: prepare-data against the bare loop; beam: the local pool against the Beam DirectRunner.",
+)
+def main(
+    images: str | None, count: int, workers: int, shards: int, stats_sample: int | None, rounds: int, runner: str
+) -> None:
     with tempfile.TemporaryDirectory(prefix="bench_prepare_") as scratch:
         source = images
         if source is None:
@@ -117,6 +195,9 @@ def main(images: str | None, count: int, workers: int, shards: int, stats_sample
             if not name.startswith(".")
         )
         bare_convert(paths[0])  # warm the page cache and Pillow's plugins alike for both
+        if runner == BEAM_RUNNER:
+            compare_runners(source, len(paths), workers, shards, rounds, scratch)
+            return
         print(
             f"{len(paths)} images, {os.cpu_count()} CPUs; best of {rounds} rounds; "
             "images/s after start-up (end to end in brackets)"

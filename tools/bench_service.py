@@ -16,7 +16,7 @@ Reported per way, best (median) of the rounds: images/s (wall clock) and the ima
 CPU-second of **this** process, the trainer's side: locally it decodes and augments, through the
 service it only receives (and decompresses). On one machine the workers share its cores with
 this process, so the service cannot be faster here; what carries over to a fleet is the second
-figure. The first line names the host's CPU (`alexnet_tf.precision.host_choice`).
+figure. The first line names the host's CPU (`alexnet_tf.training.precision.host_choice`).
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ import time
 
 import click
 import tensorflow as tf
-from alexnet_tf.precision import host_choice
 from bench_pipeline import measure  # tools/: the same timing as the pipeline benchmark
 
 from alexnet_tf import data_service, synthetic
 from alexnet_tf.input import service
 from alexnet_tf.input.pipeline import InputConfig, InputPipeline
+from alexnet_tf.training.precision import host_choice
 
 WAYS = ("local", "service", "service, uncompressed")
 

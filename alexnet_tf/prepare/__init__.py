@@ -9,6 +9,8 @@ Pillow and worker processes, no TensorFlow graph (TF is used for file I/O and re
 * `shards`: which files go into which shard, and writing one shard;
 * `stats`: exact training-set pixel statistics (mean image, RGB covariance);
 * `workers`: a small process pool; `resume`: the state that makes a run restartable;
+* `runners`: ``--runner local`` (the pool) or ``beam``; `beam_runner`: the tasks as an Apache Beam
+  job (imported only for ``--runner beam``: Apache Beam is an optional extra);
 * `streams`: the named random streams drawn from ``--seed``;
 * `index`: `index_records(IndexConfig)`, the whole index job, resumable; `layout`: finding the
   shards, schema and class names of an existing directory; `scan`: reading one shard.

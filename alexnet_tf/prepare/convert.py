@@ -24,12 +24,18 @@ byte-identical to one uninterrupted run's. A shard finished after the last check
 rewritten. Different options, or a changed file list, are refused unless ``overwrite`` (which
 deletes the earlier output). When all shards are done the metadata is written and ``_prepare/``
 removed; re-running then reports that there is nothing to do.
+
+``runner="beam"`` writes the same shards as one Apache Beam job instead of the worker processes
+(`alexnet_tf.prepare.beam_runner`): the same plan, shard function and checkpoint type, so the
+same bytes. Its results reach the checkpoint only when the whole job has succeeded: a killed job
+is redone by the next run (shards a local run had checkpointed are kept).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import hashlib
 import os
 import posixpath
@@ -42,11 +48,17 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from alexnet_tf import errors, files, jobs, locks, paper
-from alexnet_tf.constants import DEFAULT_TRAIN_SHARDS, DEFAULT_VALIDATION_SHARDS, MIN_INPUT_SIZE
+from alexnet_tf.constants import (
+    BEAM_RUNNER,
+    DEFAULT_TRAIN_SHARDS,
+    DEFAULT_VALIDATION_SHARDS,
+    LOCAL_RUNNER,
+    MIN_INPUT_SIZE,
+)
 from alexnet_tf.errors import InputError, invalid
 from alexnet_tf.files import output_errors
 from alexnet_tf.jobs import CHECKPOINT_SECONDS
-from alexnet_tf.prepare import images, resume
+from alexnet_tf.prepare import images, resume, runners
 from alexnet_tf.prepare.shards import (
     ShardContext,
     ShardItem,
@@ -68,8 +80,8 @@ from alexnet_tf.records.metadata import (
 from alexnet_tf.records.schema import SPLITS, TRAIN
 
 # Fields that do not change what is written, so a rerun may change them (the output directory
-# may be moved between runs).
-_RUN_ONLY_OPTIONS = frozenset({"output", "workers", "overwrite", "progress"})
+# may be moved between runs; both runners write the same shards).
+_RUN_ONLY_OPTIONS = frozenset({"output", "workers", "overwrite", "progress", "runner", "beam_options"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +110,10 @@ class PrepareConfig:
         workers: worker processes (default: the CPUs available to this process).
         overwrite: delete an earlier output in ``output`` instead of refusing or resuming it.
         progress: show a progress bar on stderr.
+        runner: ``local`` (the worker processes) or ``beam`` (an Apache Beam job; see
+            `alexnet_tf.prepare.runners`).
+        beam_options: with ``beam``: Beam's pipeline options, ``"key=value,..."`` (e.g.
+            ``"runner=DirectRunner,direct_num_workers=2,direct_running_mode=multi_processing"``).
     """
 
     source: str
@@ -118,8 +134,11 @@ class PrepareConfig:
     workers: int | None = None
     overwrite: bool = False
     progress: bool = True
+    runner: str = LOCAL_RUNNER
+    beam_options: str | None = None
 
     def __post_init__(self) -> None:
+        runners.check(self.runner, self.beam_options, self.workers)
         checks = [
             (self.train_shards >= 1, "train_shards", "at least 1"),
             (self.validation_shards >= 1, "validation_shards", "at least 1"),
@@ -196,6 +215,8 @@ def prepare_dataset(config: PrepareConfig) -> PrepareReport:
     `alexnet_tf.preemption.Stopped` on Ctrl-C or SIGTERM, after recording the finished shards.
     """
     started = time.monotonic()
+    if config.runner == BEAM_RUNNER:  # before anything is listed or written: Beam installed, its options valid
+        runners.load_beam().pipeline_options(config.beam_options)
     output = config.output.rstrip("/") or "/"
     source = None
     if not tf.io.gfile.isdir(output):
@@ -235,7 +256,8 @@ def _prepare_locked(config: PrepareConfig, output: str, source: Source | None, s
     files.remove_temporaries(output)
     done = resume.Checkpoint.load(output, config.image_size)
     todo = [task for task in tasks if task.name not in done.shards]
-    processed, steady_rate = _convert(config, source, todo, done, output)
+    convert = _convert_on_beam if config.runner == BEAM_RUNNER else _convert
+    processed, steady_rate = convert(config, source, todo, done, output)
 
     metadata = _metadata(source, tasks, done, config, options)
     if metadata.splits[TRAIN].num_records == 0:
@@ -341,13 +363,7 @@ def _convert(
     config: PrepareConfig, source: Source, todo: list[ShardTask], done: resume.Checkpoint, output: str
 ) -> tuple[int, float | None]:
     """Writes the shards in ``todo`` on worker processes; returns the files read and the steady rate."""
-    context = ShardContext(
-        output=output,
-        run_id=uuid.uuid4().hex[:8],
-        classes=tuple((c.wnid, c.name) for c in source.classes),
-        label_offset=config.label_offset,
-        image_options=config.image_options(),
-    )
+    context = _shard_context(config, source, output, run_id=uuid.uuid4().hex[:8])
     total = sum(len(task.items) for task in todo)
     skipped = 0
     again = " without `overwrite=True`" if config.overwrite else ""  # it would delete them
@@ -371,6 +387,36 @@ def _convert(
         with job:  # keeps the finished shards for the next run, however this one stops
             run_tasks(write_shard, context, todo, workers=_workers(config), on_result=on_result, on_progress=throughput)
     return total, throughput.steady_rate()
+
+
+def _convert_on_beam(
+    config: PrepareConfig, source: Source, todo: list[ShardTask], done: resume.Checkpoint, output: str
+) -> tuple[int, None]:
+    """Writes the shards in ``todo`` as one Apache Beam job and adds them to ``done``; returns the
+    files read (no steady rate: the runner reports its own progress)."""
+    beam_runner = runners.load_beam()
+    written = beam_runner.run_tasks(
+        write_shard,
+        _shard_context(config, source, output, run_id=None),  # None: each attempt its own temporary
+        todo,
+        functools.partial(resume.Checkpoint, config.image_size),
+        options=beam_runner.pipeline_options(config.beam_options),
+        scratch=posixpath.join(output, resume.STATE_DIR),
+        counter="images",
+    )
+    done.merge(written)
+    files.remove_temporaries(output)  # those of attempts the runner gave up on and retried
+    return sum(len(task.items) for task in todo), None
+
+
+def _shard_context(config: PrepareConfig, source: Source, output: str, run_id: str | None) -> ShardContext:
+    return ShardContext(
+        output=output,
+        run_id=run_id,
+        classes=tuple((c.wnid, c.name) for c in source.classes),
+        label_offset=config.label_offset,
+        image_options=config.image_options(),
+    )
 
 
 class _Throughput:

@@ -9,7 +9,8 @@ that a user already holds as TFRecords costs hours; this reads them once instead
 * Shards and class names: `alexnet_tf.prepare.layout` (the common namings, TFDS's label file);
   the schema from the first record of each split.
 * One task per shard on worker processes (`alexnet_tf.prepare.scan.scan_shard`), with a progress
-  bar in bytes (the total is known before any record is read).
+  bar in bytes (the total is known before any record is read); or, with ``runner="beam"``, as one
+  Apache Beam job (`alexnet_tf.prepare.beam_runner`), whose results fill the same checkpoint.
 * Statistics as prepare-data computes them: each training image's §2 256×256 crop, summed exactly
   (`PixelStats`); ``stats_sample`` takes the first records of every training shard instead.
 * Label offset: inferred (`infer_label_offset`) unless given; the report says how sure.
@@ -27,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import functools
 import hashlib
 import os
 import posixpath
@@ -38,10 +40,11 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from alexnet_tf import errors, files, jobs, locks, paper
+from alexnet_tf.constants import BEAM_RUNNER, LOCAL_RUNNER
 from alexnet_tf.errors import InputError, invalid
 from alexnet_tf.files import output_errors
 from alexnet_tf.jobs import CHECKPOINT_SECONDS
-from alexnet_tf.prepare import layout, resume
+from alexnet_tf.prepare import layout, resume, runners
 from alexnet_tf.prepare.scan import ScanContext, ScanResult, ScanTask, scan_shard
 from alexnet_tf.prepare.stats import PixelStats
 from alexnet_tf.prepare.workers import default_workers, run_tasks
@@ -77,6 +80,8 @@ class IndexConfig:
         overwrite: replace metadata already in ``output`` (ours or prepare-data's) and any
             interrupted index run's state; never touches the records.
         progress: show a progress bar on stderr.
+        runner, beam_options: where the shards are read, as prepare-data's
+            (`alexnet_tf.prepare.convert.PrepareConfig`).
     """
 
     records_dir: str
@@ -86,8 +91,11 @@ class IndexConfig:
     workers: int | None = None
     overwrite: bool = False
     progress: bool = True
+    runner: str = LOCAL_RUNNER
+    beam_options: str | None = None
 
     def __post_init__(self) -> None:
+        runners.check(self.runner, self.beam_options, self.workers)
         checks = [
             (self.stats_sample is None or self.stats_sample >= 1, "stats_sample", "at least 1"),
             (self.label_offset in (None, 0, 1), "label_offset", "None (auto), 0 or 1"),
@@ -147,6 +155,8 @@ def index_records(config: IndexConfig) -> IndexReport:
     `alexnet_tf.preemption.Stopped` on Ctrl-C or SIGTERM, after checkpointing the shards already read.
     """
     started = time.monotonic()
+    if config.runner == BEAM_RUNNER:  # before anything is read or written: Beam installed, its options valid
+        runners.load_beam().pipeline_options(config.beam_options)
     records_dir = config.records_dir.rstrip("/") or "/"
     output = (config.output or records_dir).rstrip("/") or "/"
     shards, notes = layout.find_shards(records_dir)
@@ -267,6 +277,11 @@ class _Checkpoint:
         if result.stats is not None:
             self.stats.merge(result.stats)
 
+    def merge(self, other: _Checkpoint) -> None:
+        """Adds the shards of another checkpoint (a Beam job's partial result)."""
+        self.results.update(other.results)
+        self.stats.merge(other.stats)
+
     def save(self, output: str) -> None:
         state = {"options": self.options, "results": [r.to_dict() for r in self.results.values()]}
         with output_errors(output):
@@ -364,6 +379,19 @@ def _scan(
     done: _Checkpoint,
     output: str,
 ) -> None:
+    if config.runner == BEAM_RUNNER:
+        beam_runner = runners.load_beam()
+        scanned = beam_runner.run_tasks(
+            scan_shard,
+            context,
+            todo,
+            functools.partial(_Checkpoint, done.options),
+            options=beam_runner.pipeline_options(config.beam_options),
+            scratch=posixpath.join(output, STATE_DIR),
+            counter="bytes",
+        )
+        done.merge(scanned)
+        return
     sizes = {shard.name: shard.size for found in shards.values() for shard in found}
     job = jobs.Job(
         lambda: done.save(output),

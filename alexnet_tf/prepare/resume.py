@@ -62,6 +62,12 @@ class Checkpoint:
         if result.stats is not None:
             self.stats.merge(result.stats)
 
+    def merge(self, other: Checkpoint) -> None:
+        """Adds the shards of another checkpoint (a Beam job's partial result; see
+        `alexnet_tf.prepare.beam_runner`)."""
+        self.shards.update(other.shards)
+        self.stats.merge(other.stats)
+
     def save(self, output: str) -> None:
         table = {name: dataclasses.asdict(shard) for name, shard in self.shards.items()}
         save_state(posixpath.join(output, STATE_DIR, CHECKPOINT_FILE), table, self.stats)

@@ -55,7 +55,8 @@ class ShardContext:
     """What every shard task shares (sent to each worker once)."""
 
     output: str
-    run_id: str
+    run_id: str | None  # names this run's temporary files; None: a fresh id per shard written (Beam,
+    # where a runner may attempt one shard twice at once: each attempt then writes its own file)
     classes: tuple[tuple[str, str], ...]  # (wnid, name) by class index
     label_offset: int
     image_options: images.ImageOptions
