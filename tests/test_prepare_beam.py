@@ -212,7 +212,7 @@ def test_ctrl_c_stops_the_job_cancels_it_on_a_cluster_and_exits_130(tmp_path, mo
     source = make_dataset(str(tmp_path / "imagenet"), per_class=1, val_form=None, quirks=False).root
     result = CliRunner().invoke(main, ["prepare-data", source, str(tmp_path / "out"), "--runner", "beam"])
     assert result.exit_code == 130
-    assert "Interrupted: the Beam job was stopped; re-run the same command to resume." in result.output
+    assert "interrupted (Ctrl-C): the Beam job was stopped; re-run the same command to resume" in result.output
     assert "Traceback" not in result.output
 
 

@@ -61,7 +61,7 @@ class InputOptions:
         if self.shuffle_buffer < 1:
             raise invalid("shuffle_buffer", self.shuffle_buffer, "a positive integer")
         if self.label_offset is not None and self.label_offset < 0:
-            raise invalid("label_offset", self.label_offset, "None (null) or an integer >= 0")
+            raise invalid("label_offset", self.label_offset, "null or an integer >= 0")
         if self.mean not in MEAN_MODES:
             raise invalid("mean", self.mean, f"one of {', '.join(MEAN_MODES)}")
         if self.lighting_strength < 0:
@@ -69,7 +69,7 @@ class InputOptions:
         if self.crop_size < MIN_INPUT_SIZE:
             raise invalid("crop_size", self.crop_size, f"an integer >= {MIN_INPUT_SIZE} (AlexNet's smallest input)")
         if self.data_service is not None and not is_address(self.data_service):
-            raise invalid("data_service", self.data_service, "None (null) or a dispatcher's address, grpc://HOST:PORT")
+            raise invalid("data_service", self.data_service, "null or a dispatcher's address, grpc://HOST:PORT")
 
     def options(self) -> dict[str, object]:
         """These options alone (without a subclass's fields), by name."""

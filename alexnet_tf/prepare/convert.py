@@ -39,6 +39,7 @@ import functools
 import hashlib
 import os
 import posixpath
+import signal
 import time
 import uuid
 from typing import Any
@@ -47,7 +48,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from alexnet_tf import errors, files, jobs, locks, paper
+from alexnet_tf import errors, files, jobs, locks, paper, preemption
 from alexnet_tf.constants import (
     BEAM_RUNNER,
     DEFAULT_TRAIN_SHARDS,
@@ -395,15 +396,19 @@ def _convert_on_beam(
     """Writes the shards in ``todo`` as one Apache Beam job and adds them to ``done``; returns the
     files read (no steady rate: the runner reports its own progress)."""
     beam_runner = runners.load_beam()
-    written = beam_runner.run_tasks(
-        write_shard,
-        _shard_context(config, source, output, run_id=None),  # None: each attempt its own temporary
-        todo,
-        functools.partial(resume.Checkpoint, config.image_size),
-        options=beam_runner.pipeline_options(config.beam_options),
-        scratch=posixpath.join(output, resume.STATE_DIR),
-        counter="images",
-    )
+    try:
+        written = beam_runner.run_tasks(
+            write_shard,
+            _shard_context(config, source, output, run_id=None),  # None: each attempt its own temporary
+            todo,
+            functools.partial(resume.Checkpoint, config.image_size),
+            options=beam_runner.pipeline_options(config.beam_options),
+            scratch=posixpath.join(output, resume.STATE_DIR),
+            counter="images",
+        )
+    except KeyboardInterrupt as interrupted:  # the runner cancelled its job (on a cluster too)
+        signum = interrupted.signum if isinstance(interrupted, preemption.Stopped) else signal.SIGINT
+        raise preemption.Stopped(signum, note="the Beam job was stopped; re-run the same command to resume") from None
     done.merge(written)
     files.remove_temporaries(output)  # those of attempts the runner gave up on and retried
     return sum(len(task.items) for task in todo), None
