@@ -4,6 +4,10 @@ This module imports no TensorFlow, Keras or module that does: each command impor
 when it runs, after the checks that need none (click's flags, a recipe's keys), so ``--help`` and
 those errors answer at once. Option defaults come from import-free modules (`alexnet_tf.paper`,
 `alexnet_tf.constants`); `tests/test_imports.py` holds it to that.
+
+Why one long file: every command is a few lines of click declarations over one library function,
+and all of them share the group's boundary (errors worded with this command's flags, Ctrl-C and
+SIGTERM as one line and 130 / 143), which stays in view beside them.
 """
 
 from __future__ import annotations

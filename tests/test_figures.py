@@ -17,7 +17,8 @@ from alexnet_tf import AlexNet
 from alexnet_tf.cli import main
 from alexnet_tf.figures import curves, filters, neighbours
 from alexnet_tf.figures.sheet import to_uint8
-from alexnet_tf.input.pipeline import InputConfig, InputPipeline, interleave_records
+from alexnet_tf.input.pipeline import InputConfig, InputPipeline
+from alexnet_tf.input.shards import interleave_records
 from alexnet_tf.network.layers import network_of, with_view_normalization
 from alexnet_tf.records import schema
 from alexnet_tf.runs import HISTORY_FIELDS

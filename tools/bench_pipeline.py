@@ -36,7 +36,7 @@ import click
 import tensorflow as tf
 
 from alexnet_tf import synthetic
-from alexnet_tf.input import pipeline
+from alexnet_tf.input import pipeline, shards
 from alexnet_tf.network.layers import MEAN_NONE
 from alexnet_tf.records import schema
 
@@ -50,7 +50,7 @@ def limit_dataset(data_dir: str, batch_size: int, dtype: str | None = None) -> t
         image = tf.io.decode_jpeg(features[schema.ENCODED], channels=3)
         return (image if dtype is None else tf.cast(image, dtype)), features[schema.LABEL]
 
-    records = pipeline.interleave_records(files).repeat()
+    records = shards.interleave_records(files).repeat()
     dataset = records.map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size, drop_remainder=True)
     options = tf.data.Options()
     options.deterministic = False

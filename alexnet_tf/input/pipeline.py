@@ -15,7 +15,8 @@ prepared dataset once (``metadata.json`` and ``mean_image.npy``, written by
 The stages are separate modules, as Model Garden separates decoder and parser:
 `alexnet_tf.input.decode` (parse the record, decode the JPEG or only the crop window),
 `alexnet_tf.input.views` (make the float or uint8 views), `alexnet_tf.input.augment` (pure,
-seedable functions on one image). This module reads files, shuffles, batches and distributes.
+seedable functions on one image), `alexnet_tf.input.shards` (each input pipeline's files, read
+in parallel). This module shuffles, seeds, batches and prefetches.
 
 Per training record (float views): parse; draw the view (crop corner, mirror bit, lighting
 alpha) from the record's seed; decode only the crop window (256×256 records) or the whole
@@ -55,6 +56,7 @@ from alexnet_tf.errors import InputError, invalid
 from alexnet_tf.input.bad_records import RecordReader, SkippedRecords
 from alexnet_tf.input.decode import LABEL, RecordDecoder
 from alexnet_tf.input.options import InputOptions
+from alexnet_tf.input.shards import interleave_records, shard_files
 from alexnet_tf.input.views import FloatViews, Statistics, Uint8Views, Views
 from alexnet_tf.network.layers import ViewNormalization
 from alexnet_tf.records import schema
@@ -63,10 +65,6 @@ from alexnet_tf.records.metadata import DatasetMetadata, SplitInfo, load_mean_im
 logger = logging.getLogger(__name__)
 
 DTYPES = ("float32", "bfloat16", "float16")
-
-# Files read at once by the parallel interleave: enough shards that records from many of them
-# mix before the shuffle buffer, few enough that read buffers stay small.
-INTERLEAVE_CYCLE = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -376,58 +374,6 @@ class InputPipeline:
             # This pipeline shards by itself; stop tf.distribute from sharding again.
             options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
-
-
-def shard_files(files: list[str], input_context: tf.distribute.InputContext | None) -> tuple[list[str], bool]:
-    """This input pipeline's files, and whether its records must be sharded instead.
-
-    With at least as many files as pipelines, pipeline ``k`` of ``n`` reads files ``k, k+n, …``.
-    With fewer (auto-sharding by file then fails or hangs in TF), every pipeline reads every
-    file in the same order and keeps every n-th record, and a warning says so.
-    """
-    pipelines = input_context.num_input_pipelines if input_context else 1
-    if pipelines == 1:
-        return files, False
-    if len(files) >= pipelines:
-        mine = files[input_context.input_pipeline_id :: pipelines]
-        logger.info(
-            "input pipeline %d of %d reads %d of %d files",
-            input_context.input_pipeline_id, pipelines, len(mine), len(files),
-        )  # fmt: skip
-        return mine, False
-    logger.warning(
-        "%d shard files for %d input pipelines: each pipeline reads every file and keeps every "
-        "%d-th record (more I/O per worker). Write at least %d shards to shard by file.",
-        len(files), pipelines, pipelines, pipelines,
-    )  # fmt: skip
-    return files, True
-
-
-def interleave_records(
-    files: list[str],
-    deterministic: bool | None = None,
-    shuffle_seed: int | tf.Tensor | None = None,
-    reader: RecordReader | None = None,
-    counts: list[int] | None = None,
-) -> tf.data.Dataset:
-    """Records of ``files``, read by a parallel interleave of `INTERLEAVE_CYCLE` files.
-
-    Serialized records; with a ``reader`` and the ``counts`` of records the metadata lists per
-    file, ``(path, number, serialized)`` as `RecordReader.read` checks them. With
-    ``shuffle_seed`` the file order is shuffled first, afresh on every pass.
-    """
-    if reader is None:
-        names, read = tf.data.Dataset.from_tensor_slices(files), tf.data.TFRecordDataset
-    else:
-        names, read = tf.data.Dataset.from_tensor_slices((files, tf.constant(counts, tf.int64))), reader.read
-    if shuffle_seed is not None:
-        names = names.shuffle(len(files), seed=shuffle_seed)
-    return names.interleave(
-        read,
-        cycle_length=min(len(files), INTERLEAVE_CYCLE),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=deterministic,
-    )
 
 
 @dataclasses.dataclass(frozen=True)

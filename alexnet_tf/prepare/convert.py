@@ -1,6 +1,8 @@
 """`prepare_dataset`: ImageNet or image folders to shuffled, balanced TFRecord shards (§2).
 
-The importable function behind ``alexnet-tf prepare-data`` and ``tools/make_tfrecords.py``.
+The importable function behind ``alexnet-tf prepare-data`` and ``tools/make_tfrecords.py``. (Its
+length is the job's whole order in one place, from the checks to ``metadata.json`` written last,
+so that what a kill at any line leaves is read top to bottom; each step's work is in a sibling.)
 It lists the source (`alexnet_tf.prepare.sources`), deals the files into shards with a fixed seed
 (`alexnet_tf.prepare.shards`), converts the shards on worker processes (`alexnet_tf.prepare.workers`)
 with a progress bar, and writes beside the shards:

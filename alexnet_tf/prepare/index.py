@@ -1,6 +1,7 @@
 """`index_records`: metadata for TFRecords other tools wrote (Model Garden, TF-Slim, TFDS), in place.
 
-The importable function behind ``alexnet-tf index-records``. Re-encoding 1.28 M ImageNet images
+The importable function behind ``alexnet-tf index-records`` (long for the reason
+`alexnet_tf.prepare.convert` is: the job's whole order in one place). Re-encoding 1.28 M ImageNet images
 that a user already holds as TFRecords costs hours; this reads them once instead and writes what
 `alexnet_tf.input.pipeline.InputPipeline` needs beside them (or in ``output``): ``metadata.json``
 (schema, shards, classes, per-split and per-class counts, label offset, statistics) and
