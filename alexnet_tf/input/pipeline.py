@@ -198,6 +198,7 @@ class InputPipeline:
         input_context: tf.distribute.InputContext | None = None,
         skip_batches: int = 0,
         seed: int | None = None,
+        split_by_file: bool = False,
     ) -> tf.data.Dataset:
         """Batches of training views and int32 labels, repeated forever.
 
@@ -214,8 +215,18 @@ class InputPipeline:
 
         ``seed`` (default: the pipeline's, `InputPipeline.seed`) seeds the file and record
         shuffles and the views, so one pipeline gives each epoch of a run its own stream.
+
+        ``split_by_file``: built with the shard files as its first source, for a tf.data
+        service, whose dynamic sharding splits a dataset at its first source (otherwise the
+        one-seed table `train_epochs` shares with this stream: one worker would make it all).
+        Its shuffles then pair their seeds with TensorFlow's global seed, if one is set, so the
+        stream is that seed's own but not the same as without ``split_by_file``.
         """
         words = _Seeds.derive(self.seed if seed is None else seed, input_context).words()
+        if split_by_file:
+            self.check_training(input_context)
+            words_tensor, skip = tf.constant(words, tf.int64), tf.constant(skip_batches, tf.int64)
+            return self._finish(self._epoch_batches(words_tensor, skip, input_context), input_context)
         return self._epochs([words], [skip_batches], None, input_context)
 
     def train_epochs(

@@ -255,7 +255,9 @@ class Trainer:
         return distribute_datasets(
             self.strategy,
             lambda context: service.distribute(
-                self.pipeline.train_dataset(service.shared_context(context), seed=seed), address, name
+                self.pipeline.train_dataset(service.shared_context(context), seed=seed, split_by_file=True),
+                address,
+                name,
             ),
         )
 
