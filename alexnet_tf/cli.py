@@ -459,6 +459,8 @@ def import_weights(source: str, **options) -> None:
 @click.option("--learning-rate", type=float, help="= --set optimizer.learning_rate=X")
 @click.option("--mixed-precision", type=click.Choice(MIXED_PRECISION), help="= --set training.mixed_precision=...")
 @click.option("--seed", type=int, help="= --set training.seed=N")
+@click.option("--init-from", help="= --set finetune.init_from=SOURCE: a new run starts from this run dir/.keras.")
+@click.option("--freeze", help="= --set finetune.freeze=LAYER: conv1 ... LAYER get no update (e.g. conv5).")
 @click.option("--allow-recipe-change", is_flag=True, help="Resume a run although its recipe differs.")
 @click.option("--overwrite", is_flag=True, help="Delete the run directory's previous outputs and start again.")
 @_skip_bad_records_option
@@ -469,7 +471,9 @@ def import_weights(source: str, **options) -> None:
     help=f"multi-worker: seconds to wait for the other workers to start (default: ${WORKER_TIMEOUT_ENV} or "
     f"{DEFAULT_WORKER_TIMEOUT:g}).",
 )
-def fit(recipe_path, overrides, epochs, batch_size, learning_rate, mixed_precision, seed, **options) -> None:
+def fit(
+    recipe_path, overrides, epochs, batch_size, learning_rate, mixed_precision, seed, init_from, freeze, **options
+) -> None:
     """Train AlexNet on prepared records; re-run the same command to resume.
 
     Without --recipe this is the paper's recipe (section 5). Writes MODEL_DIR/recipe.yaml,
@@ -487,6 +491,9 @@ def fit(recipe_path, overrides, epochs, batch_size, learning_rate, mixed_precisi
         "optimizer.learning_rate": learning_rate,
         "training.mixed_precision": mixed_precision,
         "training.seed": seed,
+        # JSON strings are YAML strings: a path stays a string whatever it looks like
+        "finetune.init_from": None if init_from is None else json.dumps(init_from),
+        "finetune.freeze": freeze,
     }
     overrides = list(overrides) + [f"{key}={value}" for key, value in named.items() if value is not None]
     recipe = load_recipe(recipe_path, overrides)

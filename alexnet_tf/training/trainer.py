@@ -147,6 +147,7 @@ class Trainer:
                 tower_devices=self.towers,
                 seed=int(self.state.data_seed.numpy()),
             )
+            optim.freeze_layers(network, recipe.finetune.freeze)
             dropout_key = use_step_seeds(network)
             logits = keras.Model(network.input, network.get_layer("fc8").output, name=f"{network.name}_logits")
             model, train_model = network, logits
@@ -260,6 +261,7 @@ class Trainer:
         global_batch = recipe.training.batch_size
         model, optimizer = built.train_model, built.optimizer
         decayed = optim.decayed_variables(model, recipe.optimizer)
+        scales = optim.update_scales(model.trainable_variables, recipe.finetune.lr_multipliers)
         weight_decay = recipe.optimizer.weight_decay
 
         def gradients(views, labels):
@@ -278,6 +280,7 @@ class Trainer:
         def replica_step(inputs):
             views, labels = inputs
             grads, loss, (top1, top5) = gradients(views, labels)
+            grads = optim.scale_updates(grads, scales)  # finetune.lr_multipliers, as Caffe's lr_mult
             optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
             return loss, top1, top5
 
