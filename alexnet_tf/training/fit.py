@@ -17,6 +17,10 @@ logical CPUs), everything else (the fully connected layers, the loss) on ``fc_de
 parallelism with it, and no XLA: XLA ignores ``tf.device`` (tensorflow/tensorflow#124880), so
 ``jit_compile`` is refused with it.
 
+Fine-tuning: a new run with the recipe's ``finetune.init_from`` starts from that model's weights;
+the source is loaded and checked against the recipe at start-up, before anything is written
+(`alexnet_tf.training.init_from`); a resumed run restores its checkpoint instead.
+
 The run directory (`alexnet_tf.runs`, its one owner and its one description): the chief writes
 the recipe, classes, history, models and TensorBoard there; under ``multi-worker`` the other
 workers checkpoint to temporary directories they delete.

@@ -18,7 +18,10 @@ The loop over epochs, the run directory and everything written to it are `alexne
 The step: the loss is averaged over the global batch (`tf.nn.compute_average_loss`), the L2
 term scaled per replica (`alexnet_tf.training.optim`), and the dropout masks drawn from (data
 seed, global step, replica, layer) (`alexnet_tf.training.dropout_seeds`), so a resumed run draws
-the masks the uninterrupted one would have.
+the masks the uninterrupted one would have. Fine-tuning (the recipe's ``finetune`` section): the
+layers up to ``freeze`` are built non-trainable, and each gradient is scaled by its layer's
+``lr_multipliers`` entry before the optimizer (`alexnet_tf.training.optim`); loading another
+model's weights is `alexnet_tf.training.init_from`'s, called by the loop for a new run.
 """
 
 from __future__ import annotations
