@@ -198,7 +198,7 @@ def test_cli_init_from_errors_are_one_line(data, source_run, tmp_path):
     missing = run("--model-dir", str(tmp_path / "a"), "--init-from", str(tmp_path / "none.keras"))
     misfit = run("--model-dir", str(tmp_path / "b"), "--init-from", source_run, "--set=model.lrn_variant=caffe")
     for result, message in (
-        (missing, "none.keras: not a .keras file or a run directory"),
+        (missing, "--init-from " + str(tmp_path / "none.keras") + ": not a .keras file or a run directory"),
         (misfit, "does not fit the recipe: LRN variant 'paper' (set model.lrn_variant=paper)"),
     ):
         assert result.returncode != 0

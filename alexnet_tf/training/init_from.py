@@ -57,14 +57,19 @@ def source_for_new_run(recipe: Recipe, model_dir: str, overwrite: bool) -> Sourc
     source = recipe.finetune.init_from
     if source is None:
         return None
-    if not overwrite and tf.train.latest_checkpoint(posixpath.join(model_dir, CHECKPOINTS)) is not None:
+    # Any checkpoint's index file: the loop resumes from it (or, if all are damaged, loads the
+    # source then); the state file is not read, as it may be the garbled one the loop rebuilds.
+    if not overwrite and tf.io.gfile.glob(posixpath.join(model_dir, CHECKPOINTS, "*.index")):
         return None
     return load_source(source, recipe)
 
 
 def load_source(source: str, recipe: Recipe) -> Source:
     """Loads ``source`` (`alexnet_tf.runs.load_model`) and `check_fits` it to ``recipe``."""
-    path, model = runs.load_model(source)
+    try:
+        path, model = runs.load_model(source)
+    except InputError as error:
+        raise InputError(f"--init-from {error}") from None
     network = network_of(model)
     check_fits(path, network, recipe)
     return Source(path, network)
