@@ -22,6 +22,7 @@ from alexnet_tf.synthetic import write_synthetic_dataset
 from alexnet_tf.training import init_from, optim
 from alexnet_tf.training.fit import FitConfig, fit
 from tests.test_train import ENV, TINY
+from tests.test_train_faults import assert_same_history, assert_same_weights, resume, start
 
 CONVS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 
@@ -86,6 +87,23 @@ def test_init_from_loads_the_features_freezes_and_resumes(data, source_run, tmp_
     other = tiny(f"finetune.init_from={run}", "finetune.freeze=conv5", "finetune.lr_multipliers={fc8: 10}")
     with pytest.raises(InputError, match="finetune.init_from"):
         fit(FitConfig(data[1], run, other, verbose=False))
+
+
+@pytest.mark.slow
+def test_kill_9_mid_epoch_of_a_fine_tuning_run_resumes_bit_identical(data, source_run, tmp_path):
+    """Frozen layers, an lr multiplier and an --init-from source through kill -9 and resume:
+    the run ends with the uninterrupted one's weights and history, bit for bit."""
+    options = (f"finetune.init_from={source_run}", "finetune.freeze=conv3", "finetune.lr_multipliers={fc8: 10}",
+               "training.checkpoint_every_steps=2")  # fmt: skip
+    straight, run = str(tmp_path / "straight"), str(tmp_path / "run")
+    resume(straight, data[1], *options)
+    process = start(run, data[1], "checkpoint-6", *options)  # 4 steps per epoch: mid-way through epoch 2
+    process.kill()
+    process.wait()
+    result = resume(run, data[1], *options)
+    assert "resuming from epoch 1 step 6" in result.stdout and "not read again" in result.stdout, result.stdout
+    assert_same_history(run, straight)
+    assert_same_weights(os.path.join(run, "last.keras"), os.path.join(straight, "last.keras"))
 
 
 def test_two_tower_strategy_splits_a_grouped_source_between_the_towers(data, tmp_path, capsys):
