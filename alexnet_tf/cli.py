@@ -537,6 +537,8 @@ def import_weights(source: str, **options) -> None:
 @click.option("--mixed-precision", type=click.Choice(MIXED_PRECISION), help="= --set training.mixed_precision=...")
 @click.option("--seed", type=int, help="= --set training.seed=N")
 @click.option("--data-service", help="= --set input.data_service=grpc://HOST:PORT (a tf.data service dispatcher)")
+@click.option("--init-from", help="= --set finetune.init_from=SOURCE: a new run starts from this run dir/.keras.")
+@click.option("--freeze", help="= --set finetune.freeze=LAYER: conv1 ... LAYER get no update (e.g. conv5).")
 @click.option("--allow-recipe-change", is_flag=True, help="Resume a run although its recipe differs.")
 @click.option("--overwrite", is_flag=True, help="Delete the run directory's previous outputs and start again.")
 @_skip_bad_records_option
@@ -548,7 +550,17 @@ def import_weights(source: str, **options) -> None:
     f"{DEFAULT_WORKER_TIMEOUT:g}).",
 )
 def fit(
-    recipe_path, overrides, epochs, batch_size, learning_rate, mixed_precision, seed, data_service, **options
+    recipe_path,
+    overrides,
+    epochs,
+    batch_size,
+    learning_rate,
+    mixed_precision,
+    seed,
+    data_service,
+    init_from,
+    freeze,
+    **options,
 ) -> None:
     """Train AlexNet on prepared records; re-run the same command to resume.
 
@@ -568,6 +580,9 @@ def fit(
         "training.mixed_precision": mixed_precision,
         "training.seed": seed,
         "input.data_service": data_service,
+        # JSON strings are YAML strings: a path stays a string whatever it looks like
+        "finetune.init_from": None if init_from is None else json.dumps(init_from),
+        "finetune.freeze": freeze,
     }
     overrides = list(overrides) + [f"{key}={value}" for key, value in named.items() if value is not None]
     recipe = load_recipe(recipe_path, overrides)

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from alexnet_tf import paper
-from alexnet_tf.constants import AUTO_PRECISION, INITIALIZATIONS, MIXED_PRECISION
+from alexnet_tf.constants import AUTO_PRECISION, INITIALIZATIONS, LRN_PAPER, LRN_VARIANTS, MIXED_PRECISION
 from alexnet_tf.errors import InputError, InvalidArgument
 from alexnet_tf.input.options import InputOptions
 
@@ -37,6 +37,10 @@ from alexnet_tf.input.options import InputOptions
 DECAYED_VARIABLES = ("kernels", "all")
 POLICIES = ("plateau", "step", "constant")
 BATCH_SCALING = ("linear", "none")
+# AlexNet's weighted layers, input to output (each tower pair counts as one), and those that
+# ``finetune.freeze`` can name: freezing fc8 as well would train nothing.
+LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+FREEZABLE = LAYERS[:-1]
 
 
 class _Invalid(Exception):
@@ -64,6 +68,10 @@ class ModelSection:
       dropout: dropout rate after fc6 and fc7 (§4.2).
       initialization: "paper" (§5: N(0, 0.01), biases 1 in conv2/4/5, fc6, fc7) or "he" (a named
         deviation for small data; see `AlexNet`).
+      lrn_variant: "paper" (§3.3) or "caffe" (Caffe's bvlc_alexnet: k = 1, alpha / n), for
+        fine-tuning a model ``import-weights`` made from Caffe's weights.
+      pad_input: pad the crop before conv1 (224 → 227); false for Caffe's unpadded 227 crop
+        (with ``input.crop_size: 227``).
     """
 
     channel_multiplier: float = 1.0
@@ -71,11 +79,14 @@ class ModelSection:
     local_response_normalization: bool = True
     dropout: float = paper.DROPOUT_RATE  # §4.2
     initialization: str = "paper"  # §5
+    lrn_variant: str = LRN_PAPER  # §3.3
+    pad_input: bool = True
 
     def __post_init__(self) -> None:
         _require(self.channel_multiplier > 0, "channel_multiplier", "a positive number")
         _require(0 <= self.dropout < 1, "dropout", "a rate in [0, 1)")
         _require(self.initialization in INITIALIZATIONS, "initialization", f"one of {', '.join(INITIALIZATIONS)}")
+        _require(self.lrn_variant in LRN_VARIANTS, "lrn_variant", f"one of {', '.join(LRN_VARIANTS)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,6 +197,31 @@ class TrainingSection:
 
 
 @dataclasses.dataclass(frozen=True)
+class FinetuneSection:
+    """Starting from another model's weights (`alexnet_tf.training.init_from`, docs/fine-tuning.md).
+
+    Attributes:
+      init_from: a run directory (one ``import-weights`` wrote, or any of ``fit``'s) or a
+        ``.keras`` file whose layers initialise a NEW run, matched by name and shape; fc8 is
+        re-initialised when its class count differs. None: the recipe's initialisation.
+      freeze: the last layer kept fixed (``conv5``: conv1 … conv5 get no update and no weight
+        decay); one of `FREEZABLE`. None: every layer trains.
+      lr_multipliers: ``{layer: m}``: the layer's whole update (weight decay included) is ``m``
+        times the base learning rate's, as Caffe's ``lr_mult``; layers are `LAYERS` names.
+    """
+
+    init_from: str | None = None
+    freeze: str | None = None
+    lr_multipliers: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _require(self.freeze is None or self.freeze in FREEZABLE, "freeze", f"null or one of {', '.join(FREEZABLE)}")
+        names = f"a mapping of {', '.join(LAYERS)} to a positive number"
+        _require(all(name in LAYERS for name in self.lr_multipliers), "lr_multipliers", names)
+        _require(all(m > 0 for m in self.lr_multipliers.values()), "lr_multipliers", names)
+
+
+@dataclasses.dataclass(frozen=True)
 class Recipe:
     """A whole training recipe; ``Recipe()`` is the paper's."""
 
@@ -194,6 +230,7 @@ class Recipe:
     optimizer: OptimizerSection = OptimizerSection()
     schedule: ScheduleSection = ScheduleSection()
     training: TrainingSection = TrainingSection()
+    finetune: FinetuneSection = FinetuneSection()
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
@@ -338,6 +375,11 @@ def _parse_override(override: str) -> tuple[str, str, Any]:
 
 def _coerce(where: str, value: Any, hint: Any) -> Any:
     """``value`` as the field type ``hint`` (int, float, bool, str, or one of them | None)."""
+    if typing.get_origin(hint) is dict:
+        key_hint, value_hint = typing.get_args(hint)
+        if not isinstance(value, Mapping):
+            raise InputError(f"{where}={value!r}: wrong type; expected a mapping such as {{fc8: 10}}")
+        return {_coerce(where, k, key_hint): _coerce(f"{where}.{k}", v, value_hint) for k, v in value.items()}
     allowed = [hint]
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         allowed = list(typing.get_args(hint))

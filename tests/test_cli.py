@@ -195,8 +195,8 @@ BAD_INPUTS = [
         "fit --data-dir BADMETA --model-dir NOPARENT/run --quiet",
         "metadata.json: unreadable metadata (splits.train.num_records",
     ),
-    ("fit --data-dir RECORDS --model-dir NOPARENT/run --pipeline MISSING --quiet", "(demo, paper)"),
-    ("fit --data-dir RECORDS --model-dir NOPARENT/run --recipe MISSING --quiet", "(demo, paper)"),
+    ("fit --data-dir RECORDS --model-dir NOPARENT/run --pipeline MISSING --quiet", "(demo, finetune, paper)"),
+    ("fit --data-dir RECORDS --model-dir NOPARENT/run --recipe MISSING --quiet", "(demo, finetune, paper)"),
     ("fit --data-dir RECORDS --model-dir NOPARENT/run --set training.batch_size=0 --quiet", "batch_size"),
     ("fit --data-dir RECORDS --model-dir NOPARENT/run --batch-size 8 --quiet", "fewer than training.batch_size=8"),
     (
@@ -264,7 +264,7 @@ BAD_INPUTS = [
     ("tune --data-dir RECORDS --tune-dir NOPARENT/tune --space MISSING", "missing"),
     ("tune --data-dir RECORDS --tune-dir NOPARENT/tune --strategy multi-worker", "--strategy"),
     ("tune --data-dir RECORDS --tune-dir NOPARENT/tune --set training.nope=1", "training.nope"),
-    ("tune --data-dir RECORDS --tune-dir NOPARENT/tune --recipe MISSING", "(demo, paper)"),
+    ("tune --data-dir RECORDS --tune-dir NOPARENT/tune --recipe MISSING", "(demo, finetune, paper)"),
 ]
 
 

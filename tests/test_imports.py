@@ -38,7 +38,7 @@ CASES = [
     ("fit --data-dir RECORDS --model-dir RUN --set training.nope=1", 1, "training.nope"),
     ("fit --data-dir RECORDS --model-dir RUN --recipe demo --set input.crop_size=32", 1, "input.crop_size=32"),
     ("fit --data-dir RECORDS --model-dir RUN --recipe BAD_RECIPE", 1, "bad.yaml: unknown section 'trainig'"),
-    ("fit --data-dir RECORDS --model-dir RUN --pipeline MISSING", 1, "(demo, paper)"),
+    ("fit --data-dir RECORDS --model-dir RUN --pipeline MISSING", 1, "(demo, finetune, paper)"),
     ("fit --data-dir RECORDS --model-dir RUN --epochs many", 2, "--epochs"),
     ("evaluate --data-dir RECORDS RUN --batch-size 0", 2, "--batch-size"),
     ("predict MODEL image.jpg --top-k 0", 2, "--top-k"),

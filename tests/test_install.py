@@ -58,7 +58,7 @@ def _recipes_seen_by(python: Path, cwd: Path) -> str:
     probe = (
         "import alexnet_tf, alexnet_tf.recipe as r\n"
         "names = sorted(r.builtin_recipes())\n"
-        "assert names == ['demo', 'paper'], names\n"
+        "assert names == ['demo', 'finetune', 'paper'], names\n"
         "for name in names: r.load_recipe(name)\n"
         "from importlib.resources import files\n"  # package data: import-weights' ILSVRC-2012 class list
         "assert files('alexnet_tf.pretrained').joinpath('ilsvrc2012_synsets.txt').is_file()\n"

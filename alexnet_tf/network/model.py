@@ -288,6 +288,12 @@ def tower_of(layer_name: str) -> int | None:
     return int(tower) if separator and base and tower.isdigit() else None
 
 
+def base_name(layer_name: str) -> str:
+    """A layer's name without its tower suffix (``conv2_tower1`` → ``conv2``): the same name in
+    both layouts."""
+    return layer_name.rpartition(TOWER_SUFFIX)[0] if tower_of(layer_name) is not None else layer_name
+
+
 def place_towers(network: keras.Model, tower_devices: Sequence[str] | None, dtype: str | None = None) -> keras.Model:
     """A copy of the `AlexNet` ``network`` with the same weights and each tower's layers (and
     their variables) on ``tower_devices[tower]``, or on no particular device with None.

@@ -44,7 +44,7 @@ from alexnet_tf import paper
 from alexnet_tf.constants import CAFFE_CROP_SIZE, LRN_CAFFE, MEAN_CHANNEL, MEAN_IMAGE
 from alexnet_tf.errors import InputError, invalid
 from alexnet_tf.network.layers import LocalResponseNormalization, ViewNormalization
-from alexnet_tf.network.model import TOWER_SUFFIX, AlexNet, tower_of
+from alexnet_tf.network.model import AlexNet, base_name, tower_of
 from alexnet_tf.pretrained.caffe import CONVOLUTION, INNER_PRODUCT, LRN, POOLING, RELU, CaffeLayer
 
 GROUPED, TOWERS = "grouped", "towers"
@@ -62,7 +62,7 @@ _CAFFE_TYPES = (
 )
 
 
-class _Step:
+class Step:
     """One computing layer of our network as Caffe would list it: the base name (``conv2``),
     Caffe's type, and our Keras layers for it (one, or one per tower)."""
 
@@ -100,10 +100,10 @@ def check_layers(path: str, layers: Sequence[CaffeLayer], network: keras.Model) 
     """`InputError` naming the first of Caffe's ``layers`` that does not compute what
     ``network``'s layer at its place does (type, kernel, stride, padding, groups, LRN, pooling)."""
     expected = []
-    for step in _steps(network):
+    for step in network_steps(network):
         expected.append(step)
         if step.relu:
-            expected.append(_Step(f"{step.name}'s ReLU", RELU, []))
+            expected.append(Step(f"{step.name}'s ReLU", RELU, []))
     for i, step in enumerate(expected):
         if i == len(layers):
             last = f"after {_named(layers[-1])}" if layers else "without computing layers"
@@ -131,7 +131,7 @@ def check_layers(path: str, layers: Sequence[CaffeLayer], network: keras.Model) 
 def set_weights(path: str, layers: Sequence[CaffeLayer], network: keras.Model) -> None:
     """Sets ``network``'s convolution and dense weights from Caffe's ``layers`` (their weighted
     layers, in order), checking each blob's shape; see the module docstring for the conversion."""
-    steps = [step for step in _steps(network) if step.type in (CONVOLUTION, INNER_PRODUCT)]
+    steps = [step for step in network_steps(network) if step.type in (CONVOLUTION, INNER_PRODUCT)]
     weighted = [layer for layer in layers if layer.type in (CONVOLUTION, INNER_PRODUCT)]
     if len(weighted) != len(steps):
         names = ", ".join(layer.name for layer in weighted)
@@ -172,22 +172,22 @@ def view_normalization(mean: np.ndarray | None) -> ViewNormalization:
     return layer
 
 
-def _steps(network: keras.Model) -> list[_Step]:
+def network_steps(network: keras.Model) -> list[Step]:
     """The computing layers of ``network`` in order, each tower pair as one step."""
-    steps: dict[str, _Step] = {}
+    steps: dict[str, Step] = {}
     for layer in network.layers:
         caffe_type = next((kind for cls, kind in _CAFFE_TYPES if isinstance(layer, cls)), None)
         if caffe_type is None:
             continue
-        name = layer.name.rpartition(TOWER_SUFFIX)[0] if tower_of(layer.name) is not None else layer.name
-        steps.setdefault(name, _Step(name, caffe_type, [])).layers.append(layer)
+        name = base_name(layer.name)
+        steps.setdefault(name, Step(name, caffe_type, [])).layers.append(layer)
     for step in steps.values():
         step.layers.sort(key=lambda layer: tower_of(layer.name) or 0)
     return list(steps.values())
 
 
 def _set_convolution(
-    path: str, layer: CaffeLayer, step: _Step, weights: np.ndarray, biases: np.ndarray, bgr: bool
+    path: str, layer: CaffeLayer, step: Step, weights: np.ndarray, biases: np.ndarray, bgr: bool
 ) -> None:
     shapes = [keras_layer.kernel.shape for keras_layer in step.layers]
     kh, kw, kernel_in, _ = shapes[0]
@@ -197,9 +197,22 @@ def _set_convolution(
     kernel = weights.transpose(2, 3, 1, 0)
     if bgr:
         kernel = kernel[:, :, ::-1, :]  # Caffe's conv1 takes BGR, ours RGB: the same sums, channels reversed
+    set_step_weights(step, kernel, biases)
+
+
+def step_weights(step: Step) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel and biases of ``step`` as one layer: its towers' output filters concatenated,
+    tower 0's first (Caffe's group 0), which is the grouped layout's kernel."""
+    kernels, biases = zip(*(layer.get_weights() for layer in step.layers), strict=True)
+    return np.concatenate(kernels, axis=-1), np.concatenate(biases, axis=-1)
+
+
+def set_step_weights(step: Step, kernel: np.ndarray, biases: np.ndarray) -> None:
+    """Sets ``step``'s layers from one layer's kernel and biases (`step_weights`' layout): with
+    separate towers, tower ``t`` takes the ``t``-th slice of the output filters."""
     start = 0
-    for keras_layer, shape in zip(step.layers, shapes, strict=True):
-        stop = start + shape[3]
+    for keras_layer in step.layers:
+        stop = start + keras_layer.kernel.shape[-1]
         keras_layer.set_weights([kernel[..., start:stop], biases[start:stop]])
         start = stop
 
@@ -207,7 +220,7 @@ def _set_convolution(
 def _set_dense(
     path: str,
     layer: CaffeLayer,
-    step: _Step,
+    step: Step,
     weights: np.ndarray,
     biases: np.ndarray,
     spatial: tuple[int, int, int] | None,
@@ -224,7 +237,7 @@ def _set_dense(
     dense.set_weights([kernel, biases])
 
 
-def _check_shape(path: str, layer: CaffeLayer, step: _Step, what: str, shape: tuple, expected: tuple) -> None:
+def _check_shape(path: str, layer: CaffeLayer, step: Step, what: str, shape: tuple, expected: tuple) -> None:
     if tuple(shape) != tuple(expected):
         raise InputError(
             f"{path}: {_named(layer)} has {what} {tuple(shape)}; AlexNet's {step.name} needs {tuple(expected)}"
@@ -263,7 +276,7 @@ def _pool_params(layer: keras.layers.MaxPooling2D) -> dict[str, Any]:
     }
 
 
-def _compare(path: str, layer: CaffeLayer, step: _Step, expected: dict[str, Any]) -> None:
+def _compare(path: str, layer: CaffeLayer, step: Step, expected: dict[str, Any]) -> None:
     for key, value in expected.items():
         found = layer.params.get(key)
         same = np.isclose(found, value, rtol=1e-6) if isinstance(value, float) else found == value

@@ -17,6 +17,10 @@ logical CPUs), everything else (the fully connected layers, the loss) on ``fc_de
 parallelism with it, and no XLA: XLA ignores ``tf.device`` (tensorflow/tensorflow#124880), so
 ``jit_compile`` is refused with it.
 
+Fine-tuning: a new run with the recipe's ``finetune.init_from`` starts from that model's weights;
+the source is loaded and checked against the recipe at start-up, before anything is written
+(`alexnet_tf.training.init_from`); a resumed run restores its checkpoint instead.
+
 The run directory (`alexnet_tf.runs`, its one owner and its one description): the chief writes
 the recipe, classes, history, models and TensorBoard there; under ``multi-worker`` the other
 workers checkpoint to temporary directories they delete.
@@ -53,7 +57,7 @@ from alexnet_tf.input.pipeline import InputConfig, InputPipeline
 from alexnet_tf.recipe import Recipe
 from alexnet_tf.records import schema
 from alexnet_tf.runs import BEST_MODEL, CHECKPOINTS, HISTORY, LAST_MODEL, TENSORBOARD
-from alexnet_tf.training import precision
+from alexnet_tf.training import init_from, precision
 from alexnet_tf.training.cluster import lost_workers
 from alexnet_tf.training.distribute import configure_devices, is_chief, make_strategy
 from alexnet_tf.training.loop import TrainingLoop
@@ -138,10 +142,11 @@ def fit(config: FitConfig) -> FitResult:
         config = _resolve_precision(config, chief)
         pipeline = input_pipeline(config)
         _check_can_start(config, pipeline)
+        source = init_from.source_for_new_run(config.recipe, config.model_dir, config.overwrite)
     # One run per run directory; under multi-worker only the chief writes it (`alexnet_tf.locks`).
     with locks.lock_directory(config.model_dir, "fit") if chief else contextlib.nullcontext():
         trainer = Trainer(config.recipe, strategy, pipeline, config.strategy, config.fc_device, config.model_dir)
-        loop = TrainingLoop(config, trainer, chief, timings)
+        loop = TrainingLoop(config, trainer, chief, timings, source)
         try:
             with (
                 recipe_precision(config.recipe),

@@ -33,6 +33,7 @@ from alexnet_tf.records import schema
 from alexnet_tf.runs import BEST_MODEL, CHECKPOINTS, HISTORY, LAST_MODEL, TENSORBOARD
 from alexnet_tf.training import checkpoints
 from alexnet_tf.training.distribute import sum_over_replicas
+from alexnet_tf.training.init_from import Source, initialize, load_source
 from alexnet_tf.training.tensorboard import TensorBoardWriter
 from alexnet_tf.training.timings import FIRST_STEP, STEPS, Timings
 from alexnet_tf.training.trainer import Trainer
@@ -60,8 +61,11 @@ class TrainingLoop:
     """One call of `fit`: prepares the run directory, builds and restores the trainer, and runs
     the epochs (see the module docstring). `close` it after `run`."""
 
-    def __init__(self, config: FitConfig, trainer: Trainer, chief: bool, timings: Timings) -> None:
+    def __init__(
+        self, config: FitConfig, trainer: Trainer, chief: bool, timings: Timings, source: Source | None = None
+    ) -> None:
         self.config = config
+        self.source = source  # finetune.init_from, loaded and checked (`alexnet_tf.training.init_from`)
         self.timings = timings
         self.trainer = trainer
         self.chief = chief
@@ -112,6 +116,11 @@ class TrainingLoop:
         )
         resumed = None if found.path is None else trainer.restore(found.path)
         epoch, step = resumed or (0, 0)
+        if (init_from := config.recipe.finetune.init_from) is not None:
+            if resumed is not None:
+                self._say("resuming: finetune.init_from is not read again (the checkpoint holds the weights)", True)
+            else:
+                self._say(initialize(built.network, self.source or load_source(init_from, config.recipe)), True)
         steps_per_epoch = trainer.steps_per_epoch
         if resumed is not None:
             done = step - epoch * steps_per_epoch

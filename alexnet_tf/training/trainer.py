@@ -18,7 +18,10 @@ The loop over epochs, the run directory and everything written to it are `alexne
 The step: the loss is averaged over the global batch (`tf.nn.compute_average_loss`), the L2
 term scaled per replica (`alexnet_tf.training.optim`), and the dropout masks drawn from (data
 seed, global step, replica, layer) (`alexnet_tf.training.dropout_seeds`), so a resumed run draws
-the masks the uninterrupted one would have.
+the masks the uninterrupted one would have. Fine-tuning (the recipe's ``finetune`` section): the
+layers up to ``freeze`` are built non-trainable, and each gradient is scaled by its layer's
+``lr_multipliers`` entry before the optimizer (`alexnet_tf.training.optim`); loading another
+model's weights is `alexnet_tf.training.init_from`'s, called by the loop for a new run.
 """
 
 from __future__ import annotations
@@ -152,6 +155,7 @@ class Trainer:
                 tower_devices=self.towers,
                 seed=int(self.state.data_seed.numpy()),
             )
+            optim.freeze_layers(network, recipe.finetune.freeze)
             dropout_key = use_step_seeds(network)
             logits = keras.Model(network.input, network.get_layer("fc8").output, name=f"{network.name}_logits")
             model, train_model = network, logits
@@ -293,6 +297,7 @@ class Trainer:
         global_batch = recipe.training.batch_size
         model, optimizer = built.train_model, built.optimizer
         decayed = optim.decayed_variables(model, recipe.optimizer)
+        scales = optim.update_scales(model.trainable_variables, recipe.finetune.lr_multipliers)
         weight_decay = recipe.optimizer.weight_decay
 
         def gradients(views, labels):
@@ -311,6 +316,7 @@ class Trainer:
         def replica_step(inputs):
             views, labels = inputs
             grads, loss, (top1, top5) = gradients(views, labels)
+            grads = optim.scale_updates(grads, scales)  # finetune.lr_multipliers, as Caffe's lr_mult
             optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
             return loss, top1, top5
 
