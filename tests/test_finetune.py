@@ -127,6 +127,20 @@ def test_two_tower_strategy_splits_a_grouped_source_between_the_towers(data, tmp
             )
 
 
+def test_mirrored_strategy_fine_tunes_with_frozen_layers_and_a_new_head(data, source_run, tmp_path, capsys):
+    """Data parallelism over two replicas: the loaded, frozen layers stay the source's (each
+    replica's gradient is dropped for them alike) and the new head trains."""
+    source = keras.saving.load_model(os.path.join(source_run, "best.keras")).get_layer("alexnet")
+    recipe = tiny(f"finetune.init_from={source_run}", "finetune.freeze=conv5", "finetune.lr_multipliers={fc8: 10}")
+    result = fit(FitConfig(data[1], str(tmp_path / "run"), recipe, strategy="mirrored", devices=2, verbose=False))
+    out = capsys.readouterr().out
+    assert "over 2 replica(s) (mirrored)" in out and "re-initialised fc8 (3 classes; the source has 4)" in out, out
+    network = result.model.get_layer("alexnet")
+    for name in CONVS:
+        np.testing.assert_array_equal(kernels(network, name), kernels(source, name))
+    assert not np.array_equal(kernels(network, "fc6"), kernels(source, "fc6"))
+
+
 def test_towers_to_towers_with_the_same_head_gives_the_same_outputs():
     source = AlexNet(num_classes=4, input_size=64, channel_multiplier=0.125, classifier_activation=None, seed=1)
     target = AlexNet(num_classes=4, input_size=64, channel_multiplier=0.125, classifier_activation=None, seed=2)
