@@ -21,7 +21,7 @@ from alexnet_tf.recipe import OptimizerSection, load_recipe
 from alexnet_tf.synthetic import write_synthetic_dataset
 from alexnet_tf.training import init_from, optim
 from alexnet_tf.training.fit import FitConfig, fit
-from tests.test_train import ENV, TINY
+from tests.test_train import ENV, TINY, run_cli
 from tests.test_train_faults import assert_same_history, assert_same_weights, resume, start
 
 CONVS = ("conv1", "conv2", "conv3", "conv4", "conv5")
@@ -127,15 +127,20 @@ def test_two_tower_strategy_splits_a_grouped_source_between_the_towers(data, tmp
             )
 
 
-def test_mirrored_strategy_fine_tunes_with_frozen_layers_and_a_new_head(data, source_run, tmp_path, capsys):
+@pytest.mark.slow
+def test_mirrored_strategy_fine_tunes_with_frozen_layers_and_a_new_head(data, source_run, tmp_path):
     """Data parallelism over two replicas: the loaded, frozen layers stay the source's (each
-    replica's gradient is dropped for them alike) and the new head trains."""
+    replica's gradient is dropped for them alike) and the new head trains. In a process of its
+    own: a second mirrored training in one process (test_train's) reuses collective instance keys."""
     source = keras.saving.load_model(os.path.join(source_run, "best.keras")).get_layer("alexnet")
-    recipe = tiny(f"finetune.init_from={source_run}", "finetune.freeze=conv5", "finetune.lr_multipliers={fc8: 10}")
-    result = fit(FitConfig(data[1], str(tmp_path / "run"), recipe, strategy="mirrored", devices=2, verbose=False))
-    out = capsys.readouterr().out
+    run = tmp_path / "run"
+    options = [*TINY, "training.epochs=1", "finetune.lr_multipliers={fc8: 10}"]
+    result = run_cli("--data-dir", data[1], "--model-dir", str(run), "--strategy", "mirrored", "--devices", "2",
+                     "--init-from", source_run, "--freeze", "conv5", *[f"--set={o}" for o in options])  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
     assert "over 2 replica(s) (mirrored)" in out and "re-initialised fc8 (3 classes; the source has 4)" in out, out
-    network = result.model.get_layer("alexnet")
+    network = keras.saving.load_model(run / "last.keras").get_layer("alexnet")
     for name in CONVS:
         np.testing.assert_array_equal(kernels(network, name), kernels(source, name))
     assert not np.array_equal(kernels(network, "fc6"), kernels(source, "fc6"))

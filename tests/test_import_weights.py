@@ -344,7 +344,7 @@ def test_our_run_directory_and_keras_file_import_as_they_are(quarter_caffemodel,
         _, model = runs.load_model(copy)
         np.testing.assert_array_equal(model(views), original(views))
         assert load_classes(copy) == load_classes(first)
-    with pytest.raises(InputError, match="--mean: applies to Caffe sources"):
+    with pytest.raises(InputError, match="`mean` applies to Caffe sources"):
         import_weights(first, str(tmp_path / "with-mean"), mean="mean.binaryproto")
     bare = tmp_path / "bare" / "bare.keras"
     bare.parent.mkdir()
@@ -367,7 +367,7 @@ def test_classes_from_synset_words_or_classes_json(tmp_path):
     ]
     with pytest.raises(InputError, match="lists 3 classes .* 5 outputs"):
         synsets.read_classes(str(words), 5)
-    with pytest.raises(InputError, match="not ImageNet's 1000; pass --classes"):
+    with pytest.raises(InputError, match="not ImageNet's 1000; pass `classes`"):
         synsets.read_classes(None, 5)
     runs.write_classes(str(tmp_path), synsets.read_classes(str(words), 3))
     assert synsets.read_classes(str(tmp_path / "classes.json"), 3)[1].name == "second, class"
@@ -378,7 +378,7 @@ def test_an_existing_run_is_replaced_only_with_overwrite(quarter_caffemodel, tmp
     import_weights(quarter_caffemodel, str(run))
     (run / "history.csv").write_text("epoch\n")
     before = (run / "last.keras").stat().st_mtime_ns
-    with pytest.raises(InputError, match="holds a run already .*--overwrite"):
+    with pytest.raises(InputError, match="holds a run already .*`overwrite=True`"):
         import_weights(quarter_caffemodel, str(run))
     assert (run / "last.keras").stat().st_mtime_ns == before
     import_weights(quarter_caffemodel, str(run), overwrite=True)
