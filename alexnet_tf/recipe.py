@@ -30,7 +30,7 @@ import yaml
 
 from alexnet_tf import paper
 from alexnet_tf.constants import AUTO_PRECISION, INITIALIZATIONS, LRN_PAPER, LRN_VARIANTS, MIXED_PRECISION
-from alexnet_tf.errors import InputError, InvalidArgument
+from alexnet_tf.errors import InputError, InvalidArgument, invalid
 from alexnet_tf.input.options import InputOptions
 
 # Names of the choices, shared with the code that acts on them (the rest: `alexnet_tf.constants`).
@@ -43,18 +43,11 @@ LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 FREEZABLE = LAYERS[:-1]
 
 
-class _Invalid(Exception):
-    """Raised by a section's checks: ``key`` is impossible; ``allowed`` says what is possible."""
-
-    def __init__(self, key: str, allowed: str) -> None:
-        super().__init__(key, allowed)
-        self.key = key
-        self.allowed = allowed
-
-
-def _require(condition: bool, key: str, allowed: str) -> None:
+def _require(section: Any, key: str, condition: bool, allowed: str) -> None:
+    """A section's check: ``section.key`` is impossible unless ``condition``; ``allowed`` says what
+    is possible (`alexnet_tf.errors.invalid`, as `InputOptions` checks its own keys)."""
     if not condition:
-        raise _Invalid(key, allowed)
+        raise invalid(key, getattr(section, key), allowed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,10 +76,10 @@ class ModelSection:
     pad_input: bool = True
 
     def __post_init__(self) -> None:
-        _require(self.channel_multiplier > 0, "channel_multiplier", "a positive number")
-        _require(0 <= self.dropout < 1, "dropout", "a rate in [0, 1)")
-        _require(self.initialization in INITIALIZATIONS, "initialization", f"one of {', '.join(INITIALIZATIONS)}")
-        _require(self.lrn_variant in LRN_VARIANTS, "lrn_variant", f"one of {', '.join(LRN_VARIANTS)}")
+        _require(self, "channel_multiplier", self.channel_multiplier > 0, "a positive number")
+        _require(self, "dropout", 0 <= self.dropout < 1, "a rate in [0, 1)")
+        _require(self, "initialization", self.initialization in INITIALIZATIONS, f"one of {', '.join(INITIALIZATIONS)}")
+        _require(self, "lrn_variant", self.lrn_variant in LRN_VARIANTS, f"one of {', '.join(LRN_VARIANTS)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,10 +99,10 @@ class OptimizerSection:
     decayed: str = "kernels"  # §5 "weight decay"
 
     def __post_init__(self) -> None:
-        _require(self.learning_rate > 0, "learning_rate", "a positive number")
-        _require(0 <= self.momentum < 1, "momentum", "a number in [0, 1)")
-        _require(self.weight_decay >= 0, "weight_decay", "a number >= 0")
-        _require(self.decayed in DECAYED_VARIABLES, "decayed", f"one of {', '.join(DECAYED_VARIABLES)}")
+        _require(self, "learning_rate", self.learning_rate > 0, "a positive number")
+        _require(self, "momentum", 0 <= self.momentum < 1, "a number in [0, 1)")
+        _require(self, "weight_decay", self.weight_decay >= 0, "a number >= 0")
+        _require(self, "decayed", self.decayed in DECAYED_VARIABLES, f"one of {', '.join(DECAYED_VARIABLES)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,14 +133,14 @@ class ScheduleSection:
     reference_batch_size: int = paper.BATCH_SIZE  # §5
 
     def __post_init__(self) -> None:
-        _require(self.policy in POLICIES, "policy", f"one of {', '.join(POLICIES)}")
-        _require(0 < self.factor < 1, "factor", "a number in (0, 1)")
-        _require(self.patience >= 0, "patience", "an integer >= 0")
-        _require(0 <= self.min_delta < 1, "min_delta", "a top-1 error difference in [0, 1)")
-        _require(self.max_reductions >= 0, "max_reductions", "an integer >= 0")
-        _require(self.step_epochs >= 1, "step_epochs", "a positive integer")
-        _require(self.batch_scaling in BATCH_SCALING, "batch_scaling", f"one of {', '.join(BATCH_SCALING)}")
-        _require(self.reference_batch_size >= 1, "reference_batch_size", "a positive integer")
+        _require(self, "policy", self.policy in POLICIES, f"one of {', '.join(POLICIES)}")
+        _require(self, "factor", 0 < self.factor < 1, "a number in (0, 1)")
+        _require(self, "patience", self.patience >= 0, "an integer >= 0")
+        _require(self, "min_delta", 0 <= self.min_delta < 1, "a top-1 error difference in [0, 1)")
+        _require(self, "max_reductions", self.max_reductions >= 0, "an integer >= 0")
+        _require(self, "step_epochs", self.step_epochs >= 1, "a positive integer")
+        _require(self, "batch_scaling", self.batch_scaling in BATCH_SCALING, f"one of {', '.join(BATCH_SCALING)}")
+        _require(self, "reference_batch_size", self.reference_batch_size >= 1, "a positive integer")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,15 +178,17 @@ class TrainingSection:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        _require(self.epochs >= 1, "epochs", "a positive integer")
-        _require(self.batch_size >= 1, "batch_size", "a positive integer")
-        _require(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch", "null or >= 1")
-        _require(self.mixed_precision in MIXED_PRECISION, "mixed_precision", f"one of {', '.join(MIXED_PRECISION)}")
-        _require(self.checkpoint_every_steps >= 1, "checkpoint_every_steps", "a positive integer")
-        _require(self.keep_checkpoints >= 1, "keep_checkpoints", "a positive integer")
-        _require(self.log_every_steps >= 1, "log_every_steps", "a positive integer")
-        _require(self.last_model_every_seconds >= 0, "last_model_every_seconds", "a number of seconds >= 0")
-        _require(self.seed is None or self.seed >= 0, "seed", "null or an integer >= 0")
+        _require(self, "epochs", self.epochs >= 1, "a positive integer")
+        _require(self, "batch_size", self.batch_size >= 1, "a positive integer")
+        _require(self, "steps_per_epoch", self.steps_per_epoch is None or self.steps_per_epoch >= 1, "null or >= 1")
+        _require(
+            self, "mixed_precision", self.mixed_precision in MIXED_PRECISION, f"one of {', '.join(MIXED_PRECISION)}"
+        )
+        _require(self, "checkpoint_every_steps", self.checkpoint_every_steps >= 1, "a positive integer")
+        _require(self, "keep_checkpoints", self.keep_checkpoints >= 1, "a positive integer")
+        _require(self, "log_every_steps", self.log_every_steps >= 1, "a positive integer")
+        _require(self, "last_model_every_seconds", self.last_model_every_seconds >= 0, "a number of seconds >= 0")
+        _require(self, "seed", self.seed is None or self.seed >= 0, "null or an integer >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,10 +210,12 @@ class FinetuneSection:
     lr_multipliers: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _require(self.freeze is None or self.freeze in FREEZABLE, "freeze", f"null or one of {', '.join(FREEZABLE)}")
+        _require(
+            self, "freeze", self.freeze is None or self.freeze in FREEZABLE, f"null or one of {', '.join(FREEZABLE)}"
+        )
         names = f"a mapping of {', '.join(LAYERS)} to a positive number"
-        _require(all(name in LAYERS for name in self.lr_multipliers), "lr_multipliers", names)
-        _require(all(m > 0 for m in self.lr_multipliers.values()), "lr_multipliers", names)
+        _require(self, "lr_multipliers", all(name in LAYERS for name in self.lr_multipliers), names)
+        _require(self, "lr_multipliers", all(m > 0 for m in self.lr_multipliers.values()), names)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -298,10 +295,8 @@ def from_dict(values: Mapping[str, Any], source: str) -> Recipe:
             sections[section] = cls(
                 **{key: _coerce(f"{source}: {section}.{key}", value, hints[key]) for key, value in entries.items()}
             )
-        except (_Invalid, InvalidArgument) as error:
-            key, allowed = (
-                (error.key, error.allowed) if isinstance(error, _Invalid) else (error.name, error.requirement)
-            )
+        except InvalidArgument as error:
+            key, allowed = error.name, error.requirement
             value = entries.get(key, getattr(cls(), key, None))
             raise InputError(f"{source}: {section}.{key}={value!r} is impossible; use {allowed}") from None
     return Recipe(**sections)
