@@ -20,7 +20,7 @@ keras-tuner's oracle; fit: ``recipe.yaml`` and ``checkpoints/``).
    never holds half of a unit (a shard's counts without its statistics). Signals are handled only
    in the main thread (Python's rule); elsewhere Ctrl-C stays a plain `KeyboardInterrupt`.
 
-Using it (prepare-data, index-records and tune do; fit's loop can)::
+Using it (prepare-data, index-records, tune and fit's loop do)::
 
     check_options(recorded, options, f"{out} was prepared with other options",
                   "use them to resume, or pass `overwrite=True` to start again", ("overwrite",))
@@ -28,12 +28,12 @@ Using it (prepare-data, index-records and tune do; fit's loop can)::
         for result in results:
             job.finished(lambda: state.add(result))
 
-For fit: ``save`` writes the checkpoint of the current step and ``steps`` is
-``training.checkpoint_every_steps`` (``finished()`` after each step; it counts steps since the
-last save, so call `Job.save` yourself at an epoch's end to restart the count). fit stops on
-signals at step boundaries itself, agreed by all workers (`alexnet_tf.preemption.StopSignals`),
-and must not save a checkpoint after an error such as a NaN loss: give it ``kept=None`` and
-``save_on_error=False``. This module imports no TensorFlow.
+fit's loop (`alexnet_tf.training.loop`): ``save`` writes the checkpoint of the current global
+step, ``steps`` is ``training.checkpoint_every_steps`` (``finished()`` after each step, `Job.save`
+at each epoch's end, which restarts the count). fit stops on signals at step boundaries itself,
+agreed by all workers (`alexnet_tf.preemption.StopSignals`), and must not save a checkpoint after
+an error such as a NaN loss: it passes ``kept=None`` and ``save_on=(preemption.Stopped,)``.
+This module imports no TensorFlow.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ class Job:
         resume"``); Ctrl-C and SIGTERM then stop the job with `preemption.Stopped` carrying it.
         None: the job handles signals itself.
       parameters: the parameters ``kept`` names.
-      save_on_error: whether leaving by an exception saves once more.
+      save_on: the exceptions on whose way out the job saves once more (default: any).
     """
 
     def __init__(
@@ -107,14 +107,14 @@ class Job:
         steps: int | None = None,
         kept: str | None = None,
         parameters: Iterable[str] = (),
-        save_on_error: bool = True,
+        save_on: tuple[type[BaseException], ...] = (BaseException,),
     ) -> None:
         self._save = save
         self._seconds = seconds
         self._steps = steps
         self._kept = kept
         self._parameters = tuple(parameters)
-        self._save_on_error = save_on_error
+        self._save_on = save_on
         self._last = time.monotonic()
         self._since = 0  # units finished since the last save
         self._recording = False  # inside `finished`: a signal waits until it returns
@@ -134,7 +134,7 @@ class Job:
         self._previous = None
         if error is None:
             return
-        if self._save is not None and self._save_on_error:
+        if self._save is not None and isinstance(error, self._save_on):
             with contextlib.suppress(InputError):
                 self._save()
         interrupted = isinstance(error, KeyboardInterrupt) and not isinstance(error, preemption.Stopped)

@@ -155,7 +155,7 @@ class TrainingSection:
         recorded: `alexnet_tf.training.precision`), "none" (float32), "mixed_bfloat16" or "mixed_float16"
         (with loss scaling).
       jit_compile: XLA for the forward and backward pass (not with the two-tower strategy).
-      checkpoint_every_steps: a checkpoint every N steps, besides one at each epoch end.
+      checkpoint_every_steps: a checkpoint after N steps since the last one, and one at each epoch end.
       keep_checkpoints: step checkpoints kept (the oldest are deleted).
       log_every_steps: TensorBoard training scalars every N steps.
       last_model_every_seconds: last.keras is written at an epoch's end when this many seconds

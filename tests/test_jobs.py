@@ -90,6 +90,20 @@ def test_leaving_by_an_error_saves_once_more_and_a_failed_save_does_not_hide_the
     assert saves == [1]
 
 
+def test_save_on_limits_the_last_save_to_the_named_exceptions():
+    # fit's loop: a stop saves the step it reached; a NaN loss must keep the last good checkpoint.
+    saves = []
+    with (
+        pytest.raises(ValueError, match="loss is nan"),
+        jobs.Job(lambda: saves.append(1), save_on=(preemption.Stopped,)),
+    ):
+        raise ValueError("loss is nan")
+    assert saves == []
+    with pytest.raises(preemption.Stopped), jobs.Job(lambda: saves.append(2), save_on=(preemption.Stopped,)):
+        raise preemption.Stopped(signal.SIGTERM)
+    assert saves == [2]
+
+
 # --- Stop signals -----------------------------------------------------------------------------------
 
 

@@ -1,11 +1,15 @@
 """The loop over epochs around a `Trainer`'s steps, and the run directory it writes (`fit`'s).
 
 Per epoch: the epoch's input (`Trainer.train_data`: its own seed, the batches a resumed run
-already trained skipped), the steps (a TensorBoard scalar every ``log_every_steps``, a
-checkpoint every ``checkpoint_every_steps``, a stop requested by a signal honoured at each step
-boundary: `alexnet_tf.preemption`), validation, then, in this order, the history row,
-the checkpoint and the ``.keras`` files (`alexnet_tf.runs` owns their names and formats), so a
-resumed run never lacks a row. Each phase's time is counted (`alexnet_tf.training.timings`).
+already trained skipped), the steps (a TensorBoard scalar every ``log_every_steps``, a stop
+requested by a signal honoured at each step boundary: `alexnet_tf.preemption`), validation,
+then, in this order, the history row, the checkpoint and the ``.keras`` files (`alexnet_tf.runs`
+owns their names and formats), so a resumed run never lacks a row. Each phase's time is counted
+(`alexnet_tf.training.timings`).
+
+Checkpoints are those of a resumable job (`alexnet_tf.jobs.Job`, as prepare-data's and tune's):
+one after ``checkpoint_every_steps`` steps since the last, one at each epoch's end, and one when
+a signal stops the run (not after an error such as a NaN loss: the last good one is kept).
 
 Under ``multi-worker`` every worker runs the loop; only the chief writes the run directory, and
 the others checkpoint to a temporary directory they delete.
@@ -28,7 +32,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import files, preemption, runs
+from alexnet_tf import files, jobs, preemption, runs
+from alexnet_tf.errors import InputError
 from alexnet_tf.records import schema
 from alexnet_tf.runs import BEST_MODEL, CHECKPOINTS, HISTORY, LAST_MODEL, TENSORBOARD
 from alexnet_tf.training import checkpoints
@@ -74,6 +79,8 @@ class TrainingLoop:
         self._temp_dir: str | None = None
         self._tensorboard: TensorBoardWriter | None = None
         self.manager: tf.train.CheckpointManager | None = None
+        self._job: jobs.Job | None = None  # the run's checkpoints (module docstring)
+        self._save_error: str | None = None  # why the checkpoint on the way out could not be written
         self._stepped = False  # a step has run in this call
         self._last_model_written = time.monotonic()
 
@@ -145,42 +152,53 @@ class TrainingLoop:
             epoch, step, resumed = self._start()
             eval_data = trainer.eval_data()
             history = [row for row in runs.read_history(self.model_dir) if row["epoch"] < epoch]
-        steps_per_epoch = trainer.steps_per_epoch
-        optimizer, schedule = trainer.built.optimizer, trainer.built.schedule
+        self._job = jobs.Job(self._save_current, steps=training.checkpoint_every_steps, save_on=(preemption.Stopped,))
         try:
-            if epoch < training.epochs and not trainer.per_epoch_input:
-                with timings.phase("start-up"):
-                    iterator = iter(trainer.train_data(epoch, step - epoch * steps_per_epoch))
-            while epoch < training.epochs:
-                if trainer.per_epoch_input:  # a tf.data service: one job per epoch
-                    with timings.phase("epoch input"):
-                        iterator = iter(trainer.train_data(epoch, epochs=epoch + 1))
-                row = self._train_epoch(epoch, step, iterator)
-                step = (epoch + 1) * steps_per_epoch
-                with timings.phase("validation"):
-                    val_loss, val_top1, val_top5 = self._evaluate(eval_data)
-                rate = float(optimizer.learning_rate.numpy())
-                row.update(epoch=epoch, lr=rate, val_loss=val_loss, val_top1=val_top1, val_top5=val_top5)
-                history.append(row)
-                optimizer.learning_rate.assign(schedule.end_of_epoch(epoch, 1.0 - val_top1))
-                epoch += 1
-                trainer.state.epoch.assign(epoch)
-                improved = val_top1 > float(trainer.state.best_val_top1.numpy())
-                if improved:
-                    trainer.state.best_val_top1.assign(val_top1)
-                    trainer.progress.best_epoch.assign(epoch - 1)
-                trainer.progress.sums.assign(tf.zeros_like(trainer.progress.sums))  # the next epoch's, from here
-                self._end_of_epoch(row, history, step, improved)
-                self._report_skipped(epoch)
-        except preemption.Stopped as stopped:  # every worker saves (the chief into RUN) and says so
+            with self._job:
+                self._epochs(epoch, step, eval_data, history)
+        except preemption.Stopped as stopped:  # the job saved on the way out: every worker (the chief into RUN)
             step = int(trainer.state.step.numpy())
-            self._save_checkpoint(step)
-            where = f"saved a checkpoint at step {step}" if self.chief else f"stopped at step {step} with the chief"
+            if not self.chief:
+                where = f"stopped at step {step} with the chief"
+            elif self._save_error is None:
+                where = f"saved a checkpoint at step {step}"
+            else:
+                where = f"could not save a checkpoint at step {step} ({self._save_error}); {self._kept_checkpoint()}"
             multi_worker = isinstance(trainer.strategy, tf.distribute.MultiWorkerMirroredStrategy)
             again = "all workers" if multi_worker else "the same command"
             print(f"\n{stopped.reason}: {where}; re-run {again} to resume", file=sys.stderr, flush=True)
             raise
         return Finished(history, resumed)
+
+    def _epochs(self, epoch: int, step: int, eval_data, history: list[dict[str, float]]) -> None:
+        """Trains from global ``step`` of epoch ``epoch`` to the end, appending to ``history``."""
+        trainer, training, timings = self.trainer, self.config.recipe.training, self.timings
+        steps_per_epoch = trainer.steps_per_epoch
+        optimizer, schedule = trainer.built.optimizer, trainer.built.schedule
+        if epoch < training.epochs and not trainer.per_epoch_input:
+            with timings.phase("start-up"):
+                iterator = iter(trainer.train_data(epoch, step - epoch * steps_per_epoch))
+        while epoch < training.epochs:
+            if trainer.per_epoch_input:  # a tf.data service: one job per epoch
+                with timings.phase("epoch input"):
+                    iterator = iter(trainer.train_data(epoch, epochs=epoch + 1))
+            row = self._train_epoch(epoch, step, iterator)
+            step = (epoch + 1) * steps_per_epoch
+            with timings.phase("validation"):
+                val_loss, val_top1, val_top5 = self._evaluate(eval_data)
+            rate = float(optimizer.learning_rate.numpy())
+            row.update(epoch=epoch, lr=rate, val_loss=val_loss, val_top1=val_top1, val_top5=val_top5)
+            history.append(row)
+            optimizer.learning_rate.assign(schedule.end_of_epoch(epoch, 1.0 - val_top1))
+            epoch += 1
+            trainer.state.epoch.assign(epoch)
+            improved = val_top1 > float(trainer.state.best_val_top1.numpy())
+            if improved:
+                trainer.state.best_val_top1.assign(val_top1)
+                trainer.progress.best_epoch.assign(epoch - 1)
+            trainer.progress.sums.assign(tf.zeros_like(trainer.progress.sums))  # the next epoch's, from here
+            self._end_of_epoch(row, history, step, improved)
+            self._report_skipped(epoch)
 
     def _train_epoch(self, epoch: int, step: int, iterator: Iterator) -> dict[str, float]:
         trainer, training, timings = self.trainer, self.config.recipe.training, self.timings
@@ -219,8 +237,8 @@ class TrainingLoop:
                     )
                 if index == first and self._tensorboard is not None and epoch == 0 and first == 0:
                     self._write_inputs(step)
-            if step % training.checkpoint_every_steps == 0 and index + 1 < steps_per_epoch:
-                self._save_checkpoint(step)
+            if index + 1 < steps_per_epoch:  # the epoch's end saves after validation
+                self._job.finished()
             self.stop.check()
         loss, top1, top5, images, seconds = sums
         count = max(images, 1.0)
@@ -260,7 +278,7 @@ class TrainingLoop:
                 self._tensorboard.scalars(step, scalars)
                 self._tensorboard.conv1_filters(step, self.trainer.built.network)
                 self._tensorboard.flush()
-        self._save_checkpoint(step)
+        self._job.save()
         if self.chief:
             if improved:
                 self._save_model(BEST_MODEL)
@@ -282,11 +300,19 @@ class TrainingLoop:
             if split in skipped and skipped[split].count():
                 self._say(f"epoch {epoch}: {skipped[split].describe(what)}", always=True)
 
-    def _save_checkpoint(self, step: int) -> None:
-        """The checkpoint of global step ``step``. A failure to write it (a full disk) is one line;
-        the previous checkpoint is untouched (the new one is written beside it)."""
-        with self.timings.phase(CHECKPOINTS), files.output_errors(self.manager.directory):
-            self.manager.save(checkpoint_number=step)
+    def _save_current(self) -> None:
+        """The checkpoint of the current global step (the `jobs.Job`'s save). A failure to write it
+        (a full disk) is one line; the previous checkpoint is untouched (the new one is written
+        beside it)."""
+        step = int(self.trainer.state.step.numpy())
+        self._save_error = None
+        with self.timings.phase(CHECKPOINTS):
+            try:
+                with files.output_errors(self.manager.directory):
+                    self.manager.save(checkpoint_number=step)
+            except InputError as error:
+                self._save_error = str(error)
+                raise
         _pause_for_tests(f"checkpoint-{step}")
 
     def _complete_epoch_end(self, epoch: int) -> None:
