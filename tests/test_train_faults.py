@@ -284,6 +284,22 @@ def fill(directory: str) -> str:
 
 
 @pytest.mark.slow
+def test_sigterm_on_a_full_disk_says_the_checkpoint_was_not_saved_and_which_one_is_kept(records, small_disk):
+    run = os.path.join(small_disk, "run")
+    process = start(run, records, "validation-8")  # ckpt-4 written; the epoch's end (step 8) not yet
+    filler = fill(small_disk)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate("\n", timeout=300)
+    assert process.returncode == 143, stderr
+    line = [line for line in stderr.splitlines() if line.startswith("terminated (SIGTERM)")]
+    assert len(line) == 1 and "could not save a checkpoint at step 8" in line[0], stderr
+    assert "No space left on device" in line[0] and "ckpt-4, is kept" in line[0], stderr
+    assert "Traceback" not in stderr, stderr
+    os.remove(filler)
+    assert "resuming from epoch 0 step 4" in resume(run, records).stdout
+
+
+@pytest.mark.slow
 def test_disk_full_while_checkpointing_is_one_line_and_keeps_the_previous_checkpoint(records, small_disk):
     run = os.path.join(small_disk, "run")
     every_2 = "training.checkpoint_every_steps=2"  # the next write after ckpt-2 is ckpt-4, mid-epoch

@@ -306,6 +306,9 @@ class TrainingLoop:
         beside it)."""
         step = int(self.trainer.state.step.numpy())
         self._save_error = None
+        latest = self.manager.latest_checkpoint
+        if latest is not None and latest.endswith(f"-{step}"):
+            return  # a stop right after this step's checkpoint: writing it again could only damage it
         with self.timings.phase(CHECKPOINTS):
             try:
                 with files.output_errors(self.manager.directory):
