@@ -35,6 +35,26 @@ def test_bench_fit_prints_paired_ratios_for_every_model():
 
 
 @pytest.mark.slow
+def test_bench_fit_loop_says_where_fits_wall_time_went():
+    run = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "bench_fit.py"), "--loop", "2", "--photos", "8"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    # 5 classes of 10 photos, a fifth held out: 40 train (one batch of 32 an epoch), 10 validated.
+    assert "2 epochs of the demo recipe, 64 images trained, 20 validated" in run.stdout, run.stdout
+    assert re.search(r"^wall time [\d.]+ s: training steps [\d.]+ s \(\d+%\); .*validation [\d.]+ s", run.stdout, re.M)
+    rate, ratio = map(
+        float, re.search(r"rate ([\d.]+) images/s; wall time / \(images / rate\) = ([\d.]+)", run.stdout).groups()
+    )
+    assert rate > 0 and ratio > 1, run.stdout
+    val_rate, loop_ratio = map(
+        float, re.search(r"^validation ([\d.]+) images/s .*steps = ([\d.]+)$", run.stdout, re.M).groups()
+    )
+    assert val_rate > 0 and 1.0 <= loop_ratio < ratio, run.stdout
+
+
+@pytest.mark.slow
 def test_bench_service_prints_each_way_against_local():
     run = subprocess.run(
         [sys.executable, str(REPO / "tools" / "bench_service.py"), "--records", "64", "--shards", "4",

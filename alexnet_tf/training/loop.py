@@ -40,7 +40,7 @@ from alexnet_tf.training import checkpoints
 from alexnet_tf.training.distribute import sum_over_replicas
 from alexnet_tf.training.init_from import Source, initialize, load_source
 from alexnet_tf.training.tensorboard import TensorBoardWriter
-from alexnet_tf.training.timings import FIRST_STEP, STEPS, Timings
+from alexnet_tf.training.timings import FIRST_STEP, STEPS, VALIDATION, Timings
 from alexnet_tf.training.trainer import Trainer
 
 if TYPE_CHECKING:
@@ -184,7 +184,7 @@ class TrainingLoop:
                     iterator = iter(trainer.train_data(epoch, epochs=epoch + 1))
             row = self._train_epoch(epoch, step, iterator)
             step = (epoch + 1) * steps_per_epoch
-            with timings.phase("validation"):
+            with timings.phase(VALIDATION):
                 val_loss, val_top1, val_top5 = self._evaluate(eval_data)
             rate = float(optimizer.learning_rate.numpy())
             row.update(epoch=epoch, lr=rate, val_loss=val_loss, val_top1=val_top1, val_top5=val_top5)

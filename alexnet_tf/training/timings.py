@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 STEPS = "training steps"
 FIRST_STEP = "first step (tracing)"
+VALIDATION = "validation"
 
 
 class Timings:
