@@ -236,13 +236,11 @@ class RecordReader:
         """The records of the shard at ``path``, which metadata.json says holds ``listed``."""
         # A read error ends the shard (TFRecordDataset moves on to its next file, and there is
         # none); an end marker numbered with the records then says how many were read.
-        records = tf.data.TFRecordDataset(path).ignore_errors().map(lambda record: (record, False))
-        marked = records.concatenate(tf.data.Dataset.from_tensors((tf.constant(b""), True))).enumerate()
         listed = tf.cast(listed, tf.int64)
         if self.skipped is None:
-            return marked.map(lambda index, record: self._strict(path, listed, index, *record)).filter(
-                lambda path, index, record, end: tf.logical_not(end)
-            ).map(lambda path, index, record, end: (path, index, record))  # fmt: skip
+            return self._read_strict(path, listed)
+        records = tf.data.TFRecordDataset(path).ignore_errors().map(lambda record: (record, False))
+        marked = records.concatenate(tf.data.Dataset.from_tensors((tf.constant(b""), True))).enumerate()
         examined = marked.map(lambda index, record: (index, record[0], self._examine(listed, index, *record)))
         # A record whose decoding fails is dropped here, and missed by the next one through.
         examined = examined.ignore_errors().scan(
@@ -266,18 +264,27 @@ class RecordReader:
             lambda path, index, record, ok: (path, index, record)
         )  # fmt: skip
 
-    def _strict(self, path, listed, index, record, end):
-        """Fails at the end marker if the shard ended before its ``listed`` records."""
-        short = tf.logical_and(end, index < listed)
+    def _read_strict(self, path: tf.Tensor, listed: tf.Tensor) -> tf.data.Dataset:
+        """`read` with nothing skipped: fails at the end marker if the shard ended before its
+        ``listed`` records. Every stage costs each record of every epoch (three stages more took
+        a 600-record epoch's reading from 32 to 85 ms here), so the end marker is told apart by
+        its shape (records are scalars, the marker an empty vector) and checked in one filter."""
+        records = tf.data.TFRecordDataset(path).ignore_errors()
+        marked = records.concatenate(tf.data.Dataset.from_tensors(tf.constant([], tf.string))).enumerate()
 
-        def failed() -> tf.Tensor:
-            problem = tf.stack([tf.constant(UNREADABLE, tf.int64), listed, 0, 0, 0])
-            with tf.control_dependencies([fail(path, index, problem, tf.constant(b""))]):
-                return tf.constant(False)
+        def is_record(index: tf.Tensor, record: tf.Tensor) -> tf.Tensor:
+            end = tf.equal(tf.size(record), 0)
 
-        checked = tf.cond(short, failed, lambda: tf.constant(True))
-        with tf.control_dependencies([checked]):
-            return path, index, tf.identity(record), end
+            def failed() -> tf.Tensor:
+                problem = tf.stack([tf.constant(UNREADABLE, tf.int64), listed, 0, 0, 0])
+                with tf.control_dependencies([fail(path, index, problem, tf.constant(b""))]):
+                    return tf.constant(False)
+
+            checked = tf.cond(tf.logical_and(end, index < listed), failed, lambda: tf.constant(True))
+            with tf.control_dependencies([checked]):
+                return tf.logical_not(end)
+
+        return marked.filter(is_record).map(lambda index, record: (path, index, tf.reshape(record, [])))
 
     def _examine(self, listed, index, record, end) -> tuple[tf.Tensor, tf.Tensor]:
         """(problem, first bytes) of one record, or of the end marker (`UNREADABLE` if early, else
