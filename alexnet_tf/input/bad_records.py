@@ -266,9 +266,10 @@ class RecordReader:
 
     def _read_strict(self, path: tf.Tensor, listed: tf.Tensor) -> tf.data.Dataset:
         """`read` with nothing skipped: fails at the end marker if the shard ended before its
-        ``listed`` records. Every stage costs each record of every epoch (three stages more took
-        a 600-record epoch's reading from 32 to 85 ms here), so the end marker is told apart by
-        its shape (records are scalars, the marker an empty vector) and checked in one filter."""
+        ``listed`` records. Every function stage costs each record of every epoch, so the end
+        marker is told apart by its shape (records are scalars, the marker an empty vector) and
+        checked in the one filter that drops it (two stages fewer than a flag: a 600-record read
+        took 75 ms here instead of 85)."""
         records = tf.data.TFRecordDataset(path).ignore_errors()
         marked = records.concatenate(tf.data.Dataset.from_tensors(tf.constant([], tf.string))).enumerate()
 
