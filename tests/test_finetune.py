@@ -21,7 +21,8 @@ from alexnet_tf.recipe import OptimizerSection, load_recipe
 from alexnet_tf.synthetic import write_synthetic_dataset
 from alexnet_tf.training import init_from, optim
 from alexnet_tf.training.fit import FitConfig, fit
-from tests.test_train import ENV, TINY, run_cli
+from tests.cluster import tf_configs
+from tests.test_train import ENV, TINY, mirror_invariant_records, run_cli
 from tests.test_train_faults import assert_same_history, assert_same_weights, resume, start
 
 CONVS = ("conv1", "conv2", "conv3", "conv4", "conv5")
@@ -242,3 +243,55 @@ def test_cli_init_from_errors_are_one_line(data, source_run, tmp_path):
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], result.stderr
     assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")  # nothing written
+
+
+@pytest.mark.slow
+def test_multi_worker_fine_tuning_matches_one_worker(tmp_path):
+    """Two worker processes fine-tune from one source with conv1-conv2 frozen and end with the
+    weights of one worker given the whole global batch: each worker loaded the same source and the
+    same new head (one that had not would move the averaged gradients elsewhere). The set-up of
+    test_train's multi-worker test: every step sees the same images whoever reads them."""
+    source_records, records = str(tmp_path / "source_records"), str(tmp_path / "records")
+    write_synthetic_dataset(source_records, num_classes=3, train_records=8, validation_records=4, image_size=64)
+    write_synthetic_dataset(records, num_classes=2, train_records=8, train_shards=4, validation_records=12,
+                            validation_shards=3, image_size=64)  # fmt: skip
+    mirror_invariant_records(records)
+    options = [*TINY, "training.batch_size=8", "training.epochs=2", "input.crop_size=64", "input.mean=channel",
+               "input.lighting_strength=0", "model.dropout=0"]  # fmt: skip
+    source = str(tmp_path / "source_run")
+    fit(FitConfig(source_records, source, load_recipe(None, [*options, "training.epochs=1"]), verbose=False))
+    args = ["--data-dir", records, "--quiet", "--init-from", source, "--freeze", "conv2",
+            *[f"--set={o}" for o in options]]  # fmt: skip
+    workers = []
+    for tf_config in tf_configs(2):
+        env = {**ENV, "TF_CONFIG": tf_config}
+        workers.append(subprocess.Popen(
+            [sys.executable, "-m", "alexnet_tf", "fit", "--strategy", "multi-worker", "--model-dir",
+             str(tmp_path / "multi"), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        ))  # fmt: skip
+    single = run_cli("--model-dir", str(tmp_path / "single"), *args)
+    outputs = [worker.communicate(timeout=300) for worker in workers]
+    for worker, (_, stderr) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, stderr[-3000:]
+    assert single.returncode == 0, single.stderr
+    chief = outputs[0][0]
+    assert "over 2 replica(s) (multi-worker)" in chief and "re-initialised fc8 (2 classes; the source has 3)" in chief
+
+    def network(run: str) -> keras.Model:
+        return keras.saving.load_model(os.path.join(run, "last.keras")).get_layer("alexnet")
+
+    before, multi, one = (
+        network(source).weights,
+        network(tmp_path / "multi").weights,
+        network(tmp_path / "single").weights,
+    )
+    for initial, a, b in zip(before, multi, one, strict=True):
+        if b.path.split("/")[0].split("_")[0] in ("conv1", "conv2"):  # frozen: the source's, bit for bit
+            np.testing.assert_array_equal(a.numpy(), initial.numpy(), err_msg=a.path)
+            np.testing.assert_array_equal(b.numpy(), initial.numpy(), err_msg=b.path)
+        elif b.shape == initial.shape:  # loaded, then trained alike
+            moved = np.linalg.norm(b.numpy() - initial.numpy())
+            assert moved > 0, b.path
+            assert np.linalg.norm(a.numpy() - b.numpy()) < 0.01 * moved, b.path
+        else:  # fc8: the new head, seeded alike on every worker
+            assert np.linalg.norm(a.numpy() - b.numpy()) < 0.01 * np.linalg.norm(b.numpy()), b.path
