@@ -81,6 +81,9 @@ class TrainingLoop:
         self.manager: tf.train.CheckpointManager | None = None
         self._job: jobs.Job | None = None  # the run's checkpoints (module docstring)
         self._save_error: str | None = None  # why the checkpoint on the way out could not be written
+        # The global step of the newest checkpoint, restored or written: the same on every worker
+        # (the others' managers write to a directory of their own, so theirs would differ).
+        self._saved_step: int | None = None
         self._stepped = False  # a step has run in this call
         self._last_model_written = time.monotonic()
 
@@ -123,6 +126,7 @@ class TrainingLoop:
         )
         resumed = None if found.path is None else trainer.restore(found.path)
         epoch, step = resumed or (0, 0)
+        self._saved_step = None if resumed is None else step
         if (init_from := config.recipe.finetune.init_from) is not None:
             if resumed is not None:
                 self._say("resuming: finetune.init_from is not read again (the checkpoint holds the weights)", True)
@@ -306,8 +310,7 @@ class TrainingLoop:
         beside it)."""
         step = int(self.trainer.state.step.numpy())
         self._save_error = None
-        latest = self.manager.latest_checkpoint
-        if latest is not None and latest.endswith(f"-{step}"):
+        if step == self._saved_step:
             return  # a stop right after this step's checkpoint: writing it again could only damage it
         with self.timings.phase(CHECKPOINTS):
             try:
@@ -316,6 +319,7 @@ class TrainingLoop:
             except InputError as error:
                 self._save_error = str(error)
                 raise
+        self._saved_step = step
         _pause_for_tests(f"checkpoint-{step}")
 
     def _complete_epoch_end(self, epoch: int) -> None:
