@@ -113,7 +113,8 @@ class ScheduleSection:
       policy: "plateau" (§5: ÷10 when the validation error stops improving), "step" (÷10 every
         ``step_epochs``, the usual fixed-budget reproduction) or "constant".
       factor: multiplier at each reduction (§5: 0.1).
-      patience: plateau: epochs without improvement before a reduction (not in the paper).
+      patience: plateau: validations without improvement before a reduction (not in the paper);
+        a validation follows every epoch unless `training.validate_every_epochs` says otherwise.
       min_delta: plateau: a drop of the validation top-1 error smaller than this is no
         improvement (not in the paper).
       max_reductions: plateau: reductions in all (§5: three).
@@ -158,6 +159,11 @@ class TrainingSection:
       checkpoint_every_steps: a checkpoint after N steps since the last one, and one at each epoch end.
       keep_checkpoints: step checkpoints kept (the oldest are deleted).
       log_every_steps: TensorBoard training scalars every N steps.
+      validate_every_epochs: the validation pass after every N epochs and after the last (Keras'
+        ``validation_freq``); 1: every epoch. An epoch without one has validation values of nan
+        in history.csv, cannot become best.keras, and does not count towards the plateau
+        schedule's ``patience`` (counted in validations). On small data validation can be a large
+        share of fit's time (docs/performance.md).
       last_model_every_seconds: last.keras is written at an epoch's end when this many seconds
         have passed since it was last written, and always at the run's end (0: every epoch).
         Writing it costs about as much as a checkpoint: on small data, every epoch's write was a
@@ -174,6 +180,7 @@ class TrainingSection:
     checkpoint_every_steps: int = 1000
     keep_checkpoints: int = 3
     log_every_steps: int = 100
+    validate_every_epochs: int = 1
     last_model_every_seconds: float = 60.0
     seed: int | None = None
 
@@ -187,6 +194,7 @@ class TrainingSection:
         _require(self, "checkpoint_every_steps", self.checkpoint_every_steps >= 1, "a positive integer")
         _require(self, "keep_checkpoints", self.keep_checkpoints >= 1, "a positive integer")
         _require(self, "log_every_steps", self.log_every_steps >= 1, "a positive integer")
+        _require(self, "validate_every_epochs", self.validate_every_epochs >= 1, "a positive integer")
         _require(self, "last_model_every_seconds", self.last_model_every_seconds >= 0, "a number of seconds >= 0")
         _require(self, "seed", self.seed is None or self.seed >= 0, "null or an integer >= 0")
 

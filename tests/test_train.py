@@ -6,6 +6,7 @@ two-tower tests use the two logical CPUs that conftest.py sets up for the whole 
 
 import csv
 import io
+import math
 import os
 import signal
 import subprocess
@@ -20,13 +21,15 @@ from PIL import Image
 
 from alexnet_tf import AlexNet
 from alexnet_tf.errors import InputError
-from alexnet_tf.recipe import OptimizerSection, load_recipe
+from alexnet_tf.figures.curves import write_curves
+from alexnet_tf.recipe import OptimizerSection, ScheduleSection, load_recipe
 from alexnet_tf.records import schema
 from alexnet_tf.synthetic import write_synthetic_dataset
 from alexnet_tf.training import optim
 from alexnet_tf.training.dropout_seeds import use_step_seeds
 from alexnet_tf.training.fit import FitConfig, fit
 from alexnet_tf.training.loop import TrainingDiverged
+from alexnet_tf.training.schedule import LearningRateSchedule
 from tests.cluster import tf_configs
 
 TINY = [
@@ -145,6 +148,29 @@ def test_one_update_is_the_papers_rule_by_hand():
         w, b = w + v_w, b + v_b
         np.testing.assert_allclose(model.trainable_variables[0].numpy(), w, rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(model.trainable_variables[1].numpy(), b, rtol=1e-5, atol=1e-7)
+
+
+def test_validate_every_epochs_validates_every_nth_and_the_last_epoch(records, tmp_path, capsys):
+    run = str(tmp_path / "run")
+    recipe = tiny("training.epochs=3", "training.validate_every_epochs=2")
+    result = fit(FitConfig(records, run, recipe, verbose=True))
+    val_top1 = [float(row["val_top1"]) for row in read_history(run)]
+    assert [not math.isnan(value) for value in val_top1] == [False, True, True]  # epoch 2, and the last
+    assert result.best_val_top1 == max(val_top1[1:])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ") and "loss" in line]
+    assert len(lines) == 3 and "val_top1" not in lines[0] and all("val_top1" in line for line in lines[1:]), lines
+    assert os.path.exists(os.path.join(run, "best.keras"))
+    assert write_curves(run, str(tmp_path / "curves.png"))[0] > 0  # the plot leaves the epoch out
+
+
+def test_the_plateau_schedule_counts_validations_not_epochs():
+    section = ScheduleSection(policy="plateau", patience=1, min_delta=0.0, batch_scaling="none")
+    schedule = LearningRateSchedule(section, 0.01)
+    assert schedule.end_of_epoch(0, None) == 0.01  # not validated: nothing counted
+    assert schedule.end_of_epoch(1, 0.5) == 0.01  # the first error: the best so far
+    assert schedule.end_of_epoch(2, None) == 0.01
+    assert int(schedule.epochs_without_improvement.numpy()) == 0
+    assert schedule.end_of_epoch(3, 0.6) == pytest.approx(0.001)  # one validation without improvement
 
 
 # --- Resume -----------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ with dropout and augmentation on; the validation values are centre views at the 
 
 from __future__ import annotations
 
+import math
+
 import tensorflow as tf
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -41,11 +43,14 @@ def curves_figure(history: dict[str, list[float]], title: str = "") -> Figure:
     figure = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
     (loss, top1), (top5, rate) = figure.subplots(2, 2, sharex=True)
     loss.plot(epochs, history["loss"], marker=".", label="train")
-    loss.plot(epochs, history["val_loss"], marker=".", label="validation")
+    # Epochs without validation (training.validate_every_epochs) have nan: plotted without them.
+    validated = [index for index, value in enumerate(history["val_loss"]) if not math.isnan(value)]
+    val_epochs = [epochs[index] for index in validated]
+    loss.plot(val_epochs, [history["val_loss"][index] for index in validated], marker=".", label="validation")
     loss.set_ylabel("cross-entropy loss")
     for ax, key, name in ((top1, "top1", "top-1 error"), (top5, "top5", "top-5 error")):
         ax.plot(epochs, [1.0 - v for v in history[key]], marker=".", label="train")
-        ax.plot(epochs, [1.0 - v for v in history[f"val_{key}"]], marker=".", label="validation")
+        ax.plot(val_epochs, [1.0 - history[f"val_{key}"][index] for index in validated], marker=".", label="validation")
         ax.set_ylabel(name)
         ax.set_ylim(0.0, 1.0)
     rate.plot(epochs, history["lr"], marker=".", color="black")

@@ -188,15 +188,18 @@ class TrainingLoop:
                     iterator = iter(trainer.train_data(epoch, epochs=epoch + 1))
             row = self._train_epoch(epoch, step, iterator)
             step = (epoch + 1) * steps_per_epoch
-            with timings.phase(VALIDATION):
-                val_loss, val_top1, val_top5 = self._evaluate(eval_data)
+            validated = (epoch + 1) % training.validate_every_epochs == 0 or epoch + 1 == training.epochs
+            val_loss = val_top1 = val_top5 = math.nan  # training.validate_every_epochs: not this epoch
+            if validated:
+                with timings.phase(VALIDATION):
+                    val_loss, val_top1, val_top5 = self._evaluate(eval_data)
             rate = float(optimizer.learning_rate.numpy())
             row.update(epoch=epoch, lr=rate, val_loss=val_loss, val_top1=val_top1, val_top5=val_top5)
             history.append(row)
-            optimizer.learning_rate.assign(schedule.end_of_epoch(epoch, 1.0 - val_top1))
+            optimizer.learning_rate.assign(schedule.end_of_epoch(epoch, 1.0 - val_top1 if validated else None))
             epoch += 1
             trainer.state.epoch.assign(epoch)
-            improved = val_top1 > float(trainer.state.best_val_top1.numpy())
+            improved = validated and val_top1 > float(trainer.state.best_val_top1.numpy())
             if improved:
                 trainer.state.best_val_top1.assign(val_top1)
                 trainer.progress.best_epoch.assign(epoch - 1)
@@ -276,7 +279,8 @@ class TrainingLoop:
                 runs.write_history(self.model_dir, history)
         if self.chief:
             scalars = {f"epoch/{key}": row[key] for key in ("loss", "top1", "top5")}
-            scalars.update({f"validation/{key}": row[f"val_{key}"] for key in ("loss", "top1", "top5")})
+            if not math.isnan(row["val_top1"]):  # a validated epoch (training.validate_every_epochs)
+                scalars.update({f"validation/{key}": row[f"val_{key}"] for key in ("loss", "top1", "top5")})
             scalars.update({"epoch/learning_rate": row["lr"], "epoch/images_per_sec": row["images_per_sec"]})
             with self.timings.phase(TENSORBOARD):
                 self._tensorboard.scalars(step, scalars)
@@ -290,10 +294,14 @@ class TrainingLoop:
             final = int(self.trainer.state.epoch.numpy()) == self.config.recipe.training.epochs
             if final or time.monotonic() - self._last_model_written >= every:
                 self._save_model(LAST_MODEL, copy_of=BEST_MODEL if improved else None)
+        validation = (
+            f" val_loss {row['val_loss']:.4f} val_top1 {row['val_top1']:.4f} val_top5 {row['val_top5']:.4f}"
+            if not math.isnan(row["val_top1"])
+            else ""
+        )
         self._say(
-            f"epoch {int(row['epoch']) + 1}: loss {row['loss']:.4f} top1 {row['top1']:.4f} val_loss "
-            f"{row['val_loss']:.4f} val_top1 {row['val_top1']:.4f} val_top5 {row['val_top5']:.4f} lr {row['lr']:g} "
-            f"{row['images_per_sec']:.1f} img/s"
+            f"epoch {int(row['epoch']) + 1}: loss {row['loss']:.4f} top1 {row['top1']:.4f}{validation} "
+            f"lr {row['lr']:g} {row['images_per_sec']:.1f} img/s"
         )
 
     def _report_skipped(self, epoch: int) -> None:

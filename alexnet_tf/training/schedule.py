@@ -3,7 +3,8 @@
 * ``plateau`` (§5): "divide the learning rate by 10 when the validation error rate stopped
   improving with the current learning rate", at most ``max_reductions`` (three) times. Improving
   means a validation top-1 error lower than the best so far by more than ``min_delta``;
-  ``patience`` epochs without one trigger a reduction and restart the count.
+  ``patience`` validations without one (one per epoch unless ``training.validate_every_epochs``)
+  trigger a reduction and restart the count.
 * ``step``: ÷10 (``factor``) every ``step_epochs`` epochs, the usual fixed-budget reproduction.
 * ``constant``.
 
