@@ -21,8 +21,7 @@ from alexnet_tf.recipe import OptimizerSection, load_recipe
 from alexnet_tf.synthetic import write_synthetic_dataset
 from alexnet_tf.training import init_from, optim
 from alexnet_tf.training.fit import FitConfig, fit
-from tests.cluster import tf_configs
-from tests.test_train import ENV, TINY, mirror_invariant_records, run_cli
+from tests.test_train import ENV, TINY, fit_two_workers_and_one, mirror_invariant_records, run_cli
 from tests.test_train_faults import assert_same_history, assert_same_weights, resume, start
 
 CONVS = ("conv1", "conv2", "conv3", "conv4", "conv5")
@@ -262,19 +261,7 @@ def test_multi_worker_fine_tuning_matches_one_worker(tmp_path):
     fit(FitConfig(source_records, source, load_recipe(None, [*options, "training.epochs=1"]), verbose=False))
     args = ["--data-dir", records, "--quiet", "--init-from", source, "--freeze", "conv2",
             *[f"--set={o}" for o in options]]  # fmt: skip
-    workers = []
-    for tf_config in tf_configs(2):
-        env = {**ENV, "TF_CONFIG": tf_config}
-        workers.append(subprocess.Popen(
-            [sys.executable, "-m", "alexnet_tf", "fit", "--strategy", "multi-worker", "--model-dir",
-             str(tmp_path / "multi"), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        ))  # fmt: skip
-    single = run_cli("--model-dir", str(tmp_path / "single"), *args)
-    outputs = [worker.communicate(timeout=300) for worker in workers]
-    for worker, (_, stderr) in zip(workers, outputs, strict=True):
-        assert worker.returncode == 0, stderr[-3000:]
-    assert single.returncode == 0, single.stderr
-    chief = outputs[0][0]
+    chief = fit_two_workers_and_one(tmp_path, args)
     assert "over 2 replica(s) (multi-worker)" in chief and "re-initialised fc8 (2 classes; the source has 3)" in chief
 
     def network(run: str) -> keras.Model:

@@ -346,6 +346,27 @@ def test_two_tower_places_each_tower_on_its_own_device(records, tmp_path):
         fit(FitConfig(records, str(tmp_path / "y"), tiny("model.two_towers=false"), strategy="two-tower", devices=2))
 
 
+def fit_two_workers_and_one(tmp_path, args: list[str]) -> str:
+    """``fit ARGS`` by two worker processes into ``tmp_path/multi`` (each with its own TMPDIR,
+    ``tmp_path/tmpN``) and by one process into ``tmp_path/single``, at the same time; asserts
+    all succeeded and returns the chief's output."""
+    workers = []
+    for index, tf_config in enumerate(tf_configs(2)):
+        scratch = tmp_path / f"tmp{index}"
+        scratch.mkdir()
+        env = {**ENV, "TF_CONFIG": tf_config, "TMPDIR": str(scratch)}
+        workers.append(subprocess.Popen(
+            [sys.executable, "-m", "alexnet_tf", "fit", "--strategy", "multi-worker", "--model-dir",
+             str(tmp_path / "multi"), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        ))  # fmt: skip
+    single = run_cli("--model-dir", str(tmp_path / "single"), *args)
+    outputs = [worker.communicate(timeout=300) for worker in workers]
+    for worker, (_, stderr) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, stderr[-3000:]
+    assert single.returncode == 0, single.stderr
+    return outputs[0][0]
+
+
 def mirror_invariant_records(directory: str) -> None:
     """Rewrites every record's image with each row set to its mean colour: constant along x, so
     the decoded image equals its mirror image exactly (JPEG rounding included; checked)."""
@@ -382,22 +403,8 @@ def test_multi_worker_matches_one_worker_with_the_same_global_batch(tmp_path):
     mirror_invariant_records(records)
     options = [*TINY, "training.batch_size=8", "training.epochs=3", "input.crop_size=64", "input.mean=channel",
                "input.lighting_strength=0", "model.dropout=0"]  # fmt: skip
-    args = ["--data-dir", records, "--quiet", *[f"--set={o}" for o in options]]
-    workers = []
-    for index, tf_config in enumerate(tf_configs(2)):
-        scratch = tmp_path / f"tmp{index}"
-        scratch.mkdir()
-        env = {**ENV, "TF_CONFIG": tf_config, "TMPDIR": str(scratch)}
-        workers.append(subprocess.Popen(
-            [sys.executable, "-m", "alexnet_tf", "fit", "--strategy", "multi-worker", "--model-dir",
-             str(tmp_path / "multi"), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        ))  # fmt: skip
-    single = run_cli("--model-dir", str(tmp_path / "single"), *args)
-    outputs = [worker.communicate(timeout=300) for worker in workers]
-    for worker, (_, stderr) in zip(workers, outputs, strict=True):
-        assert worker.returncode == 0, stderr[-3000:]
-    assert single.returncode == 0, single.stderr
-    assert "over 2 replica(s) (multi-worker)" in outputs[0][0]
+    chief = fit_two_workers_and_one(tmp_path, ["--data-dir", records, "--quiet", *[f"--set={o}" for o in options]])
+    assert "over 2 replica(s) (multi-worker)" in chief
     assert os.listdir(tmp_path / "tmp1") == []  # the other worker removed its temporary checkpoints
     multi = keras.saving.load_model(str(tmp_path / "multi" / "last.keras")).get_layer("alexnet")
     one = keras.saving.load_model(str(tmp_path / "single" / "last.keras")).get_layer("alexnet")
