@@ -274,12 +274,12 @@ class TrainingLoop:
 
     def _end_of_epoch(self, row: dict[str, float], history: list[dict[str, float]], step: int, improved: bool) -> None:
         """History row, then the checkpoint (so a resumed run never lacks a row), then the models."""
+        validated = not math.isnan(row["val_top1"])  # training.validate_every_epochs: nan when not
         if self.chief:
             with self.timings.phase(HISTORY):
                 runs.write_history(self.model_dir, history)
-        if self.chief:
             scalars = {f"epoch/{key}": row[key] for key in ("loss", "top1", "top5")}
-            if not math.isnan(row["val_top1"]):  # a validated epoch (training.validate_every_epochs)
+            if validated:
                 scalars.update({f"validation/{key}": row[f"val_{key}"] for key in ("loss", "top1", "top5")})
             scalars.update({"epoch/learning_rate": row["lr"], "epoch/images_per_sec": row["images_per_sec"]})
             with self.timings.phase(TENSORBOARD):
@@ -296,7 +296,7 @@ class TrainingLoop:
                 self._save_model(LAST_MODEL, copy_of=BEST_MODEL if improved else None)
         validation = (
             f" val_loss {row['val_loss']:.4f} val_top1 {row['val_top1']:.4f} val_top5 {row['val_top5']:.4f}"
-            if not math.isnan(row["val_top1"])
+            if validated
             else ""
         )
         self._say(
