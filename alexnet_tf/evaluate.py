@@ -235,7 +235,7 @@ def evaluate(config: EvaluateConfig) -> EvaluationReport:
         flat = _flatten_views(views) if config.ten_crop else views
         return labels, [scorer.probabilities(flat, normalization, views_per_image)[:images] for scorer in scorers]
 
-    @tf.function
+    @tf.function(autograph=False)
     def step(views: Any, labels: Any) -> tuple[tf.Tensor, list[tf.Tensor]]:
         # Each replica scores its share of the batch; the shares are gathered in order.
         with tf.device(fc_device):

@@ -30,7 +30,7 @@ Using it (prepare-data, index-records, tune and fit's loop do)::
 
 fit's loop (`alexnet_tf.training.loop`): ``save`` writes the checkpoint of the current global
 step, ``steps`` is ``training.checkpoint_every_steps`` (``finished()`` after each step, `Job.save`
-at each epoch's end, which restarts the count). fit stops on signals at step boundaries itself,
+at each validated epoch's end, which restarts the count). fit stops on signals at step boundaries itself,
 agreed by all workers (`alexnet_tf.preemption.StopSignals`), and must not save a checkpoint after
 an error such as a NaN loss: it passes ``kept=None`` and ``save_on=(preemption.Stopped,)``.
 This module imports no TensorFlow.
@@ -163,12 +163,13 @@ class Job:
             raise self._stopped(self._pending)
         return due
 
-    def save(self) -> None:
-        """Saves a checkpoint now and restarts the count towards the next."""
+    def save(self) -> bool:
+        """Saves a checkpoint now and restarts the count towards the next; True (as `finished`)."""
         if self._save is not None:
             self._save()
         self._last = time.monotonic()
         self._since = 0
+        return True
 
     def _signal(self, signum: int, frame: FrameType | None) -> None:
         if self._recording:

@@ -156,7 +156,8 @@ class TrainingSection:
         recorded: `alexnet_tf.training.precision`), "none" (float32), "mixed_bfloat16" or "mixed_float16"
         (with loss scaling).
       jit_compile: XLA for the forward and backward pass (not with the two-tower strategy).
-      checkpoint_every_steps: a checkpoint after N steps since the last one, and one at each epoch end.
+      checkpoint_every_steps: a checkpoint after N steps since the last one, and one at the end of
+        each epoch that validated (`validate_every_epochs`).
       keep_checkpoints: step checkpoints kept (the oldest are deleted).
       log_every_steps: TensorBoard training scalars every N steps.
       validate_every_epochs: the validation pass after every N epochs and after the last (Keras'

@@ -150,10 +150,17 @@ def test_one_update_is_the_papers_rule_by_hand():
         np.testing.assert_allclose(model.trainable_variables[1].numpy(), b, rtol=1e-5, atol=1e-7)
 
 
-def test_validate_every_epochs_validates_every_nth_and_the_last_epoch(records, tmp_path, capsys):
+@pytest.mark.parametrize("every_steps, saved", [(1000, [16, 24]), (8, [8, 16, 24])])
+def test_validate_every_epochs_validates_every_nth_and_the_last_epoch(records, tmp_path, capsys, every_steps, saved):
+    """Also: an epoch's end checkpoints when it validated, else only when the step count is due
+    (8 steps an epoch here)."""
     run = str(tmp_path / "run")
-    recipe = tiny("training.epochs=3", "training.validate_every_epochs=2")
+    recipe = tiny(
+        "training.epochs=3", "training.validate_every_epochs=2", f"training.checkpoint_every_steps={every_steps}"
+    )
     result = fit(FitConfig(records, run, recipe, verbose=True))
+    indexes = [name for name in os.listdir(os.path.join(run, "checkpoints")) if name.endswith(".index")]
+    assert sorted(int(name.removeprefix("ckpt-").removesuffix(".index")) for name in indexes) == saved
     val_top1 = [float(row["val_top1"]) for row in read_history(run)]
     assert [not math.isnan(value) for value in val_top1] == [False, True, True]  # epoch 2, and the last
     assert result.best_val_top1 == max(val_top1[1:])
@@ -436,6 +443,40 @@ def test_cli_bad_input_is_one_error_line(records, tmp_path):
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1 and lines[-1].startswith("Error: ") and expected in lines[-1], result.stderr
         assert "Traceback" not in result.stderr
+
+
+# Counts the functions autograph converts, in a fresh process (its cache is per process).
+AUTOGRAPH_SCRIPT = """
+import sys
+from tensorflow.python.autograph.impl import api  # private: where every conversion happens
+converted, convert = [], api._convert_actual
+api._convert_actual = lambda f, context: converted.append(f"{f.__module__}.{f.__qualname__}") or convert(f, context)
+from alexnet_tf.input.pipeline import InputConfig, InputPipeline
+from alexnet_tf.recipe import load_recipe
+from alexnet_tf.training.fit import FitConfig, fit
+data, run, *overrides = sys.argv[1:]
+fit(FitConfig(data, run, load_recipe(None, overrides), verbose=False))
+lenient = InputPipeline(InputConfig(data, crop_size=64, skip_bad_records=True))
+lenient.train_dataset(), lenient.eval_dataset(ten_crop=True)
+print("converted:", converted)
+"""
+
+
+@pytest.mark.slow
+def test_no_function_of_fit_or_its_input_goes_through_autograph(records, tmp_path):
+    """fit's tf.functions and tf.data functions are written in TensorFlow ops (tf.cond, not
+    Python ``if`` on tensors) and built with autograph off: its source transformation cost fit
+    about 1.3 s of start-up and tracing (issue 18 §6). A new ``.map(lambda ...)`` without
+    ``tf.autograph.experimental.do_not_convert`` shows up here."""
+    overrides = [*TINY, "training.epochs=1", "training.steps_per_epoch=2"]
+    result = subprocess.run(
+        [sys.executable, "-c", AUTOGRAPH_SCRIPT, records, str(tmp_path / "run"), *overrides],
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines()[-1] == "converted: []", result.stdout
 
 
 @pytest.mark.parametrize("every, writes", [(0, 3), (1e9, 1)])

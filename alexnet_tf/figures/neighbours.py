@@ -112,7 +112,7 @@ def find_neighbours(
         )
     queried = query_views(queries, normalization.image_size, crop)
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)
     def embed(views: dict[str, tf.Tensor]) -> tf.Tensor:
         return tf.cast(features(normalization(views), training=False), tf.float64)
 

@@ -36,6 +36,12 @@ Training randomness is stateless, so ``deterministic=True`` with a seed reproduc
 batch, and every pass over the data draws fresh views (§4.1: alpha "drawn once per image per
 pass"). An unseeded pipeline draws a seed and logs it (`InputPipeline.seed`), so a run can be
 reproduced.
+
+The functions given to tf.data here and in `alexnet_tf.input.shards` are built with autograph off
+(`tf.autograph.experimental.do_not_convert`; datasets built inside them inherit it): the input
+code is written in TensorFlow ops (``tf.cond``, ``tf.where``), never a Python ``if`` on a tensor,
+and autograph's conversion of its Python source cost fit about 1.3 s of start-up
+(`tests/test_train.py` checks that nothing of ours is converted).
 """
 
 from __future__ import annotations
@@ -264,6 +270,7 @@ class InputPipeline:
         ``skips`` batches), each cut at ``batches_per_epoch`` if given; prefetched."""
         self.check_training(input_context)  # in one line here, not from inside the traced function
 
+        @tf.autograph.experimental.do_not_convert
         def one_epoch(seed_words: tf.Tensor, skip: tf.Tensor) -> tf.data.Dataset:
             # The shuffles' seeds come from ``seed_words`` alone, not from TensorFlow's global seed
             # (with a global seed of 0, TF's seed pairing cannot even take a tensor seed).
@@ -285,6 +292,7 @@ class InputPipeline:
         key = seed_words[2:]
         views = self.views
 
+        @tf.autograph.experimental.do_not_convert
         def train_view(index: tf.Tensor, record: tuple[tf.Tensor, tf.Tensor, tf.Tensor]) -> tuple[Any, tf.Tensor]:
             path, number, serialized = record
             features = self.decoder.parse(serialized, where=(path, number))
@@ -294,7 +302,9 @@ class InputPipeline:
         dataset = dataset.batch(self._batch_size(input_context), drop_remainder=True)
         if views.PER_BATCH:
             dataset = dataset.enumerate(start=skip_batches).map(
-                lambda index, batch: (views.finish_batch(batch[0], key, index), batch[1]),
+                tf.autograph.experimental.do_not_convert(
+                    lambda index, batch: (views.finish_batch(batch[0], key, index), batch[1])
+                ),
                 num_parallel_calls=tf.data.AUTOTUNE,
             )
         return dataset
@@ -315,6 +325,7 @@ class InputPipeline:
         """
         make_view = self.views.ten_crop if ten_crop else self.views.center
 
+        @tf.autograph.experimental.do_not_convert
         def eval_view(path: tf.Tensor, number: tf.Tensor, serialized: tf.Tensor) -> tuple[Any, tf.Tensor]:
             features = self.decoder.parse(serialized, where=(path, number))
             return make_view(features), features[LABEL]

@@ -63,7 +63,8 @@ def interleave_records(
     if reader is None:
         names, read = tf.data.Dataset.from_tensor_slices(files), tf.data.TFRecordDataset
     else:
-        names, read = tf.data.Dataset.from_tensor_slices((files, tf.constant(counts, tf.int64))), reader.read
+        names = tf.data.Dataset.from_tensor_slices((files, tf.constant(counts, tf.int64)))
+        read = tf.autograph.experimental.do_not_convert(reader.read)
     if shuffle_seed is not None:
         names = names.shuffle(len(files), seed=shuffle_seed)
     return names.interleave(

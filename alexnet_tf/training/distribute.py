@@ -140,7 +140,7 @@ def sum_over_replicas(strategy: tf.distribute.Strategy) -> Callable[[list[float]
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return None
 
-    @tf.function
+    @tf.function(autograph=False)
     def reduce(values: tf.Tensor) -> tf.Tensor:
         per_replica = strategy.run(tf.identity, args=(values,))
         return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)

@@ -8,8 +8,11 @@ owns their names and formats), so a resumed run never lacks a row. Each phase's 
 (`alexnet_tf.training.timings`).
 
 Checkpoints are those of a resumable job (`alexnet_tf.jobs.Job`, as prepare-data's and tune's):
-one after ``checkpoint_every_steps`` steps since the last, one at each epoch's end, and one when
-a signal stops the run (not after an error such as a NaN loss: the last good one is kept).
+one after ``checkpoint_every_steps`` steps since the last, one at the end of each validated epoch
+(``validate_every_epochs``: what a resume would otherwise redo includes a validation pass; an
+epoch's end without one saves only when the step count is due), and one when a signal stops the
+run (not after an error such as a NaN loss: the last good one is kept). The ``.keras`` files are
+written only at an epoch's end that saved a checkpoint, so they are never ahead of it.
 
 Under ``multi-worker`` every worker runs the loop; only the chief writes the run directory, and
 the others checkpoint to a temporary directory they delete.
@@ -273,7 +276,8 @@ class TrainingLoop:
         return totals[0] / count, totals[1] / count, totals[2] / count
 
     def _end_of_epoch(self, row: dict[str, float], history: list[dict[str, float]], step: int, improved: bool) -> None:
-        """History row, then the checkpoint (so a resumed run never lacks a row), then the models."""
+        """History row, then the checkpoint (so a resumed run never lacks a row), then the models
+        (module docstring: which epoch ends save)."""
         validated = not math.isnan(row["val_top1"])  # training.validate_every_epochs: nan when not
         if self.chief:
             with self.timings.phase(HISTORY):
@@ -286,8 +290,9 @@ class TrainingLoop:
                 self._tensorboard.scalars(step, scalars)
                 self._tensorboard.conv1_filters(step, self.trainer.built.network)
                 self._tensorboard.flush()
-        self._job.save()
-        if self.chief:
+        # The epoch's last step was not counted yet (`_train_epoch`): a validated end saves now.
+        saved = self._job.save() if validated else self._job.finished()
+        if self.chief and saved:
             if improved:
                 self._save_model(BEST_MODEL)
             every = self.config.recipe.training.last_model_every_seconds

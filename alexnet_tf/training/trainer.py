@@ -22,6 +22,7 @@ the masks the uninterrupted one would have. Fine-tuning (the recipe's ``finetune
 layers up to ``freeze`` are built non-trainable, and each gradient is scaled by its layer's
 ``lr_multipliers`` entry before the optimizer (`alexnet_tf.training.optim`); loading another
 model's weights is `alexnet_tf.training.init_from`'s, called by the loop for a new run.
+The steps are `tf.function`s with autograph off, as the input's functions are (`alexnet_tf.input.pipeline`).
 """
 
 from __future__ import annotations
@@ -311,7 +312,7 @@ class Trainer:
             return grads, loss, correct(logits, labels)
 
         if recipe.training.jit_compile:
-            gradients = tf.function(gradients, jit_compile=True)
+            gradients = tf.function(gradients, jit_compile=True, autograph=False)
 
         def replica_step(inputs):
             views, labels = inputs
@@ -320,7 +321,7 @@ class Trainer:
             optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
             return loss, top1, top5
 
-        @tf.function
+        @tf.function(autograph=False)
         def train_step(iterator):
             built.dropout_key.assign(tf.stack([state.data_seed, state.step]))  # this step's dropout masks
             with tf.device(self.fc_device):
@@ -340,7 +341,7 @@ class Trainer:
             top1, top5 = correct(logits, labels)
             return tf.reduce_sum(per_example), top1, top5, tf.cast(size, tf.float32)
 
-        @tf.function
+        @tf.function(autograph=False)
         def eval_step(inputs):
             with tf.device(self.fc_device):
                 results = self.strategy.run(replica_step, args=(inputs,))
