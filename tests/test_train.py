@@ -152,8 +152,8 @@ def test_one_update_is_the_papers_rule_by_hand():
 
 @pytest.mark.parametrize("every_steps, saved", [(1000, [16, 24]), (8, [8, 16, 24])])
 def test_validate_every_epochs_validates_every_nth_and_the_last_epoch(records, tmp_path, capsys, every_steps, saved):
-    """Also: an epoch's end checkpoints when it validated, else only when the step count is due
-    (8 steps an epoch here)."""
+    """Also: an epoch's end checkpoints (and draws conv1 for TensorBoard) when it validated, else
+    only when the step count is due (8 steps an epoch here)."""
     run = str(tmp_path / "run")
     recipe = tiny(
         "training.epochs=3", "training.validate_every_epochs=2", f"training.checkpoint_every_steps={every_steps}"
@@ -161,6 +161,14 @@ def test_validate_every_epochs_validates_every_nth_and_the_last_epoch(records, t
     result = fit(FitConfig(records, run, recipe, verbose=True))
     indexes = [name for name in os.listdir(os.path.join(run, "checkpoints")) if name.endswith(".index")]
     assert sorted(int(name.removeprefix("ckpt-").removesuffix(".index")) for name in indexes) == saved
+    events = [os.path.join(run, "tensorboard", name) for name in os.listdir(os.path.join(run, "tensorboard"))]
+    conv1_steps = [
+        event.step
+        for path in events
+        for event in tf.compat.v1.train.summary_iterator(path)
+        if any(value.tag == "conv1_filters" for value in event.summary.value)
+    ]
+    assert sorted(conv1_steps) == saved  # conv1's image with the checkpoints
     val_top1 = [float(row["val_top1"]) for row in read_history(run)]
     assert [not math.isnan(value) for value in val_top1] == [False, True, True]  # epoch 2, and the last
     assert result.best_val_top1 == max(val_top1[1:])

@@ -1,6 +1,6 @@
 """What fit writes for TensorBoard: training and validation scalars, the first augmented inputs,
-and conv1's kernels after every epoch (drawn as ``alexnet-tf show-filters`` draws them,
-`alexnet_tf.figures.filters`, one block per tower).
+and conv1's kernels at every epoch's end that saves a checkpoint (`alexnet_tf.training.loop`),
+drawn as ``alexnet-tf show-filters`` draws them (`alexnet_tf.figures.filters`, one block per tower).
 
 Written with TensorFlow's own summary op and the plugin metadata TensorBoard reads, because
 ``tf.summary.scalar`` / ``tf.summary.image`` live in the ``tensorboard`` package, which is not a

@@ -280,9 +280,9 @@ class Trainer:
     # -- Steps
 
     def train_step(self, iterator: Any) -> tuple[tf.Tensor, ...]:
-        """One global step on the next batch of ``iterator`` (of `train_data`): returns the mean
-        loss over the global batch, and its top-1 and top-5 hits (summed over the replicas).
-        The step is traced once, on the first call."""
+        """One global step on the next batch of ``iterator`` (of `train_data`), counted in
+        ``state.step``: returns the mean loss over the global batch, and its top-1 and top-5 hits
+        (summed over the replicas). The step is traced once, on the first call."""
         if self._train_step is None:
             self._train_step = self._make_train_step()
         return self._train_step(iterator)
@@ -326,6 +326,7 @@ class Trainer:
             built.dropout_key.assign(tf.stack([state.data_seed, state.step]))  # this step's dropout masks
             with tf.device(self.fc_device):
                 results = self.strategy.run(replica_step, args=(next(iterator),))
+            state.step.assign_add(1)  # in the step: an eager assign after it cost ~0.4 ms a step (2 cores)
             return tuple(self.strategy.reduce(tf.distribute.ReduceOp.SUM, r, axis=None) for r in results)
 
         return train_step
