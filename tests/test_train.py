@@ -507,4 +507,5 @@ def test_last_model_is_written_at_most_every_n_seconds_and_at_the_end(records, t
     seconds = result.timings.seconds
     assert seconds["training steps"] > 0 and seconds["first step (tracing)"] > 0 and seconds["validation"] > 0
     assert 0 < result.timings.outside_steps() < 1
+    assert result.timings.wall() == result.timings.wall()  # fit's, stopped at its return
     assert result.timings.describe().startswith("wall time ")

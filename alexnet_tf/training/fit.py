@@ -157,6 +157,7 @@ def fit(config: FitConfig) -> FitResult:
                 finished = loop.run()
         finally:
             loop.close()
+    timings.stop()
     state = trainer.state
     result = FitResult(
         epochs=int(state.epoch.numpy()),

@@ -18,10 +18,11 @@ VALIDATION = "validation"
 
 
 class Timings:
-    """Seconds per named phase, and the wall time since construction."""
+    """Seconds per named phase, and the wall time from construction to `stop` (or to now)."""
 
     def __init__(self) -> None:
         self.start = time.perf_counter()
+        self.end: float | None = None
         self.seconds: dict[str, float] = {}
 
     def add(self, name: str, seconds: float) -> None:
@@ -36,8 +37,12 @@ class Timings:
         finally:
             self.add(name, time.perf_counter() - start)
 
+    def stop(self) -> None:
+        """Ends the wall time (fit's, at its return: its result is read later)."""
+        self.end = time.perf_counter()
+
     def wall(self) -> float:
-        return time.perf_counter() - self.start
+        return (time.perf_counter() if self.end is None else self.end) - self.start
 
     def outside_steps(self) -> float:
         """The share of the wall time not spent in training steps, in [0, 1]."""
