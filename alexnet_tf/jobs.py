@@ -30,8 +30,8 @@ Using it (prepare-data, index-records, tune and fit's loop do)::
 
 fit's loop (`alexnet_tf.training.loop`): ``save`` writes the checkpoint of the current global
 step, ``steps`` is ``training.checkpoint_every_steps`` (``finished()`` after each step, `Job.save`
-at each validated epoch's end, which restarts the count). fit stops on signals at step boundaries itself,
-agreed by all workers (`alexnet_tf.preemption.StopSignals`), and must not save a checkpoint after
+at each validated epoch's end, which restarts the count). fit stops on signals at step boundaries
+itself, agreed by all workers (`alexnet_tf.preemption.StopSignals`), and must not save a checkpoint after
 an error such as a NaN loss: it passes ``kept=None`` and ``save_on=(preemption.Stopped,)``.
 This module imports no TensorFlow.
 """

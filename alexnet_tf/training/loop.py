@@ -367,7 +367,7 @@ class TrainingLoop:
     def _write_inputs(self, step: int) -> None:
         """A few augmented training inputs as the network sees them (after `ViewNormalization`),
         from a copy of the run's pipeline that shuffles only that many records: the run's own
-        would first fill its whole shuffle buffer (0.5 s of the demo's start instead of ~0.2)."""
+        would first fill its whole shuffle buffer (on the demo: 0.4 s instead of 0.5)."""
         pipeline = self.trainer.pipeline
         few = dataclasses.replace(pipeline.config, batch_size=INPUT_IMAGES, shuffle_buffer=INPUT_IMAGES)
         views, _ = next(iter(InputPipeline(few, pipeline.metadata).train_dataset().take(1)))
