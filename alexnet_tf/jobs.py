@@ -163,13 +163,12 @@ class Job:
             raise self._stopped(self._pending)
         return due
 
-    def save(self) -> bool:
-        """Saves a checkpoint now and restarts the count towards the next; True (as `finished`)."""
+    def save(self) -> None:
+        """Saves a checkpoint now and restarts the count towards the next."""
         if self._save is not None:
             self._save()
         self._last = time.monotonic()
         self._since = 0
-        return True
 
     def _signal(self, signum: int, frame: FrameType | None) -> None:
         if self._recording:

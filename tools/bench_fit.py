@@ -196,14 +196,14 @@ def measure_throughput(config: train.FitConfig, steps: int, warmup: int, blocks:
 def measure_loop(epochs: int, photos: int, demo: bool) -> None:
     """fit's wall time against its steps' time, on the demo recipe: over generated photos (five
     classes of ``photos``, float32), or with ``demo`` what `alexnet-tf demo` runs as shipped."""
-    overrides = [f"training.epochs={epochs}"]
+    overrides = [f"training.epochs={epochs}"] + ([] if demo else ["training.mixed_precision=none"])
+    recipe = load_recipe("demo", overrides)
     with tempfile.TemporaryDirectory() as scratch:
         if demo:
             click.echo(f"alexnet-tf demo: its shapes and recipe as shipped, {epochs} epochs ...")
             report = run_demo(DemoConfig(scratch, overrides=overrides, progress=False))
             result, held_out = report.fit, report.validation_images
         else:
-            overrides.append("training.mixed_precision=none")
             images, records = os.path.join(scratch, "images"), os.path.join(scratch, "records")
             per_class = photos + photos // 4  # a fifth held out for validation
             click.echo(f"writing {5 * per_class} shape photos and 128x128 records ...")
@@ -221,8 +221,8 @@ def measure_loop(epochs: int, photos: int, demo: bool) -> None:
             )
             held_out = DatasetMetadata.load(records).splits[schema.VALIDATION].num_records
             run = os.path.join(scratch, "run")
-            result = train.fit(train.FitConfig(records, run, load_recipe("demo", overrides), verbose=False))
-    images_trained = result.steps * load_recipe("demo", overrides).training.batch_size  # a fresh run: every step
+            result = train.fit(train.FitConfig(records, run, recipe, verbose=False))
+    images_trained = result.steps * recipe.training.batch_size  # a fresh run: every step
     passes = sum(not math.isnan(row["val_top1"]) for row in result.history)  # training.validate_every_epochs
     validated = passes * held_out
     steps_seconds, validation_seconds = result.timings.seconds[STEPS], result.timings.seconds[VALIDATION]

@@ -90,8 +90,9 @@ class TrainingLoop:
         # (the others' managers write to a directory of their own, so theirs would differ).
         self._saved_step: int | None = None
         self._stepped = False  # a step has run in this call
-        # The current epoch's `Progress.sums`, kept here and written to the variable only for a
-        # checkpoint: an eager assign every step cost ~0.15 ms.
+        # The current epoch's `Progress.sums` (loss × images, top-1 and top-5 hits, images, seconds:
+        # carried over a resume in the checkpoint), kept here and written to the variable only for
+        # a checkpoint: an eager assign every step cost ~0.15 ms.
         self._sums = np.zeros(5)
         self._last_model_written = time.monotonic()
 
@@ -224,8 +225,6 @@ class TrainingLoop:
         if progress is not None:
             print(f"epoch {epoch + 1}/{training.epochs}")
             progress.update(first)
-        # loss × images, top-1 and top-5 hits, images, seconds: carried over a resume in the checkpoint
-        sums = self._sums
         rate = float(trainer.built.optimizer.learning_rate.numpy())
         batch = training.batch_size
         for index in range(first, steps_per_epoch):
@@ -241,7 +240,7 @@ class TrainingLoop:
                     f"loss is {loss} at step {step} (epoch {epoch + 1}) with learning rate {rate:g}; training stopped, "
                     f"{self._kept_checkpoint()}: lower optimizer.learning_rate"
                 )
-            sums += (loss * batch, top1, top5, batch, seconds)  # in place: `self._sums`
+            self._sums += (loss * batch, top1, top5, batch, seconds)
             if progress is not None:
                 progress.update(index + 1, [("loss", loss), ("top1", top1 / batch), ("lr", rate)])
             with timings.phase(TENSORBOARD):
@@ -254,7 +253,7 @@ class TrainingLoop:
             if index + 1 < steps_per_epoch:  # the epoch's end saves after validation
                 self._job.finished()
             self.stop.check()
-        loss, top1, top5, images, seconds = sums
+        loss, top1, top5, images, seconds = self._sums
         count = max(images, 1.0)
         return {
             "loss": loss / count,
@@ -287,7 +286,9 @@ class TrainingLoop:
             with self.timings.phase(HISTORY):
                 runs.write_history(self.model_dir, history)
         # The epoch's last step was not counted yet (`_train_epoch`): a validated end saves now.
-        saved = self._job.save() if validated else self._job.finished()
+        if validated:
+            self._job.save()
+        saved = validated or self._job.finished()
         if self.chief:
             scalars = {f"epoch/{key}": row[key] for key in ("loss", "top1", "top5")}
             if validated:
@@ -298,13 +299,13 @@ class TrainingLoop:
                 if saved:  # conv1's image with the checkpoint and the models
                     self._tensorboard.conv1_filters(step, self.trainer.built.network)
                 self._tensorboard.flush()
-        if self.chief and saved:
-            if improved:
-                self._save_model(BEST_MODEL)
-            every = self.config.recipe.training.last_model_every_seconds
-            final = int(self.trainer.state.epoch.numpy()) == self.config.recipe.training.epochs
-            if final or time.monotonic() - self._last_model_written >= every:
-                self._save_model(LAST_MODEL, copy_of=BEST_MODEL if improved else None)
+            if saved:
+                if improved:
+                    self._save_model(BEST_MODEL)
+                every = self.config.recipe.training.last_model_every_seconds
+                final = int(self.trainer.state.epoch.numpy()) == self.config.recipe.training.epochs
+                if final or time.monotonic() - self._last_model_written >= every:
+                    self._save_model(LAST_MODEL, copy_of=BEST_MODEL if improved else None)
         validation = (
             f" val_loss {row['val_loss']:.4f} val_top1 {row['val_top1']:.4f} val_top5 {row['val_top5']:.4f}"
             if validated
